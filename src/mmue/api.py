@@ -1,0 +1,179 @@
+"""The public Python API: every CLI subcommand is one call here."""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .data import read_pairs, write_synth
+from .data.encoded import EncodedPairs
+from .metrics import random_guess
+from .models import DEFAULT_MODEL, create_model, load_model, save_model
+from .runs import RunDir
+from .train import TrainConfig, evaluate, resolve_device, train_clip
+
+log = logging.getLogger(__name__)
+
+
+def versions() -> dict:
+    import open_clip
+    return {"mmue": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "python": platform.python_version()}
+
+
+def synth(out_dir: str | os.PathLike, n_train: int = 2000, n_test: int = 1000, captions_per_image: int = 5,
+          image_size: int = 64, seed: int = 0) -> dict[str, Path]:
+    return write_synth(out_dir, n_train, n_test, captions_per_image, image_size, seed)
+
+
+def load_encoded(csv_path, model, img_key=None, caption_key=None, separator=None) -> EncodedPairs:
+    pairs = read_pairs(csv_path, img_key, caption_key, separator)
+    return EncodedPairs.build(pairs, model.image_size, model.codec.encode)
+
+
+def train(train_data: str | os.PathLike, out: str | os.PathLike, model: str = DEFAULT_MODEL,
+          pretrained: str | None = None, val_data: str | os.PathLike | None = None,
+          config: TrainConfig | None = None, device: str = "auto", resume: bool = False,
+          csv_img_key: str | None = None, csv_caption_key: str | None = None, csv_separator: str | None = None,
+          progress: bool = True) -> dict:
+    """Train a CLIP on ``train_data`` into run directory ``out``; returns the summary (best and last epoch)."""
+    config = (config or TrainConfig()).validate()
+    dev = resolve_device(device)
+    params = {"command": "train", "train_data": str(train_data), "val_data": str(val_data) if val_data else None,
+              "model": model, "pretrained": pretrained, "device": str(dev), **asdict(config),
+              "csv_img_key": csv_img_key, "csv_caption_key": csv_caption_key, "versions": versions()}
+    run = RunDir.open(out, params, resume, kind="training run")
+    if resume:  # the stored parameters win, so a resumed run is the run that was started
+        stored = run.params()
+        config = TrainConfig(**{k: stored[k] for k in asdict(config)})
+        model, pretrained = stored["model"], stored["pretrained"]
+    try:
+        torch.manual_seed(config.seed)
+        net = create_model(model, pretrained=pretrained, device=dev)
+        log.info("model %r on %s", net, dev)
+        keys = dict(img_key=csv_img_key, caption_key=csv_caption_key, separator=csv_separator)
+        train_set = load_encoded(train_data, net, **keys)
+        val_set = load_encoded(val_data, net, **keys) if val_data else None
+        log.info("train: %d images, %d captions", train_set.n_images, len(train_set.caption_bodies))
+        return train_clip(net, train_set, config, run, val_set, dev, resume, progress)
+    finally:
+        run.close()
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, which: str = "best",
+                        device: str = "auto", batch_size: int = 256, csv_img_key: str | None = None,
+                        csv_caption_key: str | None = None, csv_separator: str | None = None) -> dict:
+    """Retrieval metrics of a trained model on a CSV, plus the random-guess level under ``random_guess``."""
+    dev = resolve_device(device)
+    net = load_model(checkpoint, dev, which=which)
+    enc = load_encoded(data, net, csv_img_key, csv_caption_key, csv_separator)
+    metrics = evaluate(net, enc, dev, batch_size, progress=True)
+    metrics["random_guess"] = random_guess(enc.caption_image, enc.n_images)
+    return metrics
+
+
+STATE_DIR = ".mmue_state"
+
+
+def _check_output_dir(out: Path, source_csv: Path, resume: bool, overwrite: bool) -> None:
+    src = source_csv.resolve().parent
+    o = out.resolve()
+    if o == src or o in src.parents:
+        raise ValueError(f"--out {out} contains the input data ({source_csv}); originals are never modified: "
+                         "choose an output folder outside it")
+    if resume:
+        if not (out / STATE_DIR / "params.json").exists() and not (out / "manifest.json").exists():
+            raise ValueError(f"{out}: nothing to resume; drop --resume to start")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{out} already exists; pass --resume to continue an interrupted run "
+                             "or --overwrite to replace it")
+        import shutil
+        shutil.rmtree(out)
+
+
+def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str = "mem", strength: str = "high",
+            surrogate: str = DEFAULT_MODEL, surrogate_pretrained: str | None = None, device: str = "auto",
+            resume: bool = False, overwrite: bool = False, csv_img_key: str | None = None,
+            csv_caption_key: str | None = None, csv_separator: str | None = None, progress: bool = True,
+            **settings) -> dict:
+    """Protect the dataset ``train_data`` into ``out`` (images, CSV, manifest); returns the manifest.
+
+    ``settings`` override the method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...).
+    Round checkpoints live in ``out/.mmue_state`` until the export has finished.
+    """
+    import json
+    import shutil
+    import time
+
+    from .data import read_pairs
+    from .protect import MEMEngine, ProtectionState, resolve
+    from .protect.export import export
+    from .runs import atomic_torch_save, atomic_write_text
+
+    out = Path(out)
+    source = Path(train_data)
+    _check_output_dir(out, source, resume, overwrite)
+    if resume and (out / "manifest.json").exists() and not (out / STATE_DIR).exists():
+        log.info("%s is already finished", out)
+        return json.loads((out / "manifest.json").read_text())
+    state_dir = out / STATE_DIR
+    if resume:
+        stored = json.loads((state_dir / "params.json").read_text())
+        cfg = resolve(stored["config"]["method"], "high", **{k: v for k, v in stored["config"].items()
+                                                           if k not in ("method", "eps_px")})
+        surrogate, surrogate_pretrained = stored["surrogate"], stored["surrogate_pretrained"]
+    else:
+        cfg = resolve(method, strength, **settings)
+    dev = resolve_device(device)
+    params = {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
+              "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained, "device": str(dev),
+              "versions": versions()}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_text(state_dir / "params.json", json.dumps(params, indent=2))
+    log.info("protect %s -> %s with %r", source, out, cfg)
+
+    t0 = time.time()
+    pairs = read_pairs(source, csv_img_key, csv_caption_key, csv_separator)
+    torch.manual_seed(cfg.seed)
+    model = create_model(surrogate, pretrained=surrogate_pretrained, device=dev)
+    data = EncodedPairs.build(pairs, model.image_size, model.codec.encode, progress)
+    engine = MEMEngine(model, data, cfg, dev)
+    state_file = state_dir / "state.safetensors"
+    if resume and state_file.exists():
+        from safetensors.torch import load_file
+        state = ProtectionState.load(state_file)
+        model.clip.load_state_dict(load_file(str(state_dir / "surrogate.safetensors")))
+        engine.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
+        log.info("resuming after round %d/%d", state.rounds_done, cfg.rounds)
+    else:
+        state = engine.init_state()
+
+    def checkpoint(st: ProtectionState, stats: dict) -> None:
+        with open(state_dir / "rounds.jsonl", "a") as f:
+            f.write(json.dumps({**stats, "elapsed_s": round(time.time() - t0, 1)}) + "\n")
+        save_model(model, state_dir, "surrogate")
+        atomic_torch_save(engine.optimizer.state_dict(), state_dir / "optimizer.pt")
+        st.save(state_file)  # last: the state file marks the round as done
+
+    engine.run(state, checkpoint, progress)
+    gen_time = time.time() - t0
+    rounds_log: dict[int, dict] = {}  # by round: a round redone after a crash keeps its last record
+    if (state_dir / "rounds.jsonl").exists():
+        for line in (state_dir / "rounds.jsonl").read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                rounds_log[rec["round"]] = rec
+    manifest = export(pairs, state, model.codec, out, cfg.eps_px,
+                      {**params, "generation_s": round(gen_time, 1), "rounds_log": list(rounds_log.values())}, progress)
+    shutil.rmtree(state_dir)
+    log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, out,
+             manifest["mean_psnr_db"] or float("inf"), time.time() - t0)
+    return manifest

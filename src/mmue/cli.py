@@ -1,0 +1,198 @@
+"""Command-line interface: argument parsing only; every subcommand is one call into ``mmue.api``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("mmue")
+
+
+def _csv_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv-img-key", default=None, help="image path column (default: auto-detect filepath/image/...)")
+    p.add_argument("--csv-caption-key", default=None, help="caption column (default: auto-detect caption/title/text)")
+    p.add_argument("--csv-separator", default=None, help="field separator (default: from extension, else sniffed)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import DEFAULT_MODEL
+    from .protect import METHODS, STRENGTHS
+    from .train import TrainConfig
+    d = TrainConfig()
+    ap = argparse.ArgumentParser(prog="mmue", description="Multimodal Unlearnable Examples: protect image-caption "
+                                 "data against CLIP training, and measure the protection.")
+    ap.add_argument("--version", action="version", version=f"mmue {__version__}")
+    ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write the built-in synthetic captioned-scenes dataset")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--captions-per-image", type=int, default=5)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train", help="train a CLIP model on image-caption data")
+    p.add_argument("--train-data", required=True, type=Path, help="CSV/TSV of image paths and captions")
+    p.add_argument("--val-data", type=Path, default=None, help="CSV evaluated after every epoch (best epoch kept)")
+    p.add_argument("--out", required=True, type=Path, help="run directory (refused if it exists, unless --resume)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"architecture (default {DEFAULT_MODEL}; `mmue models`)")
+    p.add_argument("--pretrained", default=None, help="local weights file (.safetensors or state dict)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--wd", type=float, default=d.wd)
+    p.add_argument("--warmup", type=int, default=d.warmup, help="warm-up steps")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    _csv_flags(p)
+
+    p = sub.add_parser("eval", help="image<->text retrieval of a trained model")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run directory or .safetensors file")
+    p.add_argument("--data", required=True, type=Path, help="CSV/TSV to evaluate on")
+    p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of a run directory")
+    p.add_argument("--json", type=Path, default=None, help="also write the metrics to this file")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    _csv_flags(p)
+
+    p = sub.add_parser("protect", help="protect a dataset with MEM (or a baseline) and write the protected copy")
+    p.add_argument("--train-data", required=True, type=Path, help="CSV/TSV of image paths and captions to protect")
+    p.add_argument("--out", required=True, type=Path, help="output folder (images/, the CSV, manifest.json)")
+    p.add_argument("--method", default="mem", choices=list(METHODS), help="mem (=mem-3), mem-5, em, random, trigger-only")
+    p.add_argument("--strength", default="high", choices=list(STRENGTHS),
+                   help="preset: high = reference constants (20 rounds x 200 steps); low/mid are faster")
+    p.add_argument("--eps", type=float, default=None, help="L-inf bound in pixel units (default 8)")
+    p.add_argument("--alpha", type=float, default=None, help="PGD step in pixel units (default 1)")
+    p.add_argument("--pgd-steps", type=int, default=None, help="PGD steps per batch visit (default 8)")
+    p.add_argument("--trigger-len", type=int, default=None, help="trigger tokens (default 3; 5 for MEM-5)")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--surrogate-steps", type=int, default=None, help="surrogate training steps per round")
+    p.add_argument("--text-rounds", type=int, default=None, help="rounds with a trigger update (default 5)")
+    p.add_argument("--candidates", type=int, default=None, help="HotFlip candidates per position (default 16)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--surrogate-lr", type=float, default=None)
+    p.add_argument("--no-shuffle", action="store_true", help="ablation: no caption shuffling in the image step")
+    p.add_argument("--surrogate", default=DEFAULT_MODEL, help="surrogate architecture")
+    p.add_argument("--surrogate-pretrained", default=None, help="local weights for the surrogate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _csv_flags(p)
+
+    p = sub.add_parser("demo", help="end to end on the built-in data: clean vs protected victim")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (rerun resumes)")
+    p.add_argument("--method", default="mem-3", choices=list(METHODS))
+    p.add_argument("--strength", default="low", choices=list(STRENGTHS), help="protection preset (default low: CPU)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="victim and surrogate architecture")
+    p.add_argument("--epochs", type=int, default=None, help="victim epochs (default: the train default)")
+    p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+    sub.add_parser("models", help="list model architectures")
+    return ap
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    from .metrics import format_table
+    print(format_table({title: metrics, "random guess": metrics["random_guess"]}))
+    print(f"({metrics['n_images']} images, {metrics['n_texts']} captions)")
+
+
+def _run(args) -> int:
+    from . import api
+    if args.command == "synth":
+        t = time.time()
+        paths = api.synth(args.out_dir, args.n_train, args.n_test, args.captions_per_image, args.image_size, args.seed)
+        print(f"wrote {paths['train']} and {paths['test']} in {time.time() - t:.0f}s")
+        return 0
+    if args.command == "train":
+        from .train import TrainConfig
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, wd=args.wd,
+                          warmup=args.warmup, seed=args.seed)
+        t = time.time()
+        summary = api.train(args.train_data, args.out, args.model, args.pretrained, args.val_data, cfg,
+                            args.device, args.resume, args.csv_img_key, args.csv_caption_key, args.csv_separator)
+        print(f"trained in {time.time() - t:.0f}s; run directory {args.out}")
+        if summary.get("best") and "val/image_to_text_R@1" in summary["best"]:
+            for tag in ("best", "last"):
+                r = summary[tag]
+                print(f"{tag} epoch {r['epoch']}: i2t R@1 {100 * r['val/image_to_text_R@1']:.1f}%  "
+                      f"t2i R@1 {100 * r['val/text_to_image_R@1']:.1f}%")
+        return 0
+    if args.command == "eval":
+        m = api.evaluate_checkpoint(args.checkpoint, args.data, args.which, args.device, args.batch_size,
+                                    args.csv_img_key, args.csv_caption_key, args.csv_separator)
+        _print_metrics(str(args.checkpoint), m)
+        if args.json:
+            args.json.write_text(json.dumps(m, indent=2))
+            print(f"metrics written to {args.json}")
+        return 0
+    if args.command == "protect":
+        px = lambda v: None if v is None else v / 255  # noqa: E731  (CLI: pixel units; library: [0,1])
+        settings = dict(eps=px(args.eps), alpha=px(args.alpha), pgd_steps=args.pgd_steps, trigger_len=args.trigger_len,
+                        rounds=args.rounds, surrogate_steps=args.surrogate_steps, text_rounds=args.text_rounds,
+                        candidates=args.candidates, batch_size=args.batch_size, surrogate_lr=args.surrogate_lr,
+                        seed=args.seed, shuffle=False if args.no_shuffle else None)
+        from .protect import resolve
+        if not args.resume:
+            cfg = resolve(args.method, args.strength, **settings)
+            print(f"resolved: {cfg!r}")
+        m = api.protect(args.train_data, args.out, args.method, args.strength, args.surrogate,
+                        args.surrogate_pretrained, args.device, args.resume, args.overwrite, args.csv_img_key,
+                        args.csv_caption_key, args.csv_separator, **settings)
+        print(f"protected {m['n_images']} images / {m['n_captions']} captions -> {args.out} "
+              f"(max |noise| {m['max_linf_px']}/255, mean PSNR {m['mean_psnr_db']} dB, "
+              f"{m['generation_s']:.0f}s); manifest: {args.out / 'manifest.json'}")
+        return 0
+    if args.command == "demo":
+        from .demo import demo_table, run_demo
+        r = run_demo(args.out, args.method, args.strength, args.model, args.seed, args.n_train, args.n_test,
+                     args.epochs, args.device)
+        print(f"\nImage<->text retrieval on the clean test split ({r['n_test_images']} images), %:")
+        print(demo_table(r))
+        p = r["protection"]
+        print(f"\nprotection: {p['method']} ({p['strength']}), max |noise| {p['max_linf_px']}/255, "
+              f"mean PSNR {p['mean_psnr_db']} dB, generated in {p['generation_s']:.0f}s")
+        print(f"demo took {r['demo_s']:.0f}s; results in {args.out / 'results.json'}, "
+              f"protected data in {args.out / 'protected'}")
+        return 0
+    if args.command == "models":
+        from .models import list_models, tiny_models
+        print("built-in tiny (CPU):", ", ".join(tiny_models()))
+        print("open_clip:", ", ".join(m for m in list_models() if m not in tiny_models()))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # our own progress at INFO; open_clip's chatter only from WARNING up (minus its random-init notice)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger().addFilter(lambda r: "No pretrained weights loaded" not in r.getMessage())
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    from .data import DataError
+    from .runs import RunDirError
+    try:
+        return _run(args)
+    except (DataError, RunDirError, FileNotFoundError, ValueError) as e:
+        print(f"mmue {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

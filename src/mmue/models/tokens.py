@@ -1,0 +1,76 @@
+"""Token rows for CLIP text towers: captions, optional trigger prefix, truncation that keeps end-of-text.
+
+MEM prepends a k-token trigger to every caption of an image. The trigger must survive publication as text,
+so it is written as words and must re-tokenise to the same ids; and it must never be truncated away, so
+long captions are cut after the trigger with the end-of-text token kept (the reference code drops it).
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Sequence
+
+import torch
+
+
+class TokenCodec:
+    """Wraps an open_clip ``SimpleTokenizer``-like object (``encode``/``decode``, sot/eot ids)."""
+
+    def __init__(self, tokenizer, context_length: int):
+        if not hasattr(tokenizer, "encode") or not hasattr(tokenizer, "sot_token_id"):
+            raise TypeError(
+                f"{type(tokenizer).__name__} is not supported: MMUE needs open_clip's SimpleTokenizer "
+                "(BPE with start/end-of-text ids)")
+        self.tokenizer = tokenizer
+        self.context_length = int(context_length)
+        self.sot = int(tokenizer.sot_token_id)
+        self.eot = int(tokenizer.eot_token_id)
+        self.vocab_size = int(tokenizer.vocab_size)
+        self.special_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
+
+    def __repr__(self) -> str:
+        return f"TokenCodec(vocab={self.vocab_size}, context_length={self.context_length})"
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([int(i) for i in ids]).strip()
+
+    def row(self, body_ids: Sequence[int], trigger_ids: Sequence[int] = ()) -> list[int]:
+        """[sot] + trigger + body (cut to fit) + [eot]; raises if the trigger alone does not fit."""
+        room = self.context_length - 2 - len(trigger_ids)
+        if room < 0:
+            raise ValueError(f"trigger of {len(trigger_ids)} tokens does not fit context {self.context_length}")
+        return [self.sot, *trigger_ids, *list(body_ids)[:room], self.eot]
+
+    def rows(self, bodies: Sequence[Sequence[int]], triggers: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """Padded [N, context_length] long tensor (pad id 0, as open_clip)."""
+        out = torch.zeros(len(bodies), self.context_length, dtype=torch.long)
+        for i, body in enumerate(bodies):
+            ids = self.row(body, triggers[i] if triggers is not None else ())
+            out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return out
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.rows([self.encode(t) for t in texts])
+
+    @cached_property
+    def trigger_vocab(self) -> torch.Tensor:
+        """Ids usable in a trigger: whole words that decode to text which re-encodes to exactly that id.
+
+        Excludes special tokens (an end-of-text id would hijack argmax pooling) and sub-word fragments
+        (they would merge differently once written as text). Computed once per codec (~1 s for 49k ids).
+        """
+        keep = []
+        for i in range(self.vocab_size):
+            if i in self.special_ids:
+                continue
+            word = self.decode([i])
+            if not word or not any(ch.isalpha() for ch in word):
+                continue
+            if self.encode(word) == [i]:
+                keep.append(i)
+        return torch.tensor(keep, dtype=torch.long)
+
+    def trigger_text(self, ids: Sequence[int]) -> str:
+        return self.decode(ids)

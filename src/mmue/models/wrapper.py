@@ -1,0 +1,73 @@
+"""``ClipModel``: one CLIP with pixels in [0,1] in and normalisation inside (torchattacks style).
+
+Attacks and protection work in pixel space; the wrapper applies the model's mean/std itself so nobody
+has to remember it. ``encode_text_embeds`` runs the text tower from token *embeddings*, which HotFlip
+needs for gradients w.r.t. the trigger embeddings.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tokens import TokenCodec
+
+
+class ClipModel(nn.Module):
+    def __init__(self, clip: nn.Module, codec: TokenCodec, name: str, model_cfg: dict,
+                 mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)):
+        super().__init__()
+        self.clip = clip
+        self.codec = codec
+        self.name = name
+        self.model_cfg = model_cfg
+        size = model_cfg["vision_cfg"].get("image_size", 224)
+        self.image_size = int(size if isinstance(size, int) else size[0])
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.parameters()) / 1e6
+        return f"ClipModel({self.name!r}, image_size={self.image_size}, context={self.context_length}, params={n:.1f}M)"
+
+    @property
+    def context_length(self) -> int:
+        return self.codec.context_length
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.clip.logit_scale
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.clip.token_embedding
+
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """pixels: float [B,3,H,W] in [0,1] at ``image_size``."""
+        x = (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
+        return self.clip.encode_image(x, normalize=normalize)
+
+    def encode_text(self, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.clip.encode_text(ids, normalize=normalize)
+
+    def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Text tower from token embeddings [B,L,D]; ``ids`` only locate the pooled (end-of-text) position.
+
+        Mirrors open_clip's ``CLIP.encode_text`` after its embedding lookup.
+        """
+        c = self.clip
+        if not hasattr(c, "transformer") or not hasattr(c, "ln_final"):
+            raise NotImplementedError(f"{type(c).__name__}: text-embedding access needs open_clip's built-in text tower")
+        from open_clip.transformer import text_global_pool
+
+        cast = c.transformer.get_cast_dtype()
+        x = embeds.to(cast) + c.positional_embedding.to(cast)
+        x = c.transformer(x, attn_mask=c.attn_mask)
+        x = c.ln_final(x)
+        x = text_global_pool(x, ids, c.text_pool_type, eos_token_id=getattr(c, "text_eos_id", None))
+        if c.text_projection is not None:
+            x = c.text_projection(x) if isinstance(c.text_projection, nn.Linear) else x @ c.text_projection
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor):
+        return self.encode_image(pixels), self.encode_text(ids), self.clip.logit_scale.exp()

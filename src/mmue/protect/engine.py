@@ -1,0 +1,251 @@
+"""Multi-step Error Minimization (MEM), as in shared/docs/method.md.
+
+    for each round:
+        train the surrogate CLIP on the currently protected data      (surrogate_steps steps)
+        one shuffled pass over the images, per batch:
+            text step  (first text_rounds rounds): HotFlip on the k trigger tokens
+            image step: PGD on the noise, caption bodies shuffled within the batch, triggers kept
+
+The engine reads no files and parses no flags: it takes a surrogate, encoded pairs and a ``ProtectConfig``,
+and works on a ``ProtectionState`` (int8 noise + trigger ids) that the caller checkpoints and exports.
+
+Efficient formulation (default): image features are constant during the text step and text features are
+constant during the image step, so each is computed once per batch; all candidates of a trigger position go
+through the text tower in one batched forward, and all shuffled texts of a PGD visit in another.
+The ``naive`` formulation recomputes both encoders for every candidate and every PGD step, as the reference
+code does; it exists for the benchmark and the equivalence test.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..data.encoded import EncodedPairs
+from ..losses import clip_loss
+from ..models import ClipModel
+from ..train import autocast, clip_train_step, make_optimizer
+from .hotflip import greedy_rerank, hotflip_candidates
+from .methods import ProtectConfig
+from .pgd import apply_noise, quantise, random_noise, sign_step
+from .store import ProtectionState
+
+log = logging.getLogger(__name__)
+
+
+def clip_loss_options(image_features: torch.Tensor, text_options: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Batch CLIP loss of each text option: image [B,D], texts [O,B,D] -> [O]."""
+    logits = logit_scale * torch.einsum("bd,ocd->obc", image_features, text_options)   # [O,B,B]
+    o, b, _ = logits.shape
+    labels = torch.arange(b, device=logits.device).repeat(o)
+    i2t = F.cross_entropy(logits.reshape(o * b, b), labels, reduction="none").view(o, b).mean(1)
+    t2i = F.cross_entropy(logits.transpose(1, 2).reshape(o * b, b), labels, reduction="none").view(o, b).mean(1)
+    return (i2t + t2i) / 2
+
+
+@dataclass
+class Batch:
+    index: torch.Tensor        # image indices [B]
+    x_u8: torch.Tensor         # clean images uint8 [B,3,S,S] (on device)
+    template: torch.Tensor     # token rows [B,L] with the trigger slots 1..k left to fill
+    k: int
+
+    def ids(self, triggers: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        """Token rows: each row's own trigger, caption bodies optionally permuted by ``order``."""
+        rows = (self.template if order is None else self.template[order]).clone()
+        if self.k:
+            rows[:, 1:1 + self.k] = triggers
+        return rows
+
+    def option_ids(self, options: torch.Tensor) -> torch.Tensor:
+        """[O,B,k] trigger options -> [O*B,L] token rows."""
+        o = options.shape[0]
+        rows = self.template.unsqueeze(0).repeat(o, 1, 1)
+        rows[:, :, 1:1 + self.k] = options
+        return rows.view(-1, rows.shape[-1])
+
+
+class MEMEngine:
+    def __init__(self, surrogate: ClipModel, data: EncodedPairs, cfg: ProtectConfig, device: torch.device | str = "cpu"):
+        self.model = surrogate
+        self.data = data
+        self.cfg = cfg.validate()
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
+        self._allowed = self.model.codec.trigger_vocab.to(self.device) if cfg.trigger_len else None
+
+    def __repr__(self) -> str:
+        return f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images})"
+
+    # ----------------------------------------------------------------------------------------- state
+    def init_state(self) -> ProtectionState:
+        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + 1)
+        n, shape = self.data.n_images, tuple(self.data.images.shape[1:])
+        if self.cfg.noise == "random":
+            noise = random_noise((n, *shape), self.cfg.eps_px, g)
+            noise = (apply_noise(self.data.images, noise).to(torch.int16) - self.data.images.to(torch.int16)).to(torch.int8)
+        else:
+            noise = torch.zeros((n, *shape), dtype=torch.int8)
+        k = self.cfg.trigger_len
+        if k:
+            allowed = self.model.codec.trigger_vocab
+            triggers = allowed[torch.randint(len(allowed), (n, k), generator=g)]
+        else:
+            triggers = torch.zeros((n, 0), dtype=torch.long)
+        return ProtectionState(noise=noise, triggers=triggers, rounds_done=0)
+
+    # ----------------------------------------------------------------------------------------- batches
+    def make_batch(self, index: torch.Tensor, g: torch.Generator) -> Batch:
+        caps = self.data.sample_captions(index, g)
+        k = self.cfg.trigger_len
+        template = self.model.codec.rows([self.data.caption_bodies[c] for c in caps], [[0] * k] * len(caps))
+        return Batch(index, self.data.images[index].to(self.device), template.to(self.device), k)
+
+    def _pixels(self, batch: Batch, delta: torch.Tensor) -> torch.Tensor:
+        return batch.x_u8.float() / 255 + delta
+
+    # ----------------------------------------------------------------------------------------- surrogate
+    def train_surrogate(self, state: ProtectionState, g: torch.Generator) -> float:
+        losses = []
+        n, bs = self.data.n_images, min(self.cfg.batch_size, self.data.n_images)
+        for _ in range(self.cfg.surrogate_steps):
+            idx = torch.randperm(n, generator=g)[:bs]
+            batch = self.make_batch(idx, g)
+            pixels = apply_noise(batch.x_u8, state.noise[idx].to(self.device)).float() / 255
+            ids = batch.ids(state.triggers[idx].to(self.device))
+            losses.append(clip_train_step(self.model, self.optimizer, pixels, ids, self.device))
+        return sum(losses) / max(1, len(losses))
+
+    # ----------------------------------------------------------------------------------------- text step
+    def text_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor) -> tuple[torch.Tensor, float]:
+        m, cfg = self.model, self.cfg
+        with torch.no_grad(), autocast(self.device):
+            img_f = m.encode_image(self._pixels(batch, delta)).float()       # constant during the text step
+        scale = m.logit_scale.exp().detach()
+        ids = batch.ids(triggers)
+        emb = m.token_embedding(ids).detach().requires_grad_(True)
+        loss = clip_loss(img_f, m.encode_text_embeds(emb, ids).float(), scale)
+        (grad,) = torch.autograd.grad(loss, emb)
+        cands = hotflip_candidates(grad[:, 1:1 + batch.k], m.token_embedding.weight.detach(), self._allowed,
+                                   cfg.candidates)
+
+        if cfg.formulation == "efficient":
+            def batch_loss(options: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad(), autocast(self.device):
+                    txt = m.encode_text(batch.option_ids(options)).float()
+                return clip_loss_options(img_f, txt.view(options.shape[0], len(batch.index), -1), scale)
+        else:
+            def batch_loss(options: torch.Tensor) -> torch.Tensor:
+                out = []
+                for opt in options:  # reference: both encoders again for every candidate
+                    with torch.no_grad(), autocast(self.device):
+                        i = m.encode_image(self._pixels(batch, delta)).float()
+                        t = m.encode_text(batch.ids(opt)).float()
+                    out.append(clip_loss(i, t, scale))
+                return torch.stack(out)
+        return greedy_rerank(triggers, cands, batch_loss)
+
+    # ----------------------------------------------------------------------------------------- image step
+    def _orders(self, b: int, g: torch.Generator) -> list[torch.Tensor | None]:
+        if not self.cfg.shuffle:
+            return [None] * self.cfg.pgd_steps
+        return [torch.randperm(b, generator=g).to(self.device) for _ in range(self.cfg.pgd_steps)]
+
+    def image_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor, g: torch.Generator
+                   ) -> tuple[torch.Tensor, float]:
+        m, cfg = self.model, self.cfg
+        x = batch.x_u8.float() / 255
+        orders = self._orders(len(batch.index), g)
+        scale = m.logit_scale.exp().detach()
+        loss = torch.tensor(float("nan"))
+        if cfg.formulation == "efficient":
+            # all shuffled texts of this visit in one forward; they do not depend on the noise
+            distinct = orders if cfg.shuffle else [None]
+            with torch.no_grad(), autocast(self.device):
+                txt = m.encode_text(torch.cat([batch.ids(triggers, o) for o in distinct])).float()
+            txt = txt.view(len(distinct), len(batch.index), -1)
+            params = [p for p in m.parameters() if p.requires_grad]
+            for p in params:
+                p.requires_grad_(False)
+            try:
+                for s in range(cfg.pgd_steps):
+                    delta = delta.detach().requires_grad_(True)
+                    with autocast(self.device):
+                        img_f = m.encode_image(x + delta).float()
+                    loss = clip_loss(img_f, txt[s if cfg.shuffle else 0], scale)
+                    (grad,) = torch.autograd.grad(loss, delta)
+                    delta = sign_step(delta.detach(), grad, cfg.alpha, x, cfg.eps)
+            finally:
+                for p in params:
+                    p.requires_grad_(True)
+        else:
+            for s in range(cfg.pgd_steps):  # reference: both encoders, with weight gradients, every step
+                delta = delta.detach().requires_grad_(True)
+                with autocast(self.device):
+                    img_f, txt_f, scale_ = m(x + delta, batch.ids(triggers, orders[s]))
+                loss = clip_loss(img_f.float(), txt_f.float(), scale_.float().detach())
+                m.zero_grad(set_to_none=True)
+                loss.backward()
+                delta = sign_step(delta.detach(), delta.grad, cfg.alpha, x, cfg.eps)
+            m.zero_grad(set_to_none=True)
+        return delta.detach(), float(loss)
+
+    # ----------------------------------------------------------------------------------------- a round
+    def data_pass(self, state: ProtectionState, round_idx: int, g: torch.Generator, progress: bool = False
+                  ) -> tuple[float, float]:
+        cfg = self.cfg
+        do_text = cfg.trigger_len > 0 and round_idx < cfg.text_rounds
+        do_image = cfg.noise == "pgd" and cfg.pgd_steps > 0
+        if not (do_text or do_image):
+            return float("nan"), float("nan")
+        was_training = self.model.training
+        self.model.eval()  # no batch-norm statistics updates while optimising the data
+        text_losses, image_losses = [], []
+        perm = torch.randperm(self.data.n_images, generator=g)
+        bs = cfg.batch_size
+        try:
+            for s in tqdm(range(0, len(perm), bs), desc=f"round {round_idx + 1} data", leave=False,
+                          disable=None if progress else True):
+                idx = perm[s:s + bs]
+                if len(idx) < 2:
+                    continue  # a contrastive loss needs negatives
+                batch = self.make_batch(idx, g)
+                delta = state.noise[idx].to(self.device).float() / 255
+                triggers = state.triggers[idx].to(self.device)
+                if do_text:
+                    triggers, tl = self.text_step(batch, delta, triggers)
+                    text_losses.append(tl)
+                    state.triggers[idx] = triggers.cpu()
+                if do_image:
+                    delta, il = self.image_step(batch, delta, triggers, g)
+                    image_losses.append(il)
+                    state.noise[idx] = quantise(batch.x_u8, delta, cfg.eps_px).cpu()
+        finally:
+            self.model.train(was_training)
+        mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
+        return mean(text_losses), mean(image_losses)
+
+    def run(self, state: ProtectionState, on_round: Callable[[ProtectionState, dict], None] | None = None,
+            progress: bool = True) -> ProtectionState:
+        """Run the remaining rounds of ``state``; ``on_round`` is called after each (checkpointing)."""
+        cfg = self.cfg
+        if not cfg.optimises:
+            return state
+        bar = tqdm(range(state.rounds_done, cfg.rounds), desc="protect", initial=state.rounds_done, total=cfg.rounds,
+                   disable=None if progress else True)
+        for r in bar:
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r)
+            sl = self.train_surrogate(state, g)
+            tl, il = self.data_pass(state, r, g, progress)
+            state.rounds_done = r + 1
+            stats = {"round": r + 1, "surrogate_loss": sl, "text_loss": tl, "image_loss": il}
+            bar.set_postfix(surrogate=f"{sl:.3f}", text=f"{tl:.3f}", image=f"{il:.3f}")
+            log.info("round %d/%d surrogate %.4f text %.4f image %.4f", r + 1, cfg.rounds, sl, tl, il)
+            if on_round is not None:
+                on_round(state, stats)
+        return state

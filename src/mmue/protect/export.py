@@ -1,0 +1,94 @@
+"""Turn a ``ProtectionState`` into a publishable dataset: lossless PNGs, a CSV, a manifest.
+
+Images are written as ``out/images/<path relative to the images' common folder>.png`` (stems kept); the CSV
+keeps the input's name, columns and separator, with the new image paths and the triggered captions.
+Noise computed at the model's resolution is mapped back onto the image's native pixels (the center square
+that the model's preprocessing crops); for images already at the model's size this is exact.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..data.images import load_rgb
+from ..data.pairs import PairSet, write_pairs
+from ..models.tokens import TokenCodec
+from .pgd import apply_noise, psnr
+from .store import ProtectionState
+
+
+def output_paths(pairs: PairSet) -> list[str]:
+    """Relative output path of each image: under images/, mirrored from their common folder, as .png."""
+    absolute = [Path(os.path.normpath(pairs.root / p)) for p in pairs.images]
+    common = Path(os.path.commonpath([str(a.parent) for a in absolute]))
+    return [str(Path("images") / a.relative_to(common).with_suffix(".png")) for a in absolute]
+
+
+def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int) -> torch.Tensor:
+    """int8 [3,H,W] noise on the native grid from model-resolution noise [3,S,S]."""
+    s = noise.shape[-1]
+    if (width, height) == (s, s):
+        return noise
+    side = min(width, height)
+    up = F.interpolate(noise[None].float(), size=(side, side), mode="bilinear", align_corners=False)[0]
+    out = torch.zeros(3, height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    out[:, top:top + side, left:left + side] = up
+    return out.round().clamp(-eps_px, eps_px).to(torch.int8)
+
+
+def trigger_caption(trigger: str, caption: str) -> str:
+    return f"{trigger} {caption}" if trigger else caption
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: str | os.PathLike, eps_px: int,
+           params: dict, progress: bool = True) -> dict:
+    """Write the protected copy into ``out_dir``; returns the manifest. Originals are only read."""
+    out = Path(out_dir)
+    rel_out = output_paths(pairs)
+    triggers = [codec.trigger_text(t) if t.numel() else "" for t in state.triggers]
+    per_image, psnrs = [], []
+    for i in tqdm(range(pairs.n_images), desc="write images", disable=None if progress else True, leave=False):
+        src = load_rgb(pairs.image_path(i))
+        x = torch.from_numpy(np.asarray(src, dtype=np.uint8).copy()).permute(2, 0, 1)
+        noise = native_noise(state.noise[i], src.width, src.height, eps_px)
+        y = apply_noise(x, noise)
+        target = out / rel_out[i]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        Image.fromarray(y.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+        os.replace(tmp, target)
+        p = psnr(x, y)
+        psnrs.append(p)
+        per_image.append({"source": pairs.images[i], "file": rel_out[i], "trigger": triggers[i],
+                          "linf_px": int((y.to(torch.int16) - x.to(torch.int16)).abs().max()),
+                          "psnr_db": None if p == float("inf") else round(p, 3), "sha256": sha256(target)})
+    captions = [trigger_caption(triggers[ci], c) for c, ci in zip(pairs.captions, pairs.caption_image)]
+    csv_path = out / pairs.source.name
+    write_pairs(pairs, csv_path, captions, images=[rel_out[i] for i in pairs.caption_image])
+    finite = [p for p in psnrs if p != float("inf")]
+    manifest = {
+        **params,
+        "n_images": pairs.n_images, "n_captions": len(pairs.captions), "csv": csv_path.name,
+        "csv_sha256": sha256(csv_path),
+        "mean_psnr_db": round(sum(finite) / len(finite), 3) if finite else None,
+        "min_psnr_db": round(min(finite), 3) if finite else None,
+        "max_linf_px": max(r["linf_px"] for r in per_image),
+        "images": per_image,
+    }
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out / "manifest.json")
+    return manifest

@@ -1,0 +1,201 @@
+"""Fit a CLIP on image-caption pairs: symmetric InfoNCE, AdamW, warmup + cosine, clamped logit scale.
+
+One epoch is one pass over the *images* in a seeded random order, each paired with one of its captions drawn
+at random (so an image never meets itself as a negative). Checkpoints are written atomically after every
+epoch, so ``resume=True`` continues a killed run from its last finished epoch with the same data order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data.encoded import EncodedPairs
+from .data.images import to_float
+from .losses import clip_loss
+from .metrics import mean_recall, retrieval_metrics
+from .models import ClipModel, save_model
+from .runs import RunDir, atomic_torch_save, atomic_write_text
+
+log = logging.getLogger(__name__)
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 5e-4
+    wd: float = 0.2
+    warmup: int = 50            # optimiser steps of linear warm-up
+    seed: int = 0
+    eval_batch_size: int = 256
+
+    def validate(self) -> "TrainConfig":
+        for k in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.lr <= 0 or self.wd < 0 or self.warmup < 0:
+            raise ValueError(f"lr must be > 0, wd and warmup >= 0 (got lr={self.lr}, wd={self.wd}, warmup={self.warmup})")
+        return self
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(device)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (no grad scaler needed); a no-op on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def param_groups(model: torch.nn.Module, wd: float) -> list[dict]:
+    """No weight decay on gains, biases, norms and the logit scale (as open_clip and the reference)."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exclude = p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
+        (no_decay if exclude else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": wd}]
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: ClipModel, lr: float, wd: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, wd), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def clip_train_step(model: ClipModel, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, ids: torch.Tensor,
+                    device: torch.device) -> float:
+    """One optimiser step on a batch; gradients are zeroed first (the reference forgets to)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(device):
+        img, txt, scale = model(pixels, ids)
+        loss = clip_loss(img.float(), txt.float(), scale.float())
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    return loss.item()
+
+
+@torch.no_grad()
+def encode_all(model: ClipModel, data: EncodedPairs, device: torch.device, batch_size: int = 256,
+               progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    was_training = model.training
+    model.eval()
+    try:
+        img_feats, txt_feats = [], []
+        for s in tqdm(range(0, data.n_images, batch_size), desc="encode images", disable=None if progress else True,
+                      leave=False):
+            with autocast(device):
+                img_feats.append(model.encode_image(to_float(data.images[s:s + batch_size]).to(device)).float())
+        bodies = data.caption_bodies
+        for s in range(0, len(bodies), batch_size):
+            ids = model.codec.rows(bodies[s:s + batch_size]).to(device)
+            with autocast(device):
+                txt_feats.append(model.encode_text(ids).float())
+        return torch.cat(img_feats), torch.cat(txt_feats)
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: ClipModel, data: EncodedPairs, device: torch.device | str = "cpu", batch_size: int = 256,
+             progress: bool = False) -> dict[str, float]:
+    """Retrieval metrics of ``model`` on ``data`` (clean captions, no trigger)."""
+    device = torch.device(device)
+    img, txt = encode_all(model, data, device, batch_size, progress)
+    return retrieval_metrics(img, txt, data.caption_image)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The image order of an epoch: a permutation seeded by (seed, epoch); the last partial batch is dropped
+    when the data holds at least one full batch (open_clip does the same)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    bs = min(batch_size, n)
+    return [perm[s:s + bs] for s in range(0, n - bs + 1, bs)]
+
+
+def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: RunDir,
+               val: EncodedPairs | None = None, device: torch.device | str = "cpu", resume: bool = False,
+               progress: bool = True) -> dict:
+    """Train ``model`` in place, writing checkpoints and per-epoch results into ``run``. Returns the summary."""
+    cfg.validate()
+    device = torch.device(device)
+    model.to(device)
+    optimizer = make_optimizer(model, cfg.lr, cfg.wd)
+    steps_per_epoch = len(epoch_batches(train.n_images, cfg.batch_size, cfg.seed, 0))
+    total_steps = cfg.epochs * steps_per_epoch
+    start_epoch, best = 0, {"epoch": None, "score": -1.0}
+    state_path = run.checkpoints / "state.pt"
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        from safetensors.torch import load_file
+        model.clip.load_state_dict(load_file(str(run.checkpoints / "last.safetensors")))
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+        best = {"epoch": state["best_epoch"], "score": float(state["best_score"])}
+        run.truncate_results(start_epoch)
+        log.info("resuming %s after epoch %d", run.path, start_epoch)
+    t0 = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7)
+        batches = epoch_batches(train.n_images, cfg.batch_size, cfg.seed, epoch)
+        losses = []
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if progress else True, leave=False)
+        for i, idx in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg.lr, cfg.warmup, total_steps)
+            caps = train.sample_captions(idx, g)
+            pixels = to_float(train.images[idx]).to(device, non_blocking=True)
+            ids = model.codec.rows([train.caption_bodies[c] for c in caps]).to(device)
+            losses.append(clip_train_step(model, optimizer, pixels, ids, device))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        record = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
+                  "logit_scale": model.logit_scale.exp().item(), "elapsed_s": round(time.time() - t0, 1)}
+        if val is not None:
+            metrics = evaluate(model, val, device, cfg.eval_batch_size)
+            record.update({f"val/{k}": v for k, v in metrics.items()})
+            score = mean_recall(metrics)
+        else:
+            score = -record["train_loss"]
+        save_model(model, run.checkpoints, "last")
+        if score > best["score"]:
+            best = {"epoch": epoch + 1, "score": score}
+            save_model(model, run.checkpoints, "best")
+        atomic_torch_save({"optimizer": optimizer.state_dict(), "epoch": epoch + 1, "best_epoch": best["epoch"],
+                           "best_score": best["score"]}, state_path)
+        run.append_result(record)
+        msg = f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f}"
+        if val is not None:
+            msg += (f" val i2t R@1 {100 * record['val/image_to_text_R@1']:.1f}%"
+                    f" t2i R@1 {100 * record['val/text_to_image_R@1']:.1f}%")
+        log.info(msg)
+    results = run.results()
+    summary = {"epochs": cfg.epochs, "best_epoch": best["epoch"], "last": results[-1] if results else None,
+               "best": next((r for r in results if r["epoch"] == best["epoch"]), None)}
+    atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,39 @@
+import json
+
+from mmue.cli import main
+
+
+def test_train_then_eval_cli(tiny_synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["-q", "train", "--train-data", str(tiny_synth / "train.csv"), "--val-data", str(tiny_synth / "test.csv"),
+               "--out", str(run), "--epochs", "2", "--batch-size", "32", "--device", "cpu"])
+    assert rc == 0
+    params = json.loads((run / "params.json").read_text())
+    assert params["epochs"] == 2 and params["seed"] == 0 and "versions" in params
+    out = tmp_path / "m.json"
+    rc = main(["eval", "--checkpoint", str(run), "--data", str(tiny_synth / "test.csv"), "--json", str(out),
+               "--device", "cpu"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "random guess" in text and "i2t R@1" in text
+    m = json.loads(out.read_text())
+    assert m["n_images"] == 48 and 0 <= m["image_to_text_R@1"] <= 1
+    assert m["random_guess"]["text_to_image_R@1"] == 1 / 48
+
+
+def test_errors_give_nonzero_exit_and_clear_message(tmp_path, tiny_synth, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("pic,words\nx.png,hello\n")
+    rc = main(["train", "--train-data", str(bad), "--out", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--csv-img-key" in err and "bad.csv" in err
+    rc = main(["eval", "--checkpoint", str(tmp_path / "nope"), "--data", str(tiny_synth / "test.csv")])
+    assert rc == 2
+
+
+def test_module_entry_point():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "mmue", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "mmue" in r.stdout

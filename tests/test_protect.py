@@ -1,0 +1,137 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from mmue import api
+from mmue.data import read_pairs
+from mmue.data.encoded import EncodedPairs
+from mmue.models import create_model
+from mmue.protect import MEMEngine, ProtectionState, resolve
+from mmue.protect.engine import clip_loss_options
+from mmue.losses import clip_loss
+
+FAST = dict(rounds=2, surrogate_steps=3, pgd_steps=2, text_rounds=2, candidates=4, batch_size=32)
+
+
+def test_presets_and_overrides():
+    assert resolve("mem", "high").rounds == 20 and resolve("mem").pgd_steps == 8
+    assert resolve("mem-5").trigger_len == 5
+    em = resolve("em")
+    assert em.trigger_len == 0 and not em.shuffle and em.noise == "pgd"
+    assert resolve("random").noise == "random" and not resolve("random").optimises
+    assert resolve("trigger-only").noise == "none"
+    assert resolve("mem", "low", rounds=7).rounds == 7
+    assert resolve("mem", eps=4 / 255).eps_px == 4
+    with pytest.raises(ValueError, match="unknown method"):
+        resolve("nope")
+    with pytest.raises(ValueError, match="eps"):
+        resolve("mem", eps=2.0)
+    assert "mem" in repr(resolve("mem"))
+
+
+def test_clip_loss_options_matches_loop():
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(3, 6, 8, generator=g), dim=-1)
+    s = torch.tensor(10.0)
+    got = clip_loss_options(img, txt, s)
+    for o in range(3):
+        assert got[o].item() == pytest.approx(clip_loss(img, txt[o], s).item(), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def engine_pair(tiny_synth):
+    torch.manual_seed(0)
+    model = create_model("mmue-tiny-rn")
+    data = EncodedPairs.build(read_pairs(tiny_synth / "train.csv"), model.image_size, model.codec.encode, False)
+    return model, data
+
+
+def test_efficient_and_naive_formulations_agree(engine_pair):
+    model, data = engine_pair
+    out = {}
+    for form in ("efficient", "naive"):
+        cfg = resolve("mem", **{**FAST, "formulation": form, "candidates": 3})
+        eng = MEMEngine(model, data, cfg)
+        model.eval()
+        state = eng.init_state()
+        g = torch.Generator().manual_seed(5)
+        idx = torch.arange(16)
+        batch = eng.make_batch(idx, g)
+        delta = torch.zeros(16, 3, 64, 64)
+        trig, tl = eng.text_step(batch, delta, state.triggers[idx])
+        d2, il = eng.image_step(batch, delta, trig, torch.Generator().manual_seed(9))
+        out[form] = (trig, tl, d2, il)
+    e, n = out["efficient"], out["naive"]
+    assert torch.equal(e[0], n[0])                      # same triggers chosen
+    assert e[1] == pytest.approx(n[1], rel=1e-4)        # same text loss
+    assert e[3] == pytest.approx(n[3], rel=1e-4)        # same image loss
+    assert (e[2] == n[2]).float().mean() > 0.99         # same noise up to sign flips of ~zero gradients
+
+
+def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
+    out = tmp_path / "prot"
+    before = (tiny_synth / "images/train_00000.png").read_bytes()
+    m = api.protect(tiny_synth / "train.csv", out, "mem", device="cpu", progress=False, **FAST)
+    assert (tiny_synth / "images/train_00000.png").read_bytes() == before        # original untouched
+    assert not (out / ".mmue_state").exists()
+    src = read_pairs(tiny_synth / "train.csv")
+    prot = read_pairs(out / "train.csv")                                            # own loader reads it back
+    assert prot.n_images == src.n_images and len(prot.captions) == len(src.captions)
+    assert prot.fieldnames == src.fieldnames
+    model = create_model("mmue-tiny-rn")
+    codec = model.codec
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["eps_px"] == 8 and manifest["max_linf_px"] <= 8
+    assert manifest["mean_psnr_db"] >= 30
+    for i, entry in enumerate(manifest["images"]):
+        trig = entry["trigger"]
+        assert len(codec.encode(trig)) == 3
+        # one trigger per image, on every one of its captions, and the body unchanged after it
+        for c in prot.image_captions[i]:
+            assert prot.captions[c] == f"{trig} {src.captions[c]}"
+            ids = codec.tokenize([prot.captions[c]])[0]
+            assert ids[1:4].tolist() == codec.encode(trig)
+        a = torch.tensor(list(Image.open(src.image_path(i)).getdata()), dtype=torch.int16)
+        b = torch.tensor(list(Image.open(prot.image_path(i)).getdata()), dtype=torch.int16)
+        assert (a - b).abs().max() <= 8
+        assert Image.open(prot.image_path(i)).format == "PNG"
+    assert len({e["trigger"] for e in manifest["images"]}) > 1
+    # refuses to clobber, or to write into the input folder
+    with pytest.raises(ValueError, match="--overwrite"):
+        api.protect(tiny_synth / "train.csv", out, "mem", device="cpu", progress=False, **FAST)
+    with pytest.raises(ValueError, match="originals are never modified"):
+        api.protect(tiny_synth / "train.csv", tiny_synth, "mem", device="cpu", progress=False, overwrite=True, **FAST)
+
+
+@pytest.mark.parametrize("method", ["em", "random", "trigger-only"])
+def test_baselines(tiny_synth, tmp_path, method):
+    m = api.protect(tiny_synth / "train.csv", tmp_path / method, method, device="cpu", progress=False, **FAST)
+    triggers = {e["trigger"] for e in m["images"]}
+    if method == "trigger-only":
+        assert m["max_linf_px"] == 0 and "" not in triggers
+    else:
+        assert triggers == {""} and 0 < m["max_linf_px"] <= 8
+
+
+def test_resume_equals_uninterrupted(tiny_synth, tmp_path, monkeypatch):
+    cfg = dict(FAST, rounds=3)
+    a = api.protect(tiny_synth / "train.csv", tmp_path / "a", "mem", device="cpu", progress=False, **cfg)
+    real_save = ProtectionState.save
+    calls = {"n": 0}
+
+    def dying_save(self, path):
+        real_save(self, path)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(ProtectionState, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        api.protect(tiny_synth / "train.csv", tmp_path / "b", "mem", device="cpu", progress=False, **cfg)
+    monkeypatch.setattr(ProtectionState, "save", real_save)
+    assert ProtectionState.load(tmp_path / "b/.mmue_state/state.safetensors").rounds_done == 2
+    b = api.protect(tiny_synth / "train.csv", tmp_path / "b", device="cpu", progress=False, resume=True)
+    assert [e["sha256"] for e in a["images"]] == [e["sha256"] for e in b["images"]]
+    assert [e["trigger"] for e in a["images"]] == [e["trigger"] for e in b["images"]]
