@@ -75,7 +75,8 @@ def test_random_guess_reference_levels():
     rg = random_guess([i // 5 for i in range(5000)], 1000)
     assert rg["text_to_image_R@1"] == pytest.approx(0.001)
     assert rg["text_to_image_R@10"] == pytest.approx(0.01)
-    assert rg["image_to_text_R@1"] == pytest.approx(0.005, rel=1e-6)  # 5 captions: any of 5 in the top 1
+    assert rg["image_to_text_R@1"] == pytest.approx(5 / 5000)   # the top text is one of the image's 5
+    assert rg["image_to_text_R@10"] == pytest.approx(1 - math.comb(4995, 10) / math.comb(5000, 10))
 
 
 def test_random_features_score_near_random_guess():

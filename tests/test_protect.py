@@ -94,8 +94,8 @@ def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
             assert prot.captions[c] == f"{trig} {src.captions[c]}"
             ids = codec.tokenize([prot.captions[c]])[0]
             assert ids[1:4].tolist() == codec.encode(trig)
-        a = torch.tensor(list(Image.open(src.image_path(i)).getdata()), dtype=torch.int16)
-        b = torch.tensor(list(Image.open(prot.image_path(i)).getdata()), dtype=torch.int16)
+        a = torch.tensor(list(Image.open(src.image_path(i)).get_flattened_data()), dtype=torch.int16)
+        b = torch.tensor(list(Image.open(prot.image_path(i)).get_flattened_data()), dtype=torch.int16)
         assert (a - b).abs().max() <= 8
         assert Image.open(prot.image_path(i)).format == "PNG"
     assert len({e["trigger"] for e in manifest["images"]}) > 1

@@ -132,11 +132,13 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     else:
         cfg = resolve(method, strength, **settings)
     dev = resolve_device(device)
-    params = {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
-              "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained, "device": str(dev),
-              "versions": versions()}
-    state_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if resume:
+        params = {**stored, "device": str(dev)}
+    else:
+        params = {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
+                  "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained, "device": str(dev),
+                  "versions": versions()}
+        state_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(state_dir / "params.json", json.dumps(params, indent=2))
     log.info("protect %s -> %s with %r", source, out, cfg)
 

@@ -144,7 +144,7 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
     optimizer = make_optimizer(model, cfg.lr, cfg.wd)
     steps_per_epoch = len(epoch_batches(train.n_images, cfg.batch_size, cfg.seed, 0))
     total_steps = cfg.epochs * steps_per_epoch
-    start_epoch, best = 0, {"epoch": None, "score": -1.0}
+    start_epoch, best = 0, {"epoch": None, "score": float("-inf")}
     state_path = run.checkpoints / "state.pt"
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)

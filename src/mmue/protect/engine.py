@@ -18,6 +18,7 @@ code does; it exists for the benchmark and the equivalence test.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,6 +46,19 @@ def clip_loss_options(image_features: torch.Tensor, text_options: torch.Tensor, 
     i2t = F.cross_entropy(logits.reshape(o * b, b), labels, reduction="none").view(o, b).mean(1)
     t2i = F.cross_entropy(logits.transpose(1, 2).reshape(o * b, b), labels, reduction="none").view(o, b).mean(1)
     return (i2t + t2i) / 2
+
+
+@contextmanager
+def frozen(model: torch.nn.Module):
+    """Weights without gradients while optimising the data (no graph kept for weight gradients)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @dataclass
@@ -128,9 +142,10 @@ class MEMEngine:
             img_f = m.encode_image(self._pixels(batch, delta)).float()       # constant during the text step
         scale = m.logit_scale.exp().detach()
         ids = batch.ids(triggers)
-        emb = m.token_embedding(ids).detach().requires_grad_(True)
-        loss = clip_loss(img_f, m.encode_text_embeds(emb, ids).float(), scale)
-        (grad,) = torch.autograd.grad(loss, emb)
+        with frozen(m):
+            emb = m.token_embedding(ids).detach().requires_grad_(True)
+            loss = clip_loss(img_f, m.encode_text_embeds(emb, ids).float(), scale)
+            (grad,) = torch.autograd.grad(loss, emb)
         cands = hotflip_candidates(grad[:, 1:1 + batch.k], m.token_embedding.weight.detach(), self._allowed,
                                    cfg.candidates)
 
@@ -169,10 +184,7 @@ class MEMEngine:
             with torch.no_grad(), autocast(self.device):
                 txt = m.encode_text(torch.cat([batch.ids(triggers, o) for o in distinct])).float()
             txt = txt.view(len(distinct), len(batch.index), -1)
-            params = [p for p in m.parameters() if p.requires_grad]
-            for p in params:
-                p.requires_grad_(False)
-            try:
+            with frozen(m):
                 for s in range(cfg.pgd_steps):
                     delta = delta.detach().requires_grad_(True)
                     with autocast(self.device):
@@ -180,9 +192,6 @@ class MEMEngine:
                     loss = clip_loss(img_f, txt[s if cfg.shuffle else 0], scale)
                     (grad,) = torch.autograd.grad(loss, delta)
                     delta = sign_step(delta.detach(), grad, cfg.alpha, x, cfg.eps)
-            finally:
-                for p in params:
-                    p.requires_grad_(True)
         else:
             for s in range(cfg.pgd_steps):  # reference: both encoders, with weight gradients, every step
                 delta = delta.detach().requires_grad_(True)
@@ -193,7 +202,7 @@ class MEMEngine:
                 loss.backward()
                 delta = sign_step(delta.detach(), delta.grad, cfg.alpha, x, cfg.eps)
             m.zero_grad(set_to_none=True)
-        return delta.detach(), float(loss)
+        return delta.detach(), float(loss.detach())
 
     # ----------------------------------------------------------------------------------------- a round
     def data_pass(self, state: ProtectionState, round_idx: int, g: torch.Generator, progress: bool = False
