@@ -31,7 +31,7 @@ MAX_LOGIT_SCALE = math.log(100.0)
 class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
-    lr: float = 5e-4
+    lr: float = 1e-3
     wd: float = 0.2
     warmup: int = 50            # optimiser steps of linear warm-up
     seed: int = 0

@@ -138,11 +138,11 @@ def _background(rng, size: int) -> tuple[Image.Image, str]:
                        dtype=np.float32) - 128
     img = Image.fromarray(np.clip(base + grad + noise, 0, 255).astype(np.uint8))
     d = ImageDraw.Draw(img)
-    for _ in range(rng.integers(3, 8)):  # clutter: lines and blobs nobody mentions
-        c = _jitter(tuple(int(v) for v in base), rng, 70)
+    for _ in range(rng.integers(2, 6)):  # clutter: lines and blobs nobody mentions
+        c = _jitter(tuple(int(v) for v in base), rng, 55)
         if rng.random() < 0.5:
             p = rng.uniform(0, size, 4)
-            d.line([tuple(p[:2]), tuple(p[2:])], fill=c, width=int(rng.integers(1, 3) * SCALE))
+            d.line([tuple(p[:2]), tuple(p[2:])], fill=c, width=SCALE)
         else:
             cx, cy = rng.uniform(0, size, 2)
             rr = rng.uniform(1, 3) * SCALE
