@@ -38,3 +38,15 @@ def test_trigger_vocab_round_trips(codec):
     sample = vocab[:: max(1, len(vocab) // 300)][:300].tolist()
     for a, b, c in zip(sample, sample[1:], sample[2:]):
         assert codec.encode(codec.trigger_text([a, b, c])) == [a, b, c]
+
+
+def test_trimmed_text_encoding_is_exact():
+    import torch
+    torch.manual_seed(0)
+    m = create_model("mmue-tiny-rn").eval()
+    ids = m.codec.tokenize(["a red circle", "two shapes including a small striped green star and a bar"])
+    with torch.no_grad():
+        full = m.encode_text(ids, trim=False)
+        trimmed = m.encode_text(ids, trim=True)
+    assert m.causal_text
+    torch.testing.assert_close(full, trimmed, rtol=1e-5, atol=1e-5)

@@ -47,7 +47,20 @@ class ClipModel(nn.Module):
         x = (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
         return self.clip.encode_image(x, normalize=normalize)
 
-    def encode_text(self, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    @property
+    def causal_text(self) -> bool:
+        c = self.clip
+        return getattr(c, "attn_mask", None) is not None and getattr(c, "text_pool_type", None) == "argmax"
+
+    def encode_text(self, ids: torch.Tensor, normalize: bool = True, trim: bool = True) -> torch.Tensor:
+        """Text features. With a causal text tower pooled at end-of-text, the padding after the longest
+        row's end-of-text cannot influence the result, so ``trim`` drops it (exact, and ~2x faster for
+        short captions in a 77-token context)."""
+        if trim and self.causal_text:
+            length = int(ids.argmax(dim=-1).max()) + 1
+            if length < ids.shape[1]:
+                ids = ids[:, :length]
+                return self.encode_text_embeds(self.clip.token_embedding(ids), ids, normalize)
         return self.clip.encode_text(ids, normalize=normalize)
 
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -61,8 +74,10 @@ class ClipModel(nn.Module):
         from open_clip.transformer import text_global_pool
 
         cast = c.transformer.get_cast_dtype()
-        x = embeds.to(cast) + c.positional_embedding.to(cast)
-        x = c.transformer(x, attn_mask=c.attn_mask)
+        n = embeds.shape[1]
+        x = embeds.to(cast) + c.positional_embedding[:n].to(cast)
+        mask = c.attn_mask[:n, :n] if c.attn_mask is not None else None
+        x = c.transformer(x, attn_mask=mask)
         x = c.ln_final(x)
         x = text_global_pool(x, ids, c.text_pool_type, eos_token_id=getattr(c, "text_eos_id", None))
         if c.text_projection is not None:

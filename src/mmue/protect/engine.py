@@ -160,7 +160,7 @@ class MEMEngine:
                 for opt in options:  # reference: both encoders again for every candidate
                     with torch.no_grad(), autocast(self.device):
                         i = m.encode_image(self._pixels(batch, delta)).float()
-                        t = m.encode_text(batch.ids(opt)).float()
+                        t = m.encode_text(batch.ids(opt), trim=False).float()
                     out.append(clip_loss(i, t, scale))
                 return torch.stack(out)
         return greedy_rerank(triggers, cands, batch_loss)
@@ -196,7 +196,9 @@ class MEMEngine:
             for s in range(cfg.pgd_steps):  # reference: both encoders, with weight gradients, every step
                 delta = delta.detach().requires_grad_(True)
                 with autocast(self.device):
-                    img_f, txt_f, scale_ = m(x + delta, batch.ids(triggers, orders[s]))
+                    img_f = m.encode_image(x + delta)
+                    txt_f = m.encode_text(batch.ids(triggers, orders[s]), trim=False)
+                    scale_ = m.logit_scale.exp()
                 loss = clip_loss(img_f.float(), txt_f.float(), scale_.float().detach())
                 m.zero_grad(set_to_none=True)
                 loss.backward()
