@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser("bench", help="grid: methods x victims x seeds, resumable, JSON lines + table")
+    p.add_argument("--config", type=Path, default=None, help="JSON file with BenchConfig fields")
+    p.add_argument("--out", type=Path, default=Path("bench_out"))
+    p.add_argument("--device", default="auto")
+
     sub.add_parser("models", help="list model architectures")
     return ap
 
@@ -167,6 +172,16 @@ def _run(args) -> int:
               f"mean PSNR {p['mean_psnr_db']} dB, generated in {p['generation_s']:.0f}s")
         print(f"demo took {r['demo_s']:.0f}s; results in {args.out / 'results.json'}, "
               f"protected data in {args.out / 'protected'}")
+        return 0
+    if args.command == "bench":
+        from .bench import BenchConfig, run_bench, summary_table
+        cfg = BenchConfig.load(args.config) if args.config else BenchConfig()
+        rows = run_bench(cfg, args.out, args.device)
+        data = Path(cfg.data) if cfg.data else args.out / "data"
+        for which in ("last", "best"):
+            print(summary_table(rows, data / "test.csv", which))
+            print()
+        print(f"results: {args.out / 'results.jsonl'}")
         return 0
     if args.command == "models":
         from .models import list_models, tiny_models

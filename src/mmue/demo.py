@@ -17,7 +17,7 @@ from .train import TrainConfig, evaluate, resolve_device
 log = logging.getLogger(__name__)
 
 
-def _train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: TrainConfig, device: str) -> None:
+def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: TrainConfig, device: str) -> None:
     if (run / "summary.json").exists():
         log.info("victim %s already trained", run)
         return
@@ -48,14 +48,14 @@ def run_demo(out: str | Path = "demo_out", method: str = "mem-3", strength: str 
     train_csv, test_csv = data / "train.csv", data / "test.csv"
     cfg = TrainConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
 
-    _train_victim(train_csv, test_csv, out / "victims" / "clean", model, cfg, device)
+    train_victim(train_csv, test_csv, out / "victims" / "clean", model, cfg, device)
     protected = out / "protected" / method
     manifest_path = protected / "manifest.json"
     if not manifest_path.exists() or (protected / api.STATE_DIR).exists():
         api.protect(train_csv, protected, method=method, strength=strength, seed=seed, device=device,
                     resume=(protected / api.STATE_DIR / "params.json").exists())
     manifest = json.loads(manifest_path.read_text())
-    _train_victim(protected / train_csv.name, test_csv, out / "victims" / method, model, cfg, device)
+    train_victim(protected / train_csv.name, test_csv, out / "victims" / method, model, cfg, device)
 
     results = {name: victim_metrics(out / "victims" / name, test_csv, device) for name in ("clean", method)}
     first = results["clean"]

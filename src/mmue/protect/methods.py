@@ -73,7 +73,7 @@ METHODS: dict[str, dict] = {
 
 # Reference constants are "high"; the lower presets trade efficacy for time on small machines.
 STRENGTHS: dict[str, dict] = {
-    "low": dict(rounds=5, surrogate_steps=40, text_rounds=3),
+    "low": dict(rounds=3, surrogate_steps=40, text_rounds=1, candidates=8, pgd_steps=6),  # ~3 min on 2 CPU cores
     "mid": dict(rounds=10, surrogate_steps=100, text_rounds=4),
     "high": dict(rounds=20, surrogate_steps=200, text_rounds=5),
 }

@@ -1,0 +1,111 @@
+"""``mmue bench``: a resumable grid of protection methods x victim architectures x seeds.
+
+Each cell protects the training split with one method (cached per method, strength, surrogate and seed),
+trains a victim from scratch on the *written files*, and evaluates it on the clean test split at its last and
+best epoch. Cells append one flat JSON line to ``OUT/results.jsonl``; a rerun skips finished cells.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import api
+from .demo import train_victim, victim_metrics
+from .metrics import KS, random_guess
+from .models import DEFAULT_MODEL
+from .train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchConfig:
+    data: str | None = None                 # folder with train.csv/test.csv; None: built-in synth in OUT/data
+    methods: list[str] = field(default_factory=lambda: ["clean", "random", "em", "trigger-only", "mem-3", "mem-5"])
+    victims: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
+    surrogate: str = DEFAULT_MODEL
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    strength: str = "low"
+    epochs: int | None = None
+    protect: dict = field(default_factory=dict)   # extra engine settings (library units)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BenchConfig":
+        raw = json.loads(Path(path).read_text())
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**raw)
+
+
+def _cell_key(method: str, victim: str, seed: int) -> str:
+    return f"{method}|{victim}|{seed}"
+
+
+def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[dict]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_config.json").write_text(json.dumps(cfg.__dict__, indent=2))
+    data = Path(cfg.data) if cfg.data else out / "data"
+    if not cfg.data and not (data / "test.csv").exists():
+        api.synth(data)
+    train_csv, test_csv = data / "train.csv", data / "test.csv"
+    results_file = out / "results.jsonl"
+    done = set()
+    if results_file.exists():
+        done = {_cell_key(r["method"], r["victim"], r["seed"]) for r in map(json.loads, results_file.read_text().splitlines())}
+    rows = []
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            for victim in cfg.victims:
+                if _cell_key(method, victim, seed) in done:
+                    continue
+                if method == "clean":
+                    victim_train, protection = train_csv, {}
+                else:
+                    prot = out / "protected" / f"{method}-{cfg.strength}-{cfg.surrogate}-s{seed}"
+                    if not (prot / "manifest.json").exists() or (prot / api.STATE_DIR).exists():
+                        api.protect(train_csv, prot, method=method, strength=cfg.strength, surrogate=cfg.surrogate,
+                                    device=device, resume=(prot / api.STATE_DIR / "params.json").exists(),
+                                    seed=seed, **cfg.protect)
+                    man = json.loads((prot / "manifest.json").read_text())
+                    victim_train = prot / train_csv.name
+                    protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
+                                  "generation_s": man["generation_s"]}
+                run = out / "victims" / f"{method}-{victim}-s{seed}"
+                tcfg = TrainConfig(seed=seed, **({"epochs": cfg.epochs} if cfg.epochs else {}))
+                train_victim(victim_train, test_csv, run, victim, tcfg, device)
+                m = victim_metrics(run, test_csv, device)
+                row = {"method": method, "victim": victim, "seed": seed, "surrogate": cfg.surrogate,
+                       "strength": cfg.strength, **protection,
+                       **{f"last/{k}": v for k, v in m.items() if k != "best"},
+                       **{f"best/{k}": v for k, v in m["best"].items()}}
+                with open(results_file, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                rows.append(row)
+    return [json.loads(x) for x in results_file.read_text().splitlines()]
+
+
+def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "last") -> str:
+    """Mean ± spread (half range) over seeds, in %, per method and victim."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["victim"]), []).append(r)
+    keys = [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in KS]
+    head = f"{'method':<14}{'victim':<16}{'n':>3}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>14}" for k in keys)
+    lines = [f"({which} epoch, %, mean ± half-range over seeds)", head]
+    for (method, victim), rs in groups.items():
+        cells = []
+        for k in keys:
+            v = [100 * r[f"{which}/{k}"] for r in rs]
+            cells.append(f"{statistics.mean(v):6.1f} ± {(max(v) - min(v)) / 2:4.1f}")
+        lines.append(f"{method:<14}{victim:<16}{len(rs):>3}" + "".join(f"{c:>14}" for c in cells))
+    if test_csv is not None:
+        from .data import read_pairs
+        p = read_pairs(test_csv, check_files=False)
+        rg = random_guess(p.caption_image, p.n_images)
+        lines.append(f"{'random guess':<33}" + "".join(f"{100 * rg[k]:>14.2f}" for k in keys))
+    return "\n".join(lines)
