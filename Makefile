@@ -8,7 +8,6 @@ DEMO_OUT ?= demo_out
 
 $(BIN)/mmue: pyproject.toml requirements.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, so pip takes the wheels on disk rather than resolving a newer CUDA build
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q -e '.[test]'

@@ -74,7 +74,7 @@ def test_efficient_and_naive_formulations_agree(engine_pair):
 def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
     out = tmp_path / "prot"
     before = (tiny_synth / "images/train_00000.png").read_bytes()
-    m = api.protect(tiny_synth / "train.csv", out, "mem", device="cpu", progress=False, **FAST)
+    api.protect(tiny_synth / "train.csv", out, "mem", device="cpu", progress=False, **FAST)
     assert (tiny_synth / "images/train_00000.png").read_bytes() == before        # original untouched
     assert not (out / ".mmue_state").exists()
     src = read_pairs(tiny_synth / "train.csv")
@@ -135,3 +135,21 @@ def test_resume_equals_uninterrupted(tiny_synth, tmp_path, monkeypatch):
     b = api.protect(tiny_synth / "train.csv", tmp_path / "b", device="cpu", progress=False, resume=True)
     assert [e["sha256"] for e in a["images"]] == [e["sha256"] for e in b["images"]]
     assert [e["trigger"] for e in a["images"]] == [e["trigger"] for e in b["images"]]
+
+
+def test_native_noise_maps_onto_center_square():
+    from mmue.protect.export import native_noise
+    n = torch.randint(-8, 9, (3, 8, 8), dtype=torch.int8)
+    assert torch.equal(native_noise(n, 8, 8, 8), n)                 # same size: exact
+    big = native_noise(n, 24, 16, 8)                                # landscape: the center 16x16 square
+    assert big.shape == (3, 16, 24) and big.dtype == torch.int8 and big.abs().max() <= 8
+    assert big[:, :, :4].abs().sum() == 0 and big[:, :, -4:].abs().sum() == 0
+    assert big[:, :, 4:20].abs().sum() > 0
+
+
+def test_output_paths_mirror_relative_folders(tmp_path):
+    from mmue.data.pairs import PairSet
+    from mmue.protect.export import output_paths
+    pairs = PairSet(tmp_path / "d.csv", tmp_path, "filepath", "caption", ",", ["filepath", "caption"], [{}, {}],
+                    ["imgs/a/x.jpg", "imgs/b/y.png"], ["c1", "c2"], [0, 1])
+    assert output_paths(pairs) == ["images/a/x.png", "images/b/y.png"]

@@ -1,20 +1,26 @@
 """The public Python API: every CLI subcommand is one call here."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
+import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from . import __version__
 from .data import read_pairs, write_synth
 from .data.encoded import EncodedPairs
 from .metrics import random_guess
 from .models import DEFAULT_MODEL, create_model, load_model, save_model
-from .runs import RunDir
+from .protect import MEMEngine, ProtectionState, resolve
+from .protect.export import export
+from .runs import RunDir, atomic_torch_save, atomic_write_text
 from .train import TrainConfig, evaluate, resolve_device, train_clip
 
 log = logging.getLogger(__name__)
@@ -94,7 +100,6 @@ def _check_output_dir(out: Path, source_csv: Path, resume: bool, overwrite: bool
         if not overwrite:
             raise ValueError(f"{out} already exists; pass --resume to continue an interrupted run "
                              "or --overwrite to replace it")
-        import shutil
         shutil.rmtree(out)
 
 
@@ -108,15 +113,6 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     ``settings`` override the method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...).
     Round checkpoints live in ``out/.mmue_state`` until the export has finished.
     """
-    import json
-    import shutil
-    import time
-
-    from .data import read_pairs
-    from .protect import MEMEngine, ProtectionState, resolve
-    from .protect.export import export
-    from .runs import atomic_torch_save, atomic_write_text
-
     out = Path(out)
     source = Path(train_data)
     _check_output_dir(out, source, resume, overwrite)
@@ -150,7 +146,6 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     engine = MEMEngine(model, data, cfg, dev)
     state_file = state_dir / "state.safetensors"
     if resume and state_file.exists():
-        from safetensors.torch import load_file
         state = ProtectionState.load(state_file)
         model.clip.load_state_dict(load_file(str(state_dir / "surrogate.safetensors")))
         engine.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))

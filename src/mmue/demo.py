@@ -39,7 +39,8 @@ def victim_metrics(run: Path, test_csv: Path, device: str) -> dict:
 
 def run_demo(out: str | Path = "demo_out", method: str = "mem-3", strength: str = "low", model: str = DEFAULT_MODEL,
              seed: int = 0, n_train: int = 2000, n_test: int = 1000, epochs: int | None = None,
-             device: str = "auto") -> dict:
+             device: str = "auto", **protect_settings) -> dict:
+    """Run (or resume) the demo in ``out``; ``protect_settings`` override the protection preset."""
     out = Path(out)
     t0 = time.time()
     data = out / "data"
@@ -53,7 +54,7 @@ def run_demo(out: str | Path = "demo_out", method: str = "mem-3", strength: str 
     manifest_path = protected / "manifest.json"
     if not manifest_path.exists() or (protected / api.STATE_DIR).exists():
         api.protect(train_csv, protected, method=method, strength=strength, seed=seed, device=device,
-                    resume=(protected / api.STATE_DIR / "params.json").exists())
+                    resume=(protected / api.STATE_DIR / "params.json").exists(), **protect_settings)
     manifest = json.loads(manifest_path.read_text())
     train_victim(protected / train_csv.name, test_csv, out / "victims" / method, model, cfg, device)
 

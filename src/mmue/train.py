@@ -10,8 +10,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -195,7 +194,3 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
                "best": next((r for r in results if r["epoch"] == best["epoch"]), None)}
     atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
     return summary
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

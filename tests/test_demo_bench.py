@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from mmue.bench import BenchConfig, run_bench, summary_table
+from mmue.demo import demo_table, run_demo
+
+TINY_PROTECT = dict(rounds=1, surrogate_steps=2, pgd_steps=1, candidates=2, batch_size=32)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_and_rerun_skips(tmp_path):
+    out = tmp_path / "demo"
+    r = run_demo(out, n_train=64, n_test=32, epochs=2, device="cpu", **TINY_PROTECT)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["n_test_images"] == 32
+    for name in ("clean", "mem-3"):
+        assert 0 <= saved[name]["image_to_text_R@1"] <= 1 and "text_to_image_R@10" in saved[name]
+    assert saved["protection"]["max_linf_px"] <= 8
+    assert "random guess" in demo_table(r)
+    stamp = (out / "victims/clean/summary.json").stat().st_mtime
+    run_demo(out, n_train=64, n_test=32, epochs=2, device="cpu", **TINY_PROTECT)   # nothing is redone
+    assert (out / "victims/clean/summary.json").stat().st_mtime == stamp
+
+
+def test_bench_grid_skips_finished_cells(tiny_synth, tmp_path):
+    cfg = BenchConfig(data=str(tiny_synth), methods=["clean", "random"], seeds=[0], epochs=1, protect=TINY_PROTECT)
+    rows = run_bench(cfg, tmp_path / "b", device="cpu")
+    assert [(r["method"], r["seed"]) for r in rows] == [("clean", 0), ("random", 0)]
+    assert rows[1]["max_linf_px"] <= 8 and "last/image_to_text_R@1" in rows[1] and "best/text_to_image_R@5" in rows[1]
+    again = run_bench(cfg, tmp_path / "b", device="cpu")
+    assert len(again) == 2                                    # finished cells are not rerun
+    table = summary_table(again, tiny_synth / "test.csv")
+    assert "random guess" in table and "clean" in table
+
+
+def test_bench_config_rejects_unknown_keys(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"methods": ["clean"], "sedes": [0]}))
+    with pytest.raises(ValueError, match="sedes"):
+        BenchConfig.load(p)
