@@ -18,6 +18,9 @@ def test_demo_end_to_end_and_rerun_skips(tmp_path):
         assert 0 <= saved[name]["image_to_text_R@1"] <= 1 and "text_to_image_R@10" in saved[name]
     assert saved["protection"]["max_linf_px"] <= 8
     assert "random guess" in demo_table(r)
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Released images" in page and "SSIM" in page
+    assert (out / "report.md").exists() and (out / "examples.png").exists() and (out / "curves.png").exists()
     stamp = (out / "victims/clean/summary.json").stat().st_mtime
     run_demo(out, n_train=64, n_test=32, epochs=2, device="cpu", **TINY_PROTECT)   # nothing is redone
     assert (out / "victims/clean/summary.json").stat().st_mtime == stamp
@@ -32,6 +35,7 @@ def test_bench_grid_skips_finished_cells(tiny_synth, tmp_path):
     assert len(again) == 2                                    # finished cells are not rerun
     table = summary_table(again, tiny_synth / "test.csv")
     assert "random guess" in table and "clean" in table
+    assert "last epoch" in (tmp_path / "b" / "report.md").read_text()
 
 
 def test_bench_config_rejects_unknown_keys(tmp_path):
@@ -39,3 +43,14 @@ def test_bench_config_rejects_unknown_keys(tmp_path):
     p.write_text(json.dumps({"methods": ["clean"], "sedes": [0]}))
     with pytest.raises(ValueError, match="sedes"):
         BenchConfig.load(p)
+
+
+def test_ssim():
+    import torch
+    from mmue.report import ssim
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
+    assert ssim(a, a) == pytest.approx(1.0)
+    b = (a.int() + torch.randint(-8, 9, a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    c = (a.int() + torch.randint(-60, 61, a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    assert 1.0 > ssim(a, b) > ssim(a, c)

@@ -16,6 +16,7 @@ from . import api
 from .demo import train_victim, victim_metrics
 from .metrics import KS, random_guess
 from .models import DEFAULT_MODEL
+from .report import write_report
 from .train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,14 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 with open(results_file, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 rows.append(row)
-    return [json.loads(x) for x in results_file.read_text().splitlines()]
+    rows = [json.loads(x) for x in results_file.read_text().splitlines()]
+    seed0 = cfg.seeds[0]
+    write_report(out, f"MMUE bench ({cfg.strength}, surrogate {cfg.surrogate})",
+                 {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")},
+                 {f"{m} / {v}": out / "victims" / f"{m}-{v}-s{seed0}" for m in cfg.methods for v in cfg.victims},
+                 notes=[f"seeds {cfg.seeds}; curves show seed {seed0}", "victims trained from scratch on the "
+                        "written files and evaluated on the clean test split"])
+    return rows
 
 
 def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "last") -> str:
@@ -97,6 +105,8 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
     keys = [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in KS]
     head = f"{'method':<14}{'victim':<16}{'n':>3}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>14}" for k in keys)
     lines = [f"({which} epoch, %, mean ± half-range over seeds)", head]
+    order = {m: i for i, m in enumerate(["clean", "random", "em", "trigger-only", "mem-3", "mem", "mem-5"])}
+    groups = dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])))
     for (method, victim), rs in groups.items():
         cells = []
         for k in keys:

@@ -170,8 +170,8 @@ def _run(args) -> int:
         p = r["protection"]
         print(f"\nprotection: {p['method']} ({p['strength']}), max |noise| {p['max_linf_px']}/255, "
               f"mean PSNR {p['mean_psnr_db']} dB, generated in {p['generation_s']:.0f}s")
-        print(f"demo took {r['demo_s']:.0f}s; results in {args.out / 'results.json'}, "
-              f"protected data in {args.out / 'protected'}")
+        print(f"demo took {r['demo_s']:.0f}s; results in {args.out / 'results.json'}, report in "
+              f"{args.out / 'report.html'} (and report.md), protected data in {args.out / 'protected'}")
         return 0
     if args.command == "bench":
         from .bench import BenchConfig, run_bench, summary_table
@@ -181,7 +181,7 @@ def _run(args) -> int:
         for which in ("last", "best"):
             print(summary_table(rows, data / "test.csv", which))
             print()
-        print(f"results: {args.out / 'results.jsonl'}")
+        print(f"results: {args.out / 'results.jsonl'}; report: {args.out / 'report.html'}")
         return 0
     if args.command == "models":
         from .models import list_models, tiny_models

@@ -1,0 +1,158 @@
+"""Reports a person can read: ``report.md`` and a self-contained ``report.html`` (images inlined).
+
+Sections: the recall table (clean vs protected vs random guess), per-epoch recall curves of the victims,
+a grid of original / protected / amplified-noise images with captions and triggers, and the image quality
+(PSNR, SSIM) and generation time of the released files.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .data.images import load_rgb
+from .data.pairs import read_pairs
+
+
+def ssim(a_u8: torch.Tensor, b_u8: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM of two uint8 images [3,H,W] (Wang et al. 2004, Gaussian window, per channel)."""
+    a, b = a_u8.float()[None], b_u8.float()[None]
+    window = min(window, a.shape[-1], a.shape[-2])
+    x = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = (g / g.sum())[:, None] @ (g / g.sum())[None, :]
+    k = g.expand(3, 1, window, window)
+    mu_a, mu_b = F.conv2d(a, k, groups=3), F.conv2d(b, k, groups=3)
+    var_a = F.conv2d(a * a, k, groups=3) - mu_a ** 2
+    var_b = F.conv2d(b * b, k, groups=3) - mu_b ** 2
+    cov = F.conv2d(a * b, k, groups=3) - mu_a * mu_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
+def _u8(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def image_quality(protected_dir: Path, source_csv: Path, limit: int | None = None) -> dict:
+    """PSNR (from the manifest) and SSIM (computed here) of released images against their originals."""
+    manifest = json.loads((protected_dir / "manifest.json").read_text())
+    root = source_csv.parent
+    entries = manifest["images"][:limit] if limit else manifest["images"]
+    ssims = [ssim(_u8(load_rgb(root / e["source"])), _u8(load_rgb(protected_dir / e["file"]))) for e in entries]
+    return {"mean_psnr_db": manifest["mean_psnr_db"], "min_psnr_db": manifest["min_psnr_db"],
+            "mean_ssim": float(np.mean(ssims)), "min_ssim": float(np.min(ssims)), "n_ssim": len(ssims),
+            "max_linf_px": manifest["max_linf_px"], "generation_s": manifest["generation_s"]}
+
+
+def plot_curves(runs: dict[str, Path], path: Path) -> Path | None:
+    """Per-epoch validation R@1 (both directions) of each victim run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    plotted = False
+    for name, run in runs.items():
+        f = run / "results.jsonl"
+        if not f.exists():
+            continue
+        rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        if not rows or "val/image_to_text_R@1" not in rows[0]:
+            continue
+        ep = [r["epoch"] for r in rows]
+        for ax, key in zip(axes, ("image_to_text", "text_to_image")):
+            ax.plot(ep, [100 * r[f"val/{key}_R@1"] for r in rows], marker="o", ms=3, label=name)
+        plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    for ax, title in zip(axes, ("image→text R@1 (%)", "text→image R@1 (%)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, scale: int = 3) -> tuple[Path, list[dict]]:
+    """Rows of original | protected | noise x10 (mid-gray = 0); returns the picture and its captions."""
+    manifest = json.loads((protected_dir / "manifest.json").read_text())
+    src_pairs = read_pairs(source_csv, check_files=False)
+    prot_pairs = read_pairs(protected_dir / manifest["csv"], check_files=False)
+    tiles, captions = [], []
+    for i, e in enumerate(manifest["images"][:n]):
+        a = load_rgb(source_csv.parent / e["source"])
+        b = load_rgb(protected_dir / e["file"])
+        d = (np.asarray(b, dtype=np.int16) - np.asarray(a, dtype=np.int16)) * 10 + 128
+        noise = Image.fromarray(np.clip(d, 0, 255).astype(np.uint8))
+        size = (a.width * scale, a.height * scale)
+        tiles.append([im.resize(size, Image.NEAREST) for im in (a, b, noise)])
+        c = src_pairs.image_captions[i][0]
+        captions.append({"caption": src_pairs.captions[c], "protected": prot_pairs.captions[c], "trigger": e["trigger"],
+                         "psnr_db": e["psnr_db"]})
+    w, h = tiles[0][0].size
+    grid = Image.new("RGB", (3 * w + 8, len(tiles) * (h + 4)), (255, 255, 255))
+    for r, row in enumerate(tiles):
+        for c, im in enumerate(row):
+            grid.paste(im, (c * (w + 4), r * (h + 4)))
+    grid.save(path)
+    return path, captions
+
+
+def _img_tag(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], runs: dict[str, Path],
+                 protected_dir: Path | None = None, source_csv: Path | None = None, notes: list[str] = ()) -> Path:
+    """Write ``report.md``, ``report.html`` and their PNGs into ``out``; returns the HTML path.
+
+    ``tables`` maps a heading to a preformatted table (e.g. ``metrics.format_table``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}", ""]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, table in tables.items():
+        md += [f"## {heading}", "", "```", table, "```", ""]
+        body += [f"<h2>{html.escape(heading)}</h2>", f"<pre>{html.escape(table)}</pre>"]
+    curves = plot_curves(runs, out / "curves.png")
+    if curves:
+        md += ["## Recall per epoch", "", "![curves](curves.png)", ""]
+        body += ["<h2>Recall per epoch</h2>", _img_tag(curves)]
+    if protected_dir is not None and source_csv is not None:
+        q = image_quality(protected_dir, source_csv)
+        grid, caps = image_grid(protected_dir, source_csv, out / "examples.png")
+        quality = (f"max |noise| {q['max_linf_px']}/255, PSNR mean {q['mean_psnr_db']} dB (min {q['min_psnr_db']}), "
+                   f"SSIM mean {q['mean_ssim']:.4f} (min {q['min_ssim']:.4f}) over {q['n_ssim']} images, "
+                   f"generated in {q['generation_s']:.0f} s")
+        md += ["## Released images", "", quality, "", "Rows: original | protected | noise ×10 (gray = 0).", "",
+               "![examples](examples.png)", ""]
+        md += [f"{i + 1}. `{c['protected']}` (trigger `{c['trigger']}`, PSNR {c['psnr_db']} dB)" for i, c in enumerate(caps)]
+        md.append("")
+        body += ["<h2>Released images</h2>", f"<p>{html.escape(quality)}</p>",
+                 "<p>Rows: original | protected | noise ×10 (gray = 0).</p>", _img_tag(grid), "<ol>"]
+        body += [f"<li><code>{html.escape(c['protected'])}</code> (trigger <b>{html.escape(c['trigger'])}</b>, "
+                 f"PSNR {c['psnr_db']} dB)</li>" for c in caps]
+        body.append("</ol>")
+    if notes:
+        md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+        body += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
+    (out / "report.md").write_text("\n".join(md))
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title>"
+            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
+            "pre{background:#f4f4f4;padding:1em;overflow-x:auto}</style></head><body>"
+            + "\n".join(body) + "</body></html>")
+    (out / "report.html").write_text(page)
+    return out / "report.html"
