@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast bench-real clean
 
 $(BIN)/mmue: pyproject.toml requirements.txt
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The bench grid on real data (public-domain clip art with human-written titles and keywords), offline.
+bench-real: install
+	@test -d /usr/share/openclipart/png || (apt-get update -qq && apt-get install -y -qq openclipart-svg openclipart-png)
+	test -f real_data/test.csv || $(BIN)/mmue data openclipart real_data
+	echo '{"data": "real_data"}' > real_data/bench.json
+	$(BIN)/mmue bench --config real_data/bench.json --out bench_real
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench_out"))
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser("data", help="build a dataset from a local source")
+    dsub = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    q = dsub.add_parser("openclipart", help="Open Clip Art (Debian openclipart-svg + openclipart-png): titles + keywords")
+    q.add_argument("out_dir", type=Path)
+    q.add_argument("--root", type=Path, default=Path("/usr/share/openclipart"), help="folder holding svg/ and png/")
+    q.add_argument("--size", type=int, default=64, help="side of the square images written")
+    q.add_argument("--n-test", type=int, default=1000, help="test images (at most a fifth of the data)")
+
     sub.add_parser("models", help="list model architectures")
     return ap
 
@@ -182,6 +190,13 @@ def _run(args) -> int:
             print(summary_table(rows, data / "test.csv", which))
             print()
         print(f"results: {args.out / 'results.jsonl'}; report: {args.out / 'report.html'}")
+        return 0
+    if args.command == "data":
+        from .data.openclipart import write_openclipart
+        counts = write_openclipart(args.out_dir, args.root, args.size, args.n_test)
+        print(f"wrote {args.out_dir / 'train.csv'} ({counts['train']} images) and {args.out_dir / 'test.csv'} "
+              f"({counts['test']}); dropped: " + ", ".join(f"{k} {v}" for k, v in counts.items()
+                                                          if k not in ("found", "train", "test")))
         return 0
     if args.command == "models":
         from .models import list_models, tiny_models
