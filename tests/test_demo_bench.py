@@ -27,14 +27,16 @@ def test_demo_end_to_end_and_rerun_skips(tmp_path):
 
 
 def test_bench_grid_skips_finished_cells(tiny_synth, tmp_path):
-    cfg = BenchConfig(data=str(tiny_synth), methods=["clean", "random"], seeds=[0], epochs=1, protect=TINY_PROTECT)
+    cfg = BenchConfig(data=str(tiny_synth), methods=["clean", "random"], seeds=[0], epochs=1, protect=TINY_PROTECT,
+                      defenses=["none", "strip-2"])
     rows = run_bench(cfg, tmp_path / "b", device="cpu")
-    assert [(r["method"], r["seed"]) for r in rows] == [("clean", 0), ("random", 0)]
-    assert rows[1]["max_linf_px"] <= 8 and "last/image_to_text_R@1" in rows[1] and "best/text_to_image_R@5" in rows[1]
+    assert [(r["method"], r["seed"], r["defense"]) for r in rows] == [
+        ("clean", 0, "none"), ("clean", 0, "strip-2"), ("random", 0, "none"), ("random", 0, "strip-2")]
+    assert rows[2]["max_linf_px"] <= 8 and "last/image_to_text_R@1" in rows[1] and "best/text_to_image_R@5" in rows[1]
     again = run_bench(cfg, tmp_path / "b", device="cpu")
-    assert len(again) == 2                                    # finished cells are not rerun
+    assert len(again) == 4                                    # finished cells are not rerun
     table = summary_table(again, tiny_synth / "test.csv")
-    assert "random guess" in table and "clean" in table
+    assert "random guess" in table and "clean" in table and "strip-2" in table
     assert "last epoch" in (tmp_path / "b" / "report.md").read_text()
 
 

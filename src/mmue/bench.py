@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import api
+from .defenses import apply_defense
+from .defenses import validate as validate_defense
 from .demo import train_victim, victim_metrics
 from .metrics import KS, random_guess
 from .models import DEFAULT_MODEL
@@ -32,6 +34,7 @@ class BenchConfig:
     strength: str = "low"
     epochs: int | None = None
     protect: dict = field(default_factory=dict)   # extra engine settings (library units)
+    defenses: list[str] = field(default_factory=lambda: ["none"])   # see mmue.defenses
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchConfig":
@@ -42,8 +45,8 @@ class BenchConfig:
         return cls(**raw)
 
 
-def _cell_key(method: str, victim: str, seed: int) -> str:
-    return f"{method}|{victim}|{seed}"
+def _cell_key(method: str, victim: str, seed: int, defense: str = "none") -> str:
+    return f"{method}|{victim}|{seed}|{defense}"
 
 
 def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[dict]:
@@ -57,12 +60,15 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     results_file = out / "results.jsonl"
     done = set()
     if results_file.exists():
-        done = {_cell_key(r["method"], r["victim"], r["seed"]) for r in map(json.loads, results_file.read_text().splitlines())}
+        done = {_cell_key(r["method"], r["victim"], r["seed"], r.get("defense", "none"))
+                for r in map(json.loads, results_file.read_text().splitlines())}
+    for d in cfg.defenses:
+        validate_defense(d)
     rows = []
     for seed in cfg.seeds:
         for method in cfg.methods:
-            for victim in cfg.victims:
-                if _cell_key(method, victim, seed) in done:
+            for victim, defense in [(v, d) for v in cfg.victims for d in cfg.defenses]:
+                if _cell_key(method, victim, seed, defense) in done:
                     continue
                 if method == "clean":
                     victim_train, protection = train_csv, {}
@@ -76,11 +82,15 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     victim_train = prot / train_csv.name
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
                                   "generation_s": man["generation_s"]}
-                run = out / "victims" / f"{method}-{victim}-s{seed}"
-                tcfg = TrainConfig(seed=seed, **({"epochs": cfg.epochs} if cfg.epochs else {}))
-                train_victim(victim_train, test_csv, run, victim, tcfg, device)
+                released = victim_train.parent.name if method != "clean" else f"clean-s{seed}"
+                defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed)
+                suffix = "" if defense == "none" else f"-{defense}"
+                run = out / "victims" / f"{method}-{victim}-s{seed}{suffix}"
+                tcfg = TrainConfig(seed=seed, augment="rrc-flip" if defense == "rrc-flip" else "none",
+                                   **({"epochs": cfg.epochs} if cfg.epochs else {}))
+                train_victim(defended, test_csv, run, victim, tcfg, device)
                 m = victim_metrics(run, test_csv, device)
-                row = {"method": method, "victim": victim, "seed": seed, "surrogate": cfg.surrogate,
+                row = {"method": method, "victim": victim, "seed": seed, "defense": defense, "surrogate": cfg.surrogate,
                        "strength": cfg.strength, **protection,
                        **{f"last/{k}": v for k, v in m.items() if k != "best"},
                        **{f"best/{k}": v for k, v in m["best"].items()}}
@@ -99,23 +109,23 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
 
 def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "last") -> str:
     """Mean ± spread (half range) over seeds, in %, per method and victim."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["victim"]), []).append(r)
+        groups.setdefault((r["method"], r["victim"], r.get("defense", "none")), []).append(r)
     keys = [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in KS]
-    head = f"{'method':<14}{'victim':<16}{'n':>3}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>14}" for k in keys)
+    head = f"{'method':<14}{'victim':<16}{'defense':<18}{'n':>3}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>14}" for k in keys)
     lines = [f"({which} epoch, %, mean ± half-range over seeds)", head]
     order = {m: i for i, m in enumerate(["clean", "random", "em", "trigger-only", "mem-3", "mem", "mem-5"])}
     groups = dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])))
-    for (method, victim), rs in groups.items():
+    for (method, victim, defense), rs in groups.items():
         cells = []
         for k in keys:
             v = [100 * r[f"{which}/{k}"] for r in rs]
             cells.append(f"{statistics.mean(v):6.1f} ± {(max(v) - min(v)) / 2:4.1f}")
-        lines.append(f"{method:<14}{victim:<16}{len(rs):>3}" + "".join(f"{c:>14}" for c in cells))
+        lines.append(f"{method:<14}{victim:<16}{defense:<18}{len(rs):>3}" + "".join(f"{c:>14}" for c in cells))
     if test_csv is not None:
         from .data import read_pairs
         p = read_pairs(test_csv, check_files=False)
         rg = random_guess(p.caption_image, p.n_images)
-        lines.append(f"{'random guess':<33}" + "".join(f"{100 * rg[k]:>14.2f}" for k in keys))
+        lines.append(f"{'random guess':<51}" + "".join(f"{100 * rg[k]:>14.2f}" for k in keys))
     return "\n".join(lines)

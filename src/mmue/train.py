@@ -35,11 +35,14 @@ class TrainConfig:
     warmup: int = 50            # optimiser steps of linear warm-up
     seed: int = 0
     eval_batch_size: int = 256
+    augment: str = "none"       # "rrc-flip": random-resized-crop (scale 0.5-1) + horizontal flip per sample
 
     def validate(self) -> "TrainConfig":
         for k in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.augment not in ("none", "rrc-flip"):
+            raise ValueError(f"augment must be none or rrc-flip, got {self.augment!r}")
         if self.lr <= 0 or self.wd < 0 or self.warmup < 0:
             raise ValueError(f"lr must be > 0, wd and warmup >= 0 (got lr={self.lr}, wd={self.wd}, warmup={self.warmup})")
         return self
@@ -124,6 +127,23 @@ def evaluate(model: ClipModel, data: EncodedPairs, device: torch.device | str = 
     return retrieval_metrics(img, txt, data.caption_image)
 
 
+def rrc_flip(pixels: torch.Tensor, g: torch.Generator, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """Random-resized-crop + horizontal flip, independently per image, from a seeded generator."""
+    from torchvision.transforms.v2 import functional as TF
+    n, _, h, w = pixels.shape
+    out = torch.empty_like(pixels)
+    for i in range(n):
+        r = torch.rand(4, generator=g).tolist()
+        area = h * w * (scale[0] + r[0] * (scale[1] - scale[0]))
+        aspect = math.exp(math.log(ratio[0]) + r[1] * (math.log(ratio[1]) - math.log(ratio[0])))
+        ch = min(h, max(1, round(math.sqrt(area / aspect))))
+        cw = min(w, max(1, round(math.sqrt(area * aspect))))
+        top, left = int(r[2] * (h - ch + 1)), int(r[3] * (w - cw + 1))
+        crop = TF.resized_crop(pixels[i], top, left, ch, cw, [h, w], antialias=True)
+        out[i] = TF.horizontal_flip(crop) if torch.rand(1, generator=g).item() < 0.5 else crop
+    return out.clamp_(0, 1)
+
+
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
     """The image order of an epoch: a permutation seeded by (seed, epoch); the last partial batch is dropped
     when the data holds at least one full batch (open_clip does the same)."""
@@ -165,7 +185,10 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup, total_steps)
             caps = train.sample_captions(idx, g)
-            pixels = to_float(train.images[idx]).to(device, non_blocking=True)
+            pixels = to_float(train.images[idx])
+            if cfg.augment == "rrc-flip":
+                pixels = rrc_flip(pixels, g)
+            pixels = pixels.to(device, non_blocking=True)
             ids = model.codec.rows([train.caption_bodies[c] for c in caps]).to(device)
             losses.append(clip_train_step(model, optimizer, pixels, ids, device))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")

@@ -1,0 +1,114 @@
+"""Attacker-side countermeasures, applied to released files before a victim is trained on them.
+
+Each defense is a name: ``none``, ``jpeg-Q`` (re-save as JPEG at quality Q), ``grayscale``, ``blur-S`` (Gaussian,
+sigma S px), ``bits-B`` (B-bit colour depth), ``resize-F`` (down by F then back up, bicubic), ``strip-K`` (drop
+the first K words of every caption: trigger stripping), ``shuffle-captions`` (permute captions among an image's
+captions), and ``rrc-flip`` (random-resized-crop + flip augmentation during victim training, no file change).
+File defenses write a defended copy of the dataset; the originals and the released copy are only read.
+"""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .data.images import load_rgb
+from .data.pairs import read_pairs, write_pairs
+
+TRAINING_DEFENSES = {"rrc-flip"}
+_PATTERNS = {
+    "jpeg": re.compile(r"^jpeg-(\d+)$"), "blur": re.compile(r"^blur-([\d.]+)$"), "bits": re.compile(r"^bits-(\d)$"),
+    "resize": re.compile(r"^resize-([\d.]+)$"), "strip": re.compile(r"^strip-(\d+)$"),
+}
+
+
+def validate(name: str) -> str:
+    if name in ("none", "grayscale", "shuffle-captions") or name in TRAINING_DEFENSES:
+        return name
+    for kind, pat in _PATTERNS.items():
+        m = pat.match(name)
+        if m:
+            v = float(m.group(1))
+            ok = {"jpeg": 1 <= v <= 100, "blur": 0 < v <= 10, "bits": 1 <= v <= 8, "resize": 0 < v < 1,
+                  "strip": v >= 1}[kind]
+            if ok:
+                return name
+    raise ValueError(f"unknown defense {name!r}: use none, jpeg-Q, grayscale, blur-S, bits-B, resize-F (0<F<1), "
+                     "strip-K, shuffle-captions or rrc-flip")
+
+
+def transform_image(img: Image.Image, name: str) -> tuple[Image.Image, str]:
+    """The defended image and the file suffix to write it with."""
+    if name.startswith("jpeg-"):
+        return img, ".jpg"
+    if name == "grayscale":
+        return img.convert("L").convert("RGB"), ".png"
+    if name.startswith("blur-"):
+        return img.filter(ImageFilter.GaussianBlur(radius=float(name[5:]))), ".png"
+    if name.startswith("bits-"):
+        b = int(name[5:])
+        step = 256 // (1 << b)
+        a = np.asarray(img, dtype=np.uint8) // step * step + step // 2
+        return Image.fromarray(a.astype(np.uint8)), ".png"
+    if name.startswith("resize-"):
+        f = float(name[7:])
+        small = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.BICUBIC)
+        return small.resize(img.size, Image.BICUBIC), ".png"
+    return img, ".png"
+
+
+def transform_captions(captions: list[str], image_captions: list[list[int]], name: str, seed: int = 0) -> list[str]:
+    if name.startswith("strip-"):
+        k = int(name[6:])
+        return [" ".join(c.split()[k:]) or c for c in captions]  # never leave an empty caption
+    if name == "shuffle-captions":
+        rng = random.Random(seed)
+        out = list(captions)
+        for group in image_captions:
+            shuffled = [captions[c] for c in group]
+            rng.shuffle(shuffled)
+            for c, text in zip(group, shuffled):
+                out[c] = text
+        return out
+    return captions
+
+
+def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Write the defended copy of the dataset at ``csv_path`` into ``out_dir``; returns its CSV.
+    ``none`` and training-time defenses return ``csv_path`` unchanged."""
+    name = validate(name)
+    csv_path = Path(csv_path)
+    if name == "none" or name in TRAINING_DEFENSES:
+        return csv_path
+    out = Path(out_dir)
+    target = out / csv_path.name
+    if target.exists():
+        return target
+    pairs = read_pairs(csv_path)
+    images = list(pairs.images)
+    if not (name.startswith("strip-") or name == "shuffle-captions"):
+        for i, rel in enumerate(pairs.images):
+            img, suffix = transform_image(load_rgb(pairs.image_path(i)), name)
+            new_rel = str(Path(rel).with_suffix(suffix))
+            dst = out / new_rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if suffix == ".jpg":
+                img.save(dst, format="JPEG", quality=int(name[5:]))
+            else:
+                img.save(dst, format="PNG")
+            images[i] = new_rel
+    else:
+        for i, rel in enumerate(pairs.images):  # captions only: link the images
+            dst = out / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if not dst.exists():
+                dst.symlink_to(pairs.image_path(i).resolve())
+    captions = transform_captions(pairs.captions, pairs.image_captions, name, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (csv_path.name + ".partial")
+    write_pairs(pairs, tmp, captions, images=[images[i] for i in pairs.caption_image])
+    tmp.rename(target)  # the CSV appears last: its presence marks a finished copy
+    return target

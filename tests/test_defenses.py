@@ -1,0 +1,55 @@
+import pytest
+import torch
+from PIL import Image
+
+from mmue.data import read_pairs
+from mmue.defenses import apply_defense, transform_captions, transform_image, validate
+from mmue.train import rrc_flip
+
+
+def test_validate_names():
+    for ok in ("none", "jpeg-50", "grayscale", "blur-0.5", "bits-3", "resize-0.5", "strip-3", "shuffle-captions",
+               "rrc-flip"):
+        assert validate(ok) == ok
+    for bad in ("jpeg-0", "bits-9", "resize-2", "strip-0", "sharpen"):
+        with pytest.raises(ValueError):
+            validate(bad)
+
+
+def test_image_transforms():
+    img = Image.new("RGB", (16, 16), (200, 30, 90))
+    g, _ = transform_image(img, "grayscale")
+    r, gg, b = g.getpixel((3, 3))
+    assert r == gg == b
+    q, _ = transform_image(img, "bits-3")
+    assert all(v % 32 == 16 for v in q.getpixel((0, 0)))
+    assert transform_image(img, "jpeg-30")[1] == ".jpg"
+    assert transform_image(img, "resize-0.5")[0].size == (16, 16)
+
+
+def test_caption_transforms():
+    caps = ["alpha beta gamma red circle", "alpha beta gamma blue square", "one two"]
+    assert transform_captions(caps, [[0, 1], [2]], "strip-3") == ["red circle", "blue square", "one two"]
+    shuffled = transform_captions(caps, [[0, 1], [2]], "shuffle-captions", seed=1)
+    assert sorted(shuffled[:2]) == sorted(caps[:2]) and shuffled[2] == caps[2]
+
+
+def test_apply_defense_writes_a_copy(tiny_synth, tmp_path):
+    src = tiny_synth / "train.csv"
+    before = (tiny_synth / "images/train_00000.png").read_bytes()
+    out = apply_defense(src, "jpeg-30", tmp_path / "jpeg")
+    pairs = read_pairs(out)
+    assert pairs.images[0].endswith(".jpg") and Image.open(pairs.image_path(0)).format == "JPEG"
+    assert (tiny_synth / "images/train_00000.png").read_bytes() == before
+    stripped = read_pairs(apply_defense(src, "strip-2", tmp_path / "strip"))
+    original = read_pairs(src)
+    assert stripped.captions[0] == " ".join(original.captions[0].split()[2:])
+    assert apply_defense(src, "rrc-flip", tmp_path / "x") == src
+
+
+def test_rrc_flip_is_seeded_and_in_range():
+    x = torch.rand(4, 3, 16, 16)
+    a = rrc_flip(x, torch.Generator().manual_seed(0))
+    b = rrc_flip(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert not torch.equal(a, x)
