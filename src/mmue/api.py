@@ -120,17 +120,17 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
         log.info("%s is already finished", out)
         return json.loads((out / "manifest.json").read_text())
     state_dir = out / STATE_DIR
-    if resume:
+    dev = resolve_device(device)
+    if resume:  # the stored parameters win, so a resumed run finishes the run that was started
         stored = json.loads((state_dir / "params.json").read_text())
+        if Path(stored["train_data"]).resolve() != source.resolve():
+            raise ValueError(f"{out} protects {stored['train_data']}, not {source}; resume with the same --train-data")
         cfg = resolve(stored["config"]["method"], "high", **{k: v for k, v in stored["config"].items()
                                                            if k not in ("method", "eps_px")})
         surrogate, surrogate_pretrained = stored["surrogate"], stored["surrogate_pretrained"]
-    else:
-        cfg = resolve(method, strength, **settings)
-    dev = resolve_device(device)
-    if resume:
         params = {**stored, "device": str(dev)}
     else:
+        cfg = resolve(method, strength, **settings)
         params = {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
                   "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained, "device": str(dev),
                   "versions": versions()}
