@@ -29,10 +29,10 @@ def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: Tr
 def victim_metrics(run: Path, test_csv: Path, device: str) -> dict:
     """Clean-test metrics of a victim's last epoch, with its best epoch's beside (early stopping)."""
     dev = resolve_device(device)
-    out = {}
+    out, enc = {}, None
     for which in ("last", "best"):
         model = load_model(run, dev, which=which)
-        enc = api.load_encoded(test_csv, model)
+        enc = enc or api.load_encoded(test_csv, model)  # same architecture: encode the test split once
         out[which] = evaluate(model, enc, dev)
     summary = json.loads((run / "summary.json").read_text())
     return {**out["last"], "best_epoch": summary["best_epoch"], "best": out["best"]}
