@@ -247,7 +247,9 @@ class MEMEngine:
         cfg = self.cfg
         if not cfg.optimises:
             return state
-        bar = tqdm(range(state.rounds_done, cfg.rounds), desc="protect", initial=state.rounds_done, total=cfg.rounds,
+        # without image noise, rounds after the last text step would only train the surrogate: skip them
+        last_round = cfg.rounds if cfg.noise == "pgd" else min(cfg.rounds, cfg.text_rounds)
+        bar = tqdm(range(state.rounds_done, last_round), desc="protect", initial=state.rounds_done, total=last_round,
                    disable=None if progress else True)
         for r in bar:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r)
@@ -256,7 +258,7 @@ class MEMEngine:
             state.rounds_done = r + 1
             stats = {"round": r + 1, "surrogate_loss": sl, "text_loss": tl, "image_loss": il}
             bar.set_postfix(surrogate=f"{sl:.3f}", text=f"{tl:.3f}", image=f"{il:.3f}")
-            log.info("round %d/%d surrogate %.4f text %.4f image %.4f", r + 1, cfg.rounds, sl, tl, il)
+            log.info("round %d/%d surrogate %.4f text %.4f image %.4f", r + 1, last_round, sl, tl, il)
             if on_round is not None:
                 on_round(state, stats)
         return state
