@@ -122,8 +122,8 @@ def test_resume_equals_uninterrupted(tiny_synth, tmp_path, monkeypatch):
     real_save = ProtectionState.save
     calls = {"n": 0}
 
-    def dying_save(self, path):
-        real_save(self, path)
+    def dying_save(self, folder):
+        real_save(self, folder)
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
@@ -131,7 +131,7 @@ def test_resume_equals_uninterrupted(tiny_synth, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         api.protect(tiny_synth / "train.csv", tmp_path / "b", "mem", device="cpu", progress=False, **cfg)
     monkeypatch.setattr(ProtectionState, "save", real_save)
-    assert ProtectionState.load(tmp_path / "b/.mmue_state/state.safetensors").rounds_done == 2
+    assert ProtectionState.load(tmp_path / "b/.mmue_state", in_memory=True).rounds_done == 2
     b = api.protect(tiny_synth / "train.csv", tmp_path / "b", device="cpu", progress=False, resume=True)
     assert [e["sha256"] for e in a["images"]] == [e["sha256"] for e in b["images"]]
     assert [e["trigger"] for e in a["images"]] == [e["trigger"] for e in b["images"]]

@@ -107,11 +107,13 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
             surrogate: str = DEFAULT_MODEL, surrogate_pretrained: str | None = None, device: str = "auto",
             resume: bool = False, overwrite: bool = False, csv_img_key: str | None = None,
             csv_caption_key: str | None = None, csv_separator: str | None = None, progress: bool = True,
-            **settings) -> dict:
-    """Protect the dataset ``train_data`` into ``out`` (images, CSV, manifest); returns the manifest.
+            out_format: str = "files", **settings) -> dict:
+    """Protect the dataset ``train_data`` (CSV or WebDataset shards) into ``out``; returns the manifest.
 
-    ``settings`` override the method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...).
-    Round checkpoints live in ``out/.mmue_state`` until the export has finished.
+    ``out_format``: ``files`` (PNGs + CSV) or ``webdataset`` (tar shards). ``settings`` override the
+    method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed images,
+    the int8 noise (both on disk, so RAM stays flat) and the round checkpoints live in ``out/.mmue_state``
+    until the export has finished.
     """
     out = Path(out)
     source = Path(train_data)
@@ -132,6 +134,7 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     else:
         cfg = resolve(method, strength, **settings)
         params = {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
+                  "out_format": out_format,
                   "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained, "device": str(dev),
                   "versions": versions()}
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -142,23 +145,22 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     pairs = read_pairs(source, csv_img_key, csv_caption_key, csv_separator)
     torch.manual_seed(cfg.seed)
     model = create_model(surrogate, pretrained=surrogate_pretrained, device=dev)
-    data = EncodedPairs.build(pairs, model.image_size, model.codec.encode, progress)
+    data = EncodedPairs.build(pairs, model.image_size, model.codec.encode, progress, cache=state_dir / "images.u8")
     engine = MEMEngine(model, data, cfg, dev)
-    state_file = state_dir / "state.safetensors"
-    if resume and state_file.exists():
-        state = ProtectionState.load(state_file)
+    if resume and ProtectionState.exists(state_dir):
+        state = ProtectionState.load(state_dir)
         model.clip.load_state_dict(load_file(str(state_dir / "surrogate.safetensors")))
         engine.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
         log.info("resuming after round %d/%d", state.rounds_done, cfg.rounds)
     else:
-        state = engine.init_state()
+        state = engine.init_state(state_dir)
 
     def checkpoint(st: ProtectionState, stats: dict) -> None:
         with open(state_dir / "rounds.jsonl", "a") as f:
             f.write(json.dumps({**stats, "elapsed_s": round(time.time() - t0, 1)}) + "\n")
         save_model(model, state_dir, "surrogate")
         atomic_torch_save(engine.optimizer.state_dict(), state_dir / "optimizer.pt")
-        st.save(state_file)  # last: the state file marks the round as done
+        st.save(state_dir)  # last: its state.json marks the round as done
 
     engine.run(state, checkpoint, progress)
     gen_time = time.time() - t0
@@ -169,7 +171,8 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
                 rec = json.loads(line)
                 rounds_log[rec["round"]] = rec
     manifest = export(pairs, state, model.codec, out, cfg.eps_px,
-                      {**params, "generation_s": round(gen_time, 1), "rounds_log": list(rounds_log.values())}, progress)
+                      {**params, "generation_s": round(gen_time, 1), "rounds_log": list(rounds_log.values())}, progress,
+                      out_format=params.get("out_format", "files"))
     shutil.rmtree(state_dir)
     log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, out,
              manifest["mean_psnr_db"] or float("inf"), time.time() - t0)

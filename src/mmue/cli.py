@@ -13,6 +13,10 @@ from . import __version__
 log = logging.getLogger("mmue")
 
 
+DATA_HELP = ("CSV/TSV of image paths and captions, or WebDataset shards (quoted: 'data/{00000..00009}.tar', "
+             "key.jpg|png + key.txt)")
+
+
 def _csv_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv-img-key", default=None, help="image path column (default: auto-detect filepath/image/...)")
     p.add_argument("--csv-caption-key", default=None, help="caption column (default: auto-detect caption/title/text)")
@@ -39,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train", help="train a CLIP model on image-caption data")
-    p.add_argument("--train-data", required=True, type=Path, help="CSV/TSV of image paths and captions")
+    p.add_argument("--train-data", required=True, type=Path, help=DATA_HELP)
     p.add_argument("--val-data", type=Path, default=None, help="CSV evaluated after every epoch (best epoch kept)")
     p.add_argument("--out", required=True, type=Path, help="run directory (refused if it exists, unless --resume)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"architecture (default {DEFAULT_MODEL}; `mmue models`)")
@@ -56,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="image<->text retrieval of a trained model")
     p.add_argument("--checkpoint", required=True, type=Path, help="run directory or .safetensors file")
-    p.add_argument("--data", required=True, type=Path, help="CSV/TSV to evaluate on")
+    p.add_argument("--data", required=True, type=Path, help="CSV/TSV or shards to evaluate on")
     p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of a run directory")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics to this file")
     p.add_argument("--batch-size", type=int, default=256)
@@ -64,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     _csv_flags(p)
 
     p = sub.add_parser("protect", help="protect a dataset with MEM (or a baseline) and write the protected copy")
-    p.add_argument("--train-data", required=True, type=Path, help="CSV/TSV of image paths and captions to protect")
-    p.add_argument("--out", required=True, type=Path, help="output folder (images/, the CSV, manifest.json)")
+    p.add_argument("--train-data", required=True, type=Path, help=DATA_HELP + " to protect")
+    p.add_argument("--out", required=True, type=Path, help="output folder (images/ + the CSV, or shards/; manifest.json)")
+    p.add_argument("--out-format", default="files", choices=["files", "webdataset"],
+                   help="files: lossless PNGs + a CSV like the input; webdataset: tar shards (key.png/txt/json)")
     p.add_argument("--method", default="mem", choices=list(METHODS), help="mem (=mem-3), mem-5, em, random, trigger-only")
     p.add_argument("--strength", default="high", choices=list(STRENGTHS),
                    help="preset: high = reference constants (20 rounds x 200 steps); low/mid are faster")
@@ -164,7 +170,7 @@ def _run(args) -> int:
             print(f"resolved: {cfg!r}")
         m = api.protect(args.train_data, args.out, args.method, args.strength, args.surrogate,
                         args.surrogate_pretrained, args.device, args.resume, args.overwrite, args.csv_img_key,
-                        args.csv_caption_key, args.csv_separator, **settings)
+                        args.csv_caption_key, args.csv_separator, out_format=args.out_format, **settings)
         print(f"protected {m['n_images']} images / {m['n_captions']} captions -> {args.out} "
               f"(max |noise| {m['max_linf_px']}/255, mean PSNR {m['mean_psnr_db']} dB, "
               f"{m['generation_s']:.0f}s); manifest: {args.out / 'manifest.json'}")

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .data.images import load_rgb
 from .data.pairs import read_pairs, write_pairs
 
 TRAINING_DEFENSES = {"rrc-flip"}
@@ -91,7 +90,7 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
     images = list(pairs.images)
     if not (name.startswith("strip-") or name == "shuffle-captions"):
         for i, rel in enumerate(pairs.images):
-            img, suffix = transform_image(load_rgb(pairs.image_path(i)), name)
+            img, suffix = transform_image(pairs.open_image(i), name)
             new_rel = str(Path(rel).with_suffix(suffix))
             dst = out / new_rel
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -6,13 +6,14 @@ from typing import Callable, Sequence
 
 import torch
 
+from .diskarray import DiskArray
 from .images import load_images
 from .pairs import PairSet
 
 
 @dataclass
 class EncodedPairs:
-    images: torch.Tensor              # uint8 [N,3,S,S]
+    images: torch.Tensor | DiskArray  # uint8 [N,3,S,S], in memory or on disk
     caption_bodies: list[list[int]]   # BPE ids of each caption, without sot/eot
     caption_image: list[int]          # image index of each caption
     image_captions: list[list[int]]   # caption indices of each image
@@ -23,8 +24,9 @@ class EncodedPairs:
 
     @classmethod
     def build(cls, pairs: PairSet, image_size: int, encode: Callable[[str], Sequence[int]],
-              progress: bool = True) -> "EncodedPairs":
-        return cls(load_images(pairs, image_size, progress), [list(encode(c)) for c in pairs.captions],
+              progress: bool = True, cache=None) -> "EncodedPairs":
+        """``cache``: a file to keep the preprocessed images in on disk instead of RAM (see ``load_images``)."""
+        return cls(load_images(pairs, image_size, progress, cache), [list(encode(c)) for c in pairs.captions],
                    list(pairs.caption_image), [list(c) for c in pairs.image_captions])
 
     def sample_captions(self, image_idx: torch.Tensor, generator: torch.Generator) -> list[int]:

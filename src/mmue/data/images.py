@@ -13,6 +13,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
+from .diskarray import DiskArray
 from .pairs import DataError, PairSet
 
 
@@ -33,12 +34,27 @@ def preprocess(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def load_images(pairs: PairSet, size: int, progress: bool = True) -> torch.Tensor:
-    """All images of ``pairs`` preprocessed to uint8 [N,3,size,size]."""
-    out = torch.empty(pairs.n_images, 3, size, size, dtype=torch.uint8)
-    for i in tqdm(range(pairs.n_images), desc=f"load {pairs.source.name}", disable=None if progress else True,
-                  leave=False):
-        out[i] = preprocess(load_rgb(pairs.image_path(i)), size)
+def load_images(pairs: PairSet, size: int, progress: bool = True, cache: str | Path | None = None):
+    """All images of ``pairs`` preprocessed to uint8 [N,3,size,size]: a tensor, or with ``cache`` a
+    ``DiskArray`` in that file (reused when it already holds the right shape), so RAM stays flat."""
+    shape = (pairs.n_images, 3, size, size)
+    if cache is not None:
+        cache = Path(cache)
+        done = cache.with_name(cache.name + ".done")
+        if done.is_file() and done.read_text() == f"{shape}":
+            return DiskArray(cache, shape, "uint8")
+        out = DiskArray(cache, shape, "uint8", create=True)
+    else:
+        out = torch.empty(shape, dtype=torch.uint8)
+    chunk = 256
+    bar = tqdm(total=pairs.n_images, desc=f"load {pairs.source.name}", disable=None if progress else True, leave=False)
+    for s in range(0, pairs.n_images, chunk):
+        rows = range(s, min(s + chunk, pairs.n_images))
+        out[s:s + len(rows)] = torch.stack([preprocess(pairs.open_image(i), size) for i in rows])
+        bar.update(len(rows))
+    bar.close()
+    if cache is not None:
+        done.write_text(f"{shape}")
     return out
 
 

@@ -9,6 +9,10 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_KEYS = ("filepath", "image", "images", "image_path", "img", "file", "path", "filename")
 CAPTION_KEYS = ("caption", "title", "text", "captions", "sentence", "raw")
@@ -33,6 +37,7 @@ class PairSet:
     captions: list[str]               # one per row
     caption_image: list[int]          # image index of each caption
     image_captions: list[list[int]] = field(default_factory=list)  # caption indices of each image
+    opener: Callable[[int], "Image.Image"] | None = None  # reads image i when it is not a plain file (shards)
 
     def __post_init__(self):
         if not self.image_captions:
@@ -49,6 +54,13 @@ class PairSet:
 
     def image_path(self, i: int) -> Path:
         return self.root / self.images[i]
+
+    def open_image(self, i: int) -> "Image.Image":
+        """Image i as RGB, from its file or its shard."""
+        if self.opener is not None:
+            return self.opener(i)
+        from .images import load_rgb
+        return load_rgb(self.image_path(i))
 
     def __repr__(self) -> str:
         return f"PairSet({self.source}, images={self.n_images}, captions={len(self.captions)})"
@@ -80,10 +92,13 @@ def _pick(fieldnames: list[str], wanted: str | None, defaults: tuple[str, ...], 
 
 def read_pairs(path: str | os.PathLike, img_key: str | None = None, caption_key: str | None = None,
                separator: str | None = None, check_files: bool = True) -> PairSet:
-    """Read a CSV/TSV of image paths and captions.
+    """Read a CSV/TSV of image paths and captions, or WebDataset shards (``data/{000..009}.tar``).
 
     ``img_key``/``caption_key`` default to auto-detection; ``separator`` to the extension (.tsv) or a sniff.
     """
+    from .webdataset import is_webdataset, read_shards
+    if is_webdataset(path):
+        return read_shards(path)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file (give the CSV with --train-data/--data)")

@@ -97,14 +97,16 @@ class MEMEngine:
         return f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images})"
 
     # ----------------------------------------------------------------------------------------- state
-    def init_state(self) -> ProtectionState:
+    def init_state(self, folder=None) -> ProtectionState:
+        """Fresh state: noise in memory, or in ``folder`` on disk (flat RAM for large datasets)."""
         g = torch.Generator().manual_seed(self.cfg.seed * 7919 + 1)
         n, shape = self.data.n_images, tuple(self.data.images.shape[1:])
+        noise = ProtectionState.new_noise((n, *shape), folder)
         if self.cfg.noise == "random":
-            noise = random_noise((n, *shape), self.cfg.eps_px, g)
-            noise = (apply_noise(self.data.images, noise).to(torch.int16) - self.data.images.to(torch.int16)).to(torch.int8)
-        else:
-            noise = torch.zeros((n, *shape), dtype=torch.int8)
+            for s in range(0, n, 1024):  # in chunks: the images may live on disk too
+                x = self.data.images[s:s + 1024]
+                r = random_noise(tuple(x.shape), self.cfg.eps_px, g)
+                noise[s:s + len(x)] = (apply_noise(x, r).to(torch.int16) - x.to(torch.int16)).to(torch.int8)
         k = self.cfg.trigger_len
         if k:
             allowed = self.model.codec.trigger_vocab

@@ -1,13 +1,15 @@
 """Turn a ``ProtectionState`` into a publishable dataset: lossless PNGs, a CSV, a manifest.
 
 Images are written as ``out/images/<path relative to the images' common folder>.png`` (stems kept); the CSV
-keeps the input's name, columns and separator, with the new image paths and the triggered captions.
+keeps the input's name, columns and separator, with the new image paths and the triggered captions. With
+``out_format="webdataset"`` the same content goes into tar shards under ``out/shards`` instead.
 Noise computed at the model's resolution is mapped back onto the image's native pixels (the center square
 that the model's preprocessing crops); for images already at the model's size this is exact.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -18,8 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data.images import load_rgb
 from ..data.pairs import PairSet, write_pairs
+from ..data.webdataset import ShardWriter
 from ..models.tokens import TokenCodec
 from .pgd import apply_noise, psnr
 from .store import ProtectionState
@@ -54,35 +56,55 @@ def sha256(path: Path) -> str:
 
 
 def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: str | os.PathLike, eps_px: int,
-           params: dict, progress: bool = True) -> dict:
-    """Write the protected copy into ``out_dir``; returns the manifest. Originals are only read."""
+           params: dict, progress: bool = True, out_format: str = "files", maxcount: int = 1000) -> dict:
+    """Write the protected copy into ``out_dir``; returns the manifest. Originals are only read.
+
+    ``out_format``: ``files`` (PNGs + a CSV like the input) or ``webdataset`` (``shards/NNNNN.tar`` with
+    ``key.png``, ``key.txt`` = the first caption, ``key.json`` = all captions; feeds open_clip directly).
+    """
+    if out_format not in ("files", "webdataset"):
+        raise ValueError(f"out_format must be files or webdataset, got {out_format!r}")
     out = Path(out_dir)
-    rel_out = output_paths(pairs)
+    out.mkdir(parents=True, exist_ok=True)
     triggers = [codec.trigger_text(t) if t.numel() else "" for t in state.triggers]
+    captions = [trigger_caption(triggers[ci], c) for c, ci in zip(pairs.captions, pairs.caption_image)]
+    rel_out = output_paths(pairs) if out_format == "files" else [f"{i:08d}" for i in range(pairs.n_images)]
+    writer = ShardWriter(out / "shards", maxcount) if out_format == "webdataset" else None
     per_image, psnrs = [], []
     for i in tqdm(range(pairs.n_images), desc="write images", disable=None if progress else True, leave=False):
-        src = load_rgb(pairs.image_path(i))
+        src = pairs.open_image(i)
         x = torch.from_numpy(np.asarray(src, dtype=np.uint8).copy()).permute(2, 0, 1)
         noise = native_noise(state.noise[i], src.width, src.height, eps_px)
         y = apply_noise(x, noise)
-        target = out / rel_out[i]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        Image.fromarray(y.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-        os.replace(tmp, target)
+        buf = io.BytesIO()
+        Image.fromarray(y.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+        png = buf.getvalue()
+        if writer is None:
+            target = out / rel_out[i]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(png)
+            os.replace(tmp, target)
+        else:
+            caps = [captions[c] for c in pairs.image_captions[i]]
+            writer.write(rel_out[i], {"png": png, "txt": caps[0].encode(),
+                                      "json": json.dumps({"captions": caps, "source": pairs.images[i]}).encode()})
         p = psnr(x, y)
         psnrs.append(p)
         per_image.append({"source": pairs.images[i], "file": rel_out[i], "trigger": triggers[i],
                           "linf_px": int((y.to(torch.int16) - x.to(torch.int16)).abs().max()),
-                          "psnr_db": None if p == float("inf") else round(p, 3), "sha256": sha256(target)})
-    captions = [trigger_caption(triggers[ci], c) for c, ci in zip(pairs.captions, pairs.caption_image)]
-    csv_path = out / pairs.source.name
-    write_pairs(pairs, csv_path, captions, images=[rel_out[i] for i in pairs.caption_image])
+                          "psnr_db": None if p == float("inf") else round(p, 3),
+                          "sha256": hashlib.sha256(png).hexdigest()})
+    if writer is None:
+        csv_path = out / pairs.source.name
+        write_pairs(pairs, csv_path, captions, images=[rel_out[i] for i in pairs.caption_image])
+        outputs = {"data": csv_path.name, "csv": csv_path.name, "csv_sha256": sha256(csv_path)}
+    else:
+        outputs = {"data": "shards/" + writer.close(), "out_format": "webdataset", "n_shards": len(writer.names)}
     finite = [p for p in psnrs if p != float("inf")]
     manifest = {
         **params,
-        "n_images": pairs.n_images, "n_captions": len(pairs.captions), "csv": csv_path.name,
-        "csv_sha256": sha256(csv_path),
+        "n_images": pairs.n_images, "n_captions": len(pairs.captions), **outputs,
         "mean_psnr_db": round(sum(finite) / len(finite), 3) if finite else None,
         "min_psnr_db": round(min(finite), 3) if finite else None,
         "max_linf_px": max(r["linf_px"] for r in per_image),

@@ -1,9 +1,16 @@
 """What protection produces: int8 noise in pixel units (1 byte per value) and trigger ids, per image.
 
-Saved with safetensors, atomically, so a round checkpoint is never half-written.
+The noise can live in memory (a tensor; small runs and tests) or in an int8 file on disk (``DiskArray``;
+what ``mmue protect`` uses), so peak RAM stays flat however many images are protected. Triggers are a
+compact int32 array (k values per image).
+
+A checkpoint is a folder: ``noise.ckpt.i8`` (an atomic copy of the working noise file), ``triggers.safetensors``
+and last ``state.json``, whose presence marks the round as done. Loading copies the checkpointed noise back
+over the working file, so a round that died half-way restarts from the noise it started with.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,21 +18,49 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..data.diskarray import DiskArray
+
+NOISE_FILE, NOISE_CKPT, TRIGGERS_FILE, STATE_FILE = "noise.i8", "noise.ckpt.i8", "triggers.safetensors", "state.json"
+
 
 @dataclass
 class ProtectionState:
-    noise: torch.Tensor        # int8 [N,3,S,S], pixel units
-    triggers: torch.Tensor     # long [N,k]
+    noise: torch.Tensor | DiskArray    # int8 [N,3,S,S], pixel units
+    triggers: torch.Tensor             # long [N,k]
     rounds_done: int = 0
 
-    def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"noise": self.noise.contiguous(), "triggers": self.triggers.contiguous(),
-                   "rounds_done": torch.tensor([self.rounds_done])}, str(tmp))
-        os.replace(tmp, path)
+    @staticmethod
+    def new_noise(shape: tuple[int, ...], folder: str | os.PathLike | None = None) -> torch.Tensor | DiskArray:
+        """Zero noise, in memory (``folder`` None) or in ``folder/noise.i8``."""
+        if folder is None:
+            return torch.zeros(shape, dtype=torch.int8)
+        return DiskArray(Path(folder) / NOISE_FILE, shape, "int8", create=True)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        folder = Path(folder)
+        if isinstance(self.noise, DiskArray):
+            self.noise.copy_to(folder / NOISE_CKPT)
+        else:
+            tmp = folder / (NOISE_CKPT + ".tmp")
+            DiskArray(tmp, tuple(self.noise.shape), "int8", create=True)[:] = self.noise
+            os.replace(tmp, folder / NOISE_CKPT)
+        tmp = folder / (TRIGGERS_FILE + ".tmp")
+        save_file({"triggers": self.triggers.to(torch.int32).contiguous()}, str(tmp))
+        os.replace(tmp, folder / TRIGGERS_FILE)
+        meta = {"rounds_done": self.rounds_done, "noise_shape": list(self.noise.shape)}
+        tmp = folder / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, folder / STATE_FILE)
+
+    @staticmethod
+    def exists(folder: str | os.PathLike) -> bool:
+        return (Path(folder) / STATE_FILE).is_file()
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ProtectionState":
-        t = load_file(str(path))
-        return cls(t["noise"], t["triggers"], int(t["rounds_done"][0]))
+    def load(cls, folder: str | os.PathLike, in_memory: bool = False) -> "ProtectionState":
+        folder = Path(folder)
+        meta = json.loads((folder / STATE_FILE).read_text())
+        ckpt = DiskArray(folder / NOISE_CKPT, tuple(meta["noise_shape"]), "int8")
+        noise = ckpt[:] if in_memory else ckpt.copy_to(folder / NOISE_FILE)
+        triggers = load_file(str(folder / TRIGGERS_FILE))["triggers"].long()
+        return cls(noise, triggers, int(meta["rounds_done"]))
