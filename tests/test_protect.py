@@ -125,7 +125,7 @@ def test_resume_equals_uninterrupted(tiny_synth, tmp_path, monkeypatch):
     def dying_save(self, folder):
         real_save(self, folder)
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3:  # saves: the fresh state (round 0), round 1, round 2, then the crash
             raise KeyboardInterrupt
     monkeypatch.setattr(ProtectionState, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):

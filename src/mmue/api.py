@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from . import __version__
+from . import __version__, distributed
 from .data import read_pairs, write_synth
 from .data.encoded import EncodedPairs
 from .metrics import random_guess
@@ -49,11 +49,12 @@ def train(train_data: str | os.PathLike, out: str | os.PathLike, model: str = DE
           progress: bool = True) -> dict:
     """Train a CLIP on ``train_data`` into run directory ``out``; returns the summary (best and last epoch)."""
     config = (config or TrainConfig()).validate()
-    dev = resolve_device(device)
-    params = {"command": "train", "train_data": str(train_data), "val_data": str(val_data) if val_data else None,
+    d, dev = distributed.setup(resolve_device(device))
+    params = {"command": "train", "world_size": d.world, "train_data": str(train_data), "val_data": str(val_data) if val_data else None,
               "model": model, "pretrained": pretrained, "device": str(dev), **asdict(config),
               "csv_img_key": csv_img_key, "csv_caption_key": csv_caption_key, "versions": versions()}
-    run = RunDir.open(out, params, resume, kind="training run")
+    distributed.on_main(lambda: RunDir.open(out, params, resume, kind="training run"))
+    run = RunDir(out)
     if resume:  # the stored parameters win, so a resumed run is the run that was started
         stored = run.params()
         config = TrainConfig(**{k: stored[k] for k in asdict(config)})
@@ -69,6 +70,7 @@ def train(train_data: str | os.PathLike, out: str | os.PathLike, model: str = DE
         return train_clip(net, train_set, config, run, val_set, dev, resume, progress)
     finally:
         run.close()
+        distributed.barrier()
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, which: str = "best",
@@ -117,63 +119,88 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     """
     out = Path(out)
     source = Path(train_data)
-    _check_output_dir(out, source, resume, overwrite)
-    if resume and (out / "manifest.json").exists() and not (out / STATE_DIR).exists():
-        log.info("%s is already finished", out)
-        return json.loads((out / "manifest.json").read_text())
     state_dir = out / STATE_DIR
-    dev = resolve_device(device)
-    if resume:  # the stored parameters win, so a resumed run finishes the run that was started
-        stored = json.loads((state_dir / "params.json").read_text())
-        if Path(stored["train_data"]).resolve() != source.resolve():
-            raise ValueError(f"{out} protects {stored['train_data']}, not {source}; resume with the same --train-data")
-        cfg = resolve(stored["config"]["method"], "high", **{k: v for k, v in stored["config"].items()
-                                                           if k not in ("method", "eps_px")})
-        surrogate, surrogate_pretrained = stored["surrogate"], stored["surrogate_pretrained"]
-        params = {**stored, "device": str(dev)}
-    else:
+    d, dev = distributed.setup(resolve_device(device))
+
+    def prepare() -> dict:  # rank 0 checks the folders and records the run; every rank gets the outcome
+        _check_output_dir(out, source, resume, overwrite)
+        if resume and (out / "manifest.json").exists() and not state_dir.exists():
+            return {"finished": json.loads((out / "manifest.json").read_text())}
+        if resume:  # the stored parameters win, so a resumed run finishes the run that was started
+            stored = json.loads((state_dir / "params.json").read_text())
+            if Path(stored["train_data"]).resolve() != source.resolve():
+                raise ValueError(f"{out} protects {stored['train_data']}, not {source}; "
+                                 "resume with the same --train-data")
+            return {"params": {**stored, "device": dev.type, "world_size": d.world}}
         cfg = resolve(method, strength, **settings)
         params = {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
-                  "out_format": out_format,
-                  "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained, "device": str(dev),
-                  "versions": versions()}
+                  "out_format": out_format, "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained,
+                  "device": dev.type, "world_size": d.world, "versions": versions()}
         state_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(state_dir / "params.json", json.dumps(params, indent=2))
-    log.info("protect %s -> %s with %r", source, out, cfg)
+        return {"params": params}
+
+    prep = distributed.on_main(prepare)
+    if "finished" in prep:
+        log.info("%s is already finished", out)
+        return prep["finished"]
+    params = prep["params"]
+    cfg = resolve(params["config"]["method"], "high",
+                  **{k: v for k, v in params["config"].items() if k not in ("method", "eps_px")})
+    log.info("protect %s -> %s with %r%s", source, out, cfg, f" on {d.world} ranks" if d.enabled else "")
 
     t0 = time.time()
     pairs = read_pairs(source, csv_img_key, csv_caption_key, csv_separator)
     torch.manual_seed(cfg.seed)
-    model = create_model(surrogate, pretrained=surrogate_pretrained, device=dev)
-    data = EncodedPairs.build(pairs, model.image_size, model.codec.encode, progress, cache=state_dir / "images.u8")
-    engine = MEMEngine(model, data, cfg, dev)
-    if resume and ProtectionState.exists(state_dir):
-        state = ProtectionState.load(state_dir)
-        model.clip.load_state_dict(load_file(str(state_dir / "surrogate.safetensors")))
-        engine.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
-        log.info("resuming after round %d/%d", state.rounds_done, cfg.rounds)
-    else:
-        state = engine.init_state(state_dir)
+    model = create_model(params["surrogate"], pretrained=params["surrogate_pretrained"], device=dev)
+    show = progress and d.is_main
+    built: dict = {}  # rank 0 preprocesses the images into the on-disk cache; the others then open it
 
-    def checkpoint(st: ProtectionState, stats: dict) -> None:
+    def build() -> None:
+        built["data"] = EncodedPairs.build(pairs, model.image_size, model.codec.encode, show, state_dir / "images.u8")
+    distributed.on_main(build)
+    data = built.get("data") or EncodedPairs.build(pairs, model.image_size, model.codec.encode, False,
+                                                   state_dir / "images.u8")
+    engine = MEMEngine(model, data, cfg, dev)
+    states: dict = {}
+
+    def start_state() -> int:  # rank 0 loads or creates the state; a fresh one is checkpointed as round 0
+        if resume and ProtectionState.exists(state_dir):
+            st = ProtectionState.load(state_dir)
+        else:
+            st = engine.init_state(state_dir)
+            st.save(state_dir)
+        states["main"] = st
+        return st.rounds_done
+    rounds_done = distributed.on_main(start_state)
+    state = states.get("main") or ProtectionState.attach(state_dir)
+    if rounds_done > 0:
+        engine.model.clip.load_state_dict(load_file(str(state_dir / "surrogate.safetensors")))
+        engine.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
+        log.info("resuming after round %d/%d", rounds_done, cfg.rounds)
+
+    def checkpoint(st: ProtectionState, stats: dict) -> None:  # rank 0 only (the engine sees to it)
         with open(state_dir / "rounds.jsonl", "a") as f:
             f.write(json.dumps({**stats, "elapsed_s": round(time.time() - t0, 1)}) + "\n")
-        save_model(model, state_dir, "surrogate")
+        save_model(engine.model, state_dir, "surrogate")
         atomic_torch_save(engine.optimizer.state_dict(), state_dir / "optimizer.pt")
         st.save(state_dir)  # last: its state.json marks the round as done
 
-    engine.run(state, checkpoint, progress)
+    engine.run(state, checkpoint, show)
     gen_time = time.time() - t0
-    rounds_log: dict[int, dict] = {}  # by round: a round redone after a crash keeps its last record
-    if (state_dir / "rounds.jsonl").exists():
-        for line in (state_dir / "rounds.jsonl").read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                rounds_log[rec["round"]] = rec
-    manifest = export(pairs, state, model.codec, out, cfg.eps_px,
-                      {**params, "generation_s": round(gen_time, 1), "rounds_log": list(rounds_log.values())}, progress,
-                      out_format=params.get("out_format", "files"))
-    shutil.rmtree(state_dir)
-    log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, out,
-             manifest["mean_psnr_db"] or float("inf"), time.time() - t0)
-    return manifest
+
+    def finish() -> dict:
+        rounds_log: dict[int, dict] = {}  # by round: a round redone after a crash keeps its last record
+        if (state_dir / "rounds.jsonl").exists():
+            for line in (state_dir / "rounds.jsonl").read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    rounds_log[rec["round"]] = rec
+        manifest = export(pairs, state, model.codec, out, cfg.eps_px,
+                          {**params, "generation_s": round(gen_time, 1), "rounds_log": list(rounds_log.values())},
+                          show, out_format=params.get("out_format", "files"))
+        shutil.rmtree(state_dir)
+        log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, out,
+                 manifest["mean_psnr_db"] or float("inf"), time.time() - t0)
+        return manifest
+    return distributed.on_main(finish)

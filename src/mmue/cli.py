@@ -217,11 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     # our own progress at INFO; open_clip's chatter only from WARNING up (minus its random-init notice)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger().addFilter(lambda r: "No pretrained weights loaded" not in r.getMessage())
-    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    import os
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports progress
+    log.setLevel(logging.WARNING if args.quiet or rank > 0 else logging.INFO)
+    if rank > 0:  # one copy of every table and summary: rank 0's
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    from . import distributed
     from .data import DataError
     from .runs import RunDirError
     try:
-        return _run(args)
+        code = _run(args)
+        distributed.teardown()
+        return code
     except (DataError, RunDirError, FileNotFoundError, ValueError) as e:
         print(f"mmue {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 One epoch is one pass over the *images* in a seeded random order, each paired with one of its captions drawn
 at random (so an image never meets itself as a negative). Checkpoints are written atomically after every
 epoch, so ``resume=True`` continues a killed run from its last finished epoch with the same data order.
+Under torchrun every rank trains on its slice of each global batch (DDP); rank 0 evaluates and writes.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data.encoded import EncodedPairs
 from .data.images import to_float
 from .losses import clip_loss
@@ -83,18 +85,23 @@ def make_optimizer(model: ClipModel, lr: float, wd: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model, wd), lr=lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-def clip_train_step(model: ClipModel, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, ids: torch.Tensor,
+def clip_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, ids: torch.Tensor,
                     device: torch.device) -> float:
-    """One optimiser step on a batch; gradients are zeroed first (the reference forgets to)."""
+    """One optimiser step on a batch; gradients are zeroed first (the reference forgets to).
+
+    ``model`` may be DDP-wrapped: each rank then passes its slice of the global batch, and the loss is over
+    the features gathered from all ranks (the same value on every rank, the single-process loss of the batch).
+    """
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with autocast(device):
         img, txt, scale = model(pixels, ids)
-        loss = clip_loss(img.float(), txt.float(), scale.float())
+    img, txt = distributed.gather_features(img.float(), txt.float())
+    loss = clip_loss(img, txt, scale.float())
     loss.backward()
     optimizer.step()
     with torch.no_grad():
-        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        distributed.unwrap(model).logit_scale.clamp_(0, MAX_LOGIT_SCALE)
     return loss.item()
 
 
@@ -159,7 +166,10 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
     """Train ``model`` in place, writing checkpoints and per-epoch results into ``run``. Returns the summary."""
     cfg.validate()
     device = torch.device(device)
+    d = distributed.info()
     model.to(device)
+    fwd = distributed.wrap_ddp(model, device)   # the same ``model`` underneath; DDP when under torchrun
+    model = distributed.unwrap(fwd)
     optimizer = make_optimizer(model, cfg.lr, cfg.wd)
     steps_per_epoch = len(epoch_batches(train.n_images, cfg.batch_size, cfg.seed, 0))
     total_steps = cfg.epochs * steps_per_epoch
@@ -172,48 +182,59 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
         best = {"epoch": state["best_epoch"], "score": float(state["best_score"])}
-        run.truncate_results(start_epoch)
+        if d.is_main:
+            run.truncate_results(start_epoch)
         log.info("resuming %s after epoch %d", run.path, start_epoch)
+    show = progress and d.is_main
     t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7)
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7)          # captions: same on every rank
+        g_aug = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7 + 1_000_003 * (d.rank + 1))
         batches = epoch_batches(train.n_images, cfg.batch_size, cfg.seed, epoch)
         losses = []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if progress else True, leave=False)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if show else True, leave=False)
         for i, idx in enumerate(bar):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup, total_steps)
             caps = train.sample_captions(idx, g)
+            if d.enabled:  # this rank's slice of the global batch
+                keep = d.shard(len(idx) - len(idx) % d.world)
+                idx, caps = idx[keep], caps[keep]
             pixels = to_float(train.images[idx])
             if cfg.augment == "rrc-flip":
-                pixels = rrc_flip(pixels, g)
+                pixels = rrc_flip(pixels, g_aug)
             pixels = pixels.to(device, non_blocking=True)
             ids = model.codec.rows([train.caption_bodies[c] for c in caps]).to(device)
-            losses.append(clip_train_step(model, optimizer, pixels, ids, device))
+            losses.append(clip_train_step(fwd, optimizer, pixels, ids, device))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        record = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
-                  "logit_scale": model.logit_scale.exp().item(), "elapsed_s": round(time.time() - t0, 1)}
-        if val is not None:
-            metrics = evaluate(model, val, device, cfg.eval_batch_size)
-            record.update({f"val/{k}": v for k, v in metrics.items()})
-            score = mean_recall(metrics)
-        else:
-            score = -record["train_loss"]
-        save_model(model, run.checkpoints, "last")
-        if score > best["score"]:
-            best = {"epoch": epoch + 1, "score": score}
-            save_model(model, run.checkpoints, "best")
-        atomic_torch_save({"optimizer": optimizer.state_dict(), "epoch": epoch + 1, "best_epoch": best["epoch"],
-                           "best_score": best["score"]}, state_path)
-        run.append_result(record)
-        msg = f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f}"
-        if val is not None:
-            msg += (f" val i2t R@1 {100 * record['val/image_to_text_R@1']:.1f}%"
-                    f" t2i R@1 {100 * record['val/text_to_image_R@1']:.1f}%")
-        log.info(msg)
+        if d.is_main:  # one rank evaluates and writes; the others wait at the barrier
+            record = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
+                      "lr": optimizer.param_groups[0]["lr"], "logit_scale": model.logit_scale.exp().item(),
+                      "elapsed_s": round(time.time() - t0, 1)}
+            if val is not None:
+                metrics = evaluate(model, val, device, cfg.eval_batch_size)
+                record.update({f"val/{k}": v for k, v in metrics.items()})
+                score = mean_recall(metrics)
+            else:
+                score = -record["train_loss"]
+            save_model(model, run.checkpoints, "last")
+            if score > best["score"]:
+                best = {"epoch": epoch + 1, "score": score}
+                save_model(model, run.checkpoints, "best")
+            atomic_torch_save({"optimizer": optimizer.state_dict(), "epoch": epoch + 1, "best_epoch": best["epoch"],
+                               "best_score": best["score"]}, state_path)
+            run.append_result(record)
+            msg = f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f}"
+            if val is not None:
+                msg += (f" val i2t R@1 {100 * record['val/image_to_text_R@1']:.1f}%"
+                        f" t2i R@1 {100 * record['val/text_to_image_R@1']:.1f}%")
+            log.info(msg)
+        distributed.barrier()
+    best = distributed.on_main(lambda: best)
     results = run.results()
     summary = {"epochs": cfg.epochs, "best_epoch": best["epoch"], "last": results[-1] if results else None,
                "best": next((r for r in results if r["epoch"] == best["epoch"]), None)}
-    atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
+    if d.is_main:
+        atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
     return summary

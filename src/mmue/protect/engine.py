@@ -6,6 +6,9 @@
             text step  (first text_rounds rounds): HotFlip on the k trigger tokens
             image step: PGD on the noise, caption bodies shuffled within the batch, triggers kept
 
+Under torchrun, surrogate training is data parallel (DDP over slices of each global batch, features gathered)
+and the data pass is sharded by image: each rank optimises the noise and triggers of its own images.
+
 The engine reads no files and parses no flags: it takes a surrogate, encoded pairs and a ``ProtectConfig``,
 and works on a ``ProtectionState`` (int8 noise + trigger ids) that the caller checkpoints and exports.
 
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..data.encoded import EncodedPairs
 from ..losses import clip_loss
 from ..models import ClipModel
@@ -90,6 +94,9 @@ class MEMEngine:
         self.cfg = cfg.validate()
         self.device = torch.device(device)
         self.model.to(self.device)
+        self.fwd = distributed.wrap_ddp(self.model, self.device)  # surrogate training is data parallel
+        self.model = distributed.unwrap(self.fwd)
+        self.dist = distributed.info()
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
         self._allowed = self.model.codec.trigger_vocab.to(self.device) if cfg.trigger_len else None
 
@@ -116,8 +123,13 @@ class MEMEngine:
         return ProtectionState(noise=noise, triggers=triggers, rounds_done=0)
 
     # ----------------------------------------------------------------------------------------- batches
-    def make_batch(self, index: torch.Tensor, g: torch.Generator) -> Batch:
+    def make_batch(self, index: torch.Tensor, g: torch.Generator, shard: bool = False) -> Batch:
+        """The batch of images ``index`` with one random caption each; ``shard``: only this rank's slice of
+        that global batch (captions are drawn for all of it, so the generator stays in step on every rank)."""
         caps = self.data.sample_captions(index, g)
+        if shard and self.dist.enabled:
+            keep = self.dist.shard(len(index) - len(index) % self.dist.world)
+            index, caps = index[keep], caps[keep]
         k = self.cfg.trigger_len
         template = self.model.codec.rows([self.data.caption_bodies[c] for c in caps], [[0] * k] * len(caps))
         return Batch(index, self.data.images[index].to(self.device), template.to(self.device), k)
@@ -131,10 +143,11 @@ class MEMEngine:
         n, bs = self.data.n_images, min(self.cfg.batch_size, self.data.n_images)
         for _ in range(self.cfg.surrogate_steps):
             idx = torch.randperm(n, generator=g)[:bs]
-            batch = self.make_batch(idx, g)
+            batch = self.make_batch(idx, g, shard=True)
+            idx = batch.index
             pixels = apply_noise(batch.x_u8, state.noise[idx].to(self.device)).float() / 255
             ids = batch.ids(state.triggers[idx].to(self.device))
-            losses.append(clip_train_step(self.model, self.optimizer, pixels, ids, self.device))
+            losses.append(clip_train_step(self.fwd, self.optimizer, pixels, ids, self.device))
         return sum(losses) / max(1, len(losses))
 
     # ----------------------------------------------------------------------------------------- text step
@@ -209,24 +222,34 @@ class MEMEngine:
         return delta.detach(), float(loss.detach())
 
     # ----------------------------------------------------------------------------------------- a round
+    def _batches(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Batches over ``images``; a last batch of one joins the previous one (a contrastive loss needs
+        negatives, and every image must be optimised)."""
+        bs = self.cfg.batch_size
+        out = [images[s:s + bs] for s in range(0, len(images), bs)]
+        if len(out) > 1 and len(out[-1]) == 1:
+            out[-2] = torch.cat([out[-2], out.pop()])
+        return [b for b in out if len(b) > 1]
+
     def data_pass(self, state: ProtectionState, round_idx: int, g: torch.Generator, progress: bool = False
-                  ) -> tuple[float, float]:
-        cfg = self.cfg
+                  ) -> tuple[float, float, torch.Tensor]:
+        """One shuffled pass over the images: text step and/or image step per batch. Under torchrun each rank
+        takes every world-th image of the shuffled order (its own images) and the results are merged.
+        Returns the mean text and image losses and how many times each image was optimised (all ranks)."""
+        cfg, d = self.cfg, self.dist
+        visits = torch.zeros(self.data.n_images, dtype=torch.int32)
         do_text = cfg.trigger_len > 0 and round_idx < cfg.text_rounds
         do_image = cfg.noise == "pgd" and cfg.pgd_steps > 0
         if not (do_text or do_image):
-            return float("nan"), float("nan")
+            return float("nan"), float("nan"), visits
         was_training = self.model.training
         self.model.eval()  # no batch-norm statistics updates while optimising the data
         text_losses, image_losses = [], []
-        perm = torch.randperm(self.data.n_images, generator=g)
-        bs = cfg.batch_size
+        mine = torch.randperm(self.data.n_images, generator=g)[d.rank::d.world]
+        g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)) + d.rank)
         try:
-            for s in tqdm(range(0, len(perm), bs), desc=f"round {round_idx + 1} data", leave=False,
-                          disable=None if progress else True):
-                idx = perm[s:s + bs]
-                if len(idx) < 2:
-                    continue  # a contrastive loss needs negatives
+            for idx in tqdm(self._batches(mine), desc=f"round {round_idx + 1} data", leave=False,
+                            disable=None if progress and d.is_main else True):
                 batch = self.make_batch(idx, g)
                 delta = state.noise[idx].to(self.device).float() / 255
                 triggers = state.triggers[idx].to(self.device)
@@ -238,10 +261,27 @@ class MEMEngine:
                     delta, il = self.image_step(batch, delta, triggers, g)
                     image_losses.append(il)
                     state.noise[idx] = quantise(batch.x_u8, delta, cfg.eps_px).cpu()
+                visits[idx] += 1
         finally:
             self.model.train(was_training)
-        mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
-        return mean(text_losses), mean(image_losses)
+        if d.enabled:
+            self._merge_ranks(state, visits > 0, do_text, do_image)
+            distributed.all_reduce_sum(visits)
+        losses = torch.tensor([sum(text_losses), len(text_losses), sum(image_losses), len(image_losses)],
+                              dtype=torch.float64)
+        distributed.all_reduce_sum(losses)
+        mean = lambda total, n: total / n if n else float("nan")  # noqa: E731
+        return mean(losses[0].item(), losses[1].item()), mean(losses[2].item(), losses[3].item()), visits
+
+    def _merge_ranks(self, state: ProtectionState, mine: torch.Tensor, text: bool, image: bool) -> None:
+        """Give every rank the triggers (and in-memory noise) that the others optimised. Noise in a
+        ``DiskArray`` needs nothing: each rank wrote its own rows of the shared file."""
+        if text:
+            t = torch.where(mine[:, None], state.triggers, torch.zeros_like(state.triggers))
+            state.triggers = distributed.all_reduce_sum(t)
+        if image and isinstance(state.noise, torch.Tensor):
+            n = torch.where(mine[:, None, None, None], state.noise, torch.zeros_like(state.noise)).to(torch.int16)
+            state.noise = distributed.all_reduce_sum(n).to(torch.int8)
 
     def run(self, state: ProtectionState, on_round: Callable[[ProtectionState, dict], None] | None = None,
             progress: bool = True) -> ProtectionState:
@@ -252,15 +292,20 @@ class MEMEngine:
         # without image noise, rounds after the last text step would only train the surrogate: skip them
         last_round = cfg.rounds if cfg.noise == "pgd" else min(cfg.rounds, cfg.text_rounds)
         bar = tqdm(range(state.rounds_done, last_round), desc="protect", initial=state.rounds_done, total=last_round,
-                   disable=None if progress else True)
+                   disable=None if progress and self.dist.is_main else True)
         for r in bar:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r)
             sl = self.train_surrogate(state, g)
-            tl, il = self.data_pass(state, r, g, progress)
+            tl, il, visits = self.data_pass(state, r, g, progress)
+            if visits.max() > 0 and not (visits.min() == visits.max() == 1):
+                raise RuntimeError(f"round {r + 1}: images optimised {int(visits.min())}..{int(visits.max())} times "
+                                   "instead of exactly once (a sharding bug); state not saved")
             state.rounds_done = r + 1
-            stats = {"round": r + 1, "surrogate_loss": sl, "text_loss": tl, "image_loss": il}
+            stats = {"round": r + 1, "surrogate_loss": sl, "text_loss": tl, "image_loss": il,
+                     "images_optimised": int((visits > 0).sum()), "world_size": self.dist.world}
             bar.set_postfix(surrogate=f"{sl:.3f}", text=f"{tl:.3f}", image=f"{il:.3f}")
             log.info("round %d/%d surrogate %.4f text %.4f image %.4f", r + 1, last_round, sl, tl, il)
+            distributed.barrier()  # every rank's noise rows are written before rank 0 checkpoints them
             if on_round is not None:
-                on_round(state, stats)
+                distributed.on_main(lambda: on_round(state, stats))
         return state

@@ -64,3 +64,13 @@ class ProtectionState:
         noise = ckpt[:] if in_memory else ckpt.copy_to(folder / NOISE_FILE)
         triggers = load_file(str(folder / TRIGGERS_FILE))["triggers"].long()
         return cls(noise, triggers, int(meta["rounds_done"]))
+
+    @classmethod
+    def attach(cls, folder: str | os.PathLike) -> "ProtectionState":
+        """The state as last saved, on the *working* noise file, without copying (the other ranks of a
+        distributed run, once rank 0 has loaded or created it)."""
+        folder = Path(folder)
+        meta = json.loads((folder / STATE_FILE).read_text())
+        noise = DiskArray(folder / NOISE_FILE, tuple(meta["noise_shape"]), "int8")
+        triggers = load_file(str(folder / TRIGGERS_FILE))["triggers"].long()
+        return cls(noise, triggers, int(meta["rounds_done"]))
