@@ -38,6 +38,12 @@ def test_bench_grid_skips_finished_cells(tiny_synth, tmp_path):
     table = summary_table(again, tiny_synth / "test.csv")
     assert "random guess" in table and "clean" in table and "strip-2" in table
     assert "last epoch" in (tmp_path / "b" / "report.md").read_text()
+    # every victim recorded its recall before training: the learning-gain table is last minus that
+    assert all("init/image_to_text_R@1" in r for r in again)
+    gain = summary_table(again, None, "gain")
+    clean = next(r for r in again if r["method"] == "clean" and r["defense"] == "none")
+    expected = 100 * (clean["last/image_to_text_R@1"] - clean["init/image_to_text_R@1"])
+    assert f"{expected:6.1f}" in gain.splitlines()[2] and "learning gain" in gain
 
 
 def test_bench_config_rejects_unknown_keys(tmp_path):

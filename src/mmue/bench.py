@@ -93,14 +93,17 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 row = {"method": method, "victim": victim, "seed": seed, "defense": defense, "surrogate": cfg.surrogate,
                        "strength": cfg.strength, **protection,
                        **{f"last/{k}": v for k, v in m.items() if k != "best"},
-                       **{f"best/{k}": v for k, v in m["best"].items()}}
+                       **{f"best/{k}": v for k, v in m["best"].items()},
+                       **{f"init/{k}": v for k, v in m.get("init", {}).items()}}
                 with open(results_file, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 rows.append(row)
     rows = [json.loads(x) for x in results_file.read_text().splitlines()]
     seed0 = cfg.seeds[0]
-    write_report(out, f"MMUE bench ({cfg.strength}, surrogate {cfg.surrogate})",
-                 {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")},
+    tables = {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")}
+    if any("init/image_to_text_R@1" in r for r in rows):
+        tables["learning gain (last epoch minus before training)"] = summary_table(rows, None, "gain")
+    write_report(out, f"MMUE bench ({cfg.strength}, surrogate {cfg.surrogate})", tables,
                  {f"{m} / {v}": out / "victims" / f"{m}-{v}-s{seed0}" for m in cfg.methods for v in cfg.victims},
                  notes=[f"seeds {cfg.seeds}; curves show seed {seed0}", "victims trained from scratch on the "
                         "written files and evaluated on the clean test split"])
@@ -108,24 +111,34 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
 
 
 def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "last") -> str:
-    """Mean ± spread (half range) over seeds, in %, per method and victim."""
+    """Mean ± spread (half range) over seeds, in %, per method and victim; ``which``: last, best or gain
+    (last epoch minus before training: the learning gain, for rows that recorded it)."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["victim"], r.get("defense", "none")), []).append(r)
     keys = [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in KS]
-    head = f"{'method':<14}{'victim':<16}{'defense':<18}{'n':>3}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>14}" for k in keys)
-    lines = [f"({which} epoch, %, mean ± half-range over seeds)", head]
+    head = f"{'method':<14}{'victim':<19}{'defense':<18}{'n':>3}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>14}" for k in keys)
+    title = ("(learning gain: last epoch minus before training, points of %, mean ± half-range over seeds)"
+             if which == "gain" else f"({which} epoch, %, mean ± half-range over seeds)")
+    lines = [title, head]
     order = {m: i for i, m in enumerate(["clean", "random", "em", "trigger-only", "mem-3", "mem", "mem-5"])}
     groups = dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])))
     for (method, victim, defense), rs in groups.items():
+        if which == "gain":
+            rs = [r for r in rs if f"init/{keys[0]}" in r]
+            if not rs:
+                continue
         cells = []
         for k in keys:
-            v = [100 * r[f"{which}/{k}"] for r in rs]
+            if which == "gain":  # what training on the data taught the victim
+                v = [100 * (r[f"last/{k}"] - r[f"init/{k}"]) for r in rs]
+            else:
+                v = [100 * r[f"{which}/{k}"] for r in rs]
             cells.append(f"{statistics.mean(v):6.1f} ± {(max(v) - min(v)) / 2:4.1f}")
-        lines.append(f"{method:<14}{victim:<16}{defense:<18}{len(rs):>3}" + "".join(f"{c:>14}" for c in cells))
+        lines.append(f"{method:<14}{victim:<19}{defense:<18}{len(rs):>3}" + "".join(f"{c:>14}" for c in cells))
     if test_csv is not None:
         from .data import read_pairs
         p = read_pairs(test_csv, check_files=False)
         rg = random_guess(p.caption_image, p.n_images)
-        lines.append(f"{'random guess':<51}" + "".join(f"{100 * rg[k]:>14.2f}" for k in keys))
+        lines.append(f"{'random guess':<54}" + "".join(f"{100 * rg[k]:>14.2f}" for k in keys))
     return "\n".join(lines)

