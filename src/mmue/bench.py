@@ -35,6 +35,7 @@ class BenchConfig:
     epochs: int | None = None
     protect: dict = field(default_factory=dict)   # extra engine settings (library units)
     defenses: list[str] = field(default_factory=lambda: ["none"])   # see mmue.defenses
+    train: dict = field(default_factory=dict)     # victim TrainConfig overrides, e.g. {"lr": 1e-4} to fine-tune
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchConfig":
@@ -86,8 +87,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed)
                 suffix = "" if defense == "none" else f"-{defense}"
                 run = out / "victims" / f"{method}-{victim}-s{seed}{suffix}"
-                tcfg = TrainConfig(seed=seed, augment="rrc-flip" if defense == "rrc-flip" else "none",
-                                   **({"epochs": cfg.epochs} if cfg.epochs else {}))
+                tcfg = TrainConfig(**{"seed": seed, "augment": "rrc-flip" if defense == "rrc-flip" else "none",
+                                      **({"epochs": cfg.epochs} if cfg.epochs else {}), **cfg.train})
                 train_victim(defended, test_csv, run, victim, tcfg, device)
                 m = victim_metrics(run, test_csv, device)
                 row = {"method": method, "victim": victim, "seed": seed, "defense": defense, "surrogate": cfg.surrogate,

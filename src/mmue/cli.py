@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="mem-3", choices=list(METHODS))
     p.add_argument("--strength", default="low", choices=list(STRENGTHS), help="protection preset (default low: CPU)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="victim and surrogate architecture")
-    p.add_argument("--epochs", type=int, default=None, help="victim epochs (default: the train default)")
+    p.add_argument("--epochs", type=int, default=None, help="victim epochs (default 12: the demo fits 10 minutes "
+                   "on 2 CPU cores; `mmue train` defaults to 20)")
     p.add_argument("--n-train", type=int, default=2000)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
