@@ -54,3 +54,16 @@ def test_real_package_metadata_parses():
     svgs = sorted((DEFAULT_ROOT / "svg").rglob("*.svg"))[:50]
     parsed = [parse_svg(p) for p in svgs]
     assert sum(p is not None and bool(p[0]) for p in parsed) > 25
+
+
+def test_converter_skips_huge_renderings_and_writes_csvs_last(tmp_path, monkeypatch):
+    root = tmp_path / "oc"
+    for i in range(6):
+        make_item(root, f"things/t{i}", f"Thing {'abcdef'[i]}", ["thing"])
+    big = root / "png/things/t0.png"
+    Image.new("RGB", (400, 400), (0, 0, 255)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60_000)       # 160k px > 2x the limit: a "bomb"
+    counts = write_openclipart(tmp_path / "out", root, size=16, n_test=1, progress=False)
+    assert counts["too large"] == 1 and counts["train"] + counts["test"] == 5
+    assert not list((tmp_path / "out").glob("*.partial"))
+    assert read_pairs(tmp_path / "out/train.csv").n_images == counts["train"]

@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
@@ -149,8 +151,11 @@ def write_openclipart(out_dir: str | Path, root: str | Path = DEFAULT_ROOT, size
     n_test = min(n_test, len(kept) // 5)
     splits = {"test": kept[:n_test], "train": kept[n_test:]}
     (out / "images").mkdir(parents=True, exist_ok=True)
+    written = Counter()
     for split, rows in splits.items():
-        with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+        with open(out / f"{split}.csv.partial", "w", newline="", encoding="utf-8") as f, warnings.catch_warnings():
+            # the package's own renderings; some are huge (600 Mpx): skipped below, not a threat to warn about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             w = csv.writer(f)
             w.writerow(["filepath", "caption"])
             for item, cap in tqdm(rows, desc=f"openclipart {split}", disable=None if progress else True, leave=False):
@@ -158,11 +163,18 @@ def write_openclipart(out_dir: str | Path, root: str | Path = DEFAULT_ROOT, size
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 try:
                     square_rgb(root / "png" / f"{item.rel}.png", size).save(out / rel)
+                except Image.DecompressionBombError:
+                    dropped["too large"] += 1
+                    continue
                 except (OSError, ValueError) as e:
                     log.warning("skipping %s: %s", item.rel, e)
                     dropped["unreadable"] += 1
                     continue
                 w.writerow([rel, cap])
-    counts = {"found": len(items), "train": len(splits["train"]), "test": len(splits["test"]), **dropped}
+                written[split] += 1
+    # the CSVs appear only when complete, test.csv last (its presence marks a finished conversion)
+    os.replace(out / "train.csv.partial", out / "train.csv")
+    os.replace(out / "test.csv.partial", out / "test.csv")
+    counts = {"found": len(items), "train": written["train"], "test": written["test"], **dropped}
     log.info("openclipart: %s", counts)
     return counts
