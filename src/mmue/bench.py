@@ -80,7 +80,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                                     device=device, resume=(prot / api.STATE_DIR / "params.json").exists(),
                                     seed=seed, **cfg.protect)
                     man = json.loads((prot / "manifest.json").read_text())
-                    victim_train = prot / man["data"]
+                    # manifests name their dataset under "data" (CSV or shards); older ones only under "csv"
+                    victim_train = prot / man.get("data", man.get("csv", train_csv.name))
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
                                   "generation_s": man["generation_s"]}
                 released = victim_train.parent.name if method != "clean" else f"clean-s{seed}"
