@@ -105,10 +105,16 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     tables = {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")}
     if any("init/image_to_text_R@1" in r for r in rows):
         tables["learning gain (last epoch minus before training)"] = summary_table(rows, None, "gain")
+    shown = next((out / "protected" / f"{m}-{cfg.strength}-{cfg.surrogate}-s{seed0}" for m in cfg.methods
+                  if (out / "protected" / f"{m}-{cfg.strength}-{cfg.surrogate}-s{seed0}" / "manifest.json").exists()),
+                 None)   # the released images of the first protected method
     write_report(out, f"MMUE bench ({cfg.strength}, surrogate {cfg.surrogate})", tables,
                  {f"{m} / {v}": out / "victims" / f"{m}-{v}-s{seed0}" for m in cfg.methods for v in cfg.victims},
-                 notes=[f"seeds {cfg.seeds}; curves show seed {seed0}", "victims trained from scratch on the "
-                        "written files and evaluated on the clean test split"])
+                 shown, train_csv if shown else None,
+                 notes=[f"seeds {cfg.seeds}; curves show seed {seed0} of this run's methods and victims",
+                        "victims trained on the written files (from scratch; mmue-effl0-minilm from pretrained "
+                        "towers) and evaluated on the clean test split; tables cover every finished cell in "
+                        "results.jsonl"])
     return rows
 
 
@@ -119,7 +125,10 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
     for r in rows:
         groups.setdefault((r["method"], r["victim"], r.get("defense", "none")), []).append(r)
     keys = [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in KS]
-    head = f"{'method':<14}{'victim':<19}{'defense':<18}{'n':>3}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>14}" for k in keys)
+    show_defense = any(d != "none" for _, _, d in groups)   # the column only where a defense was applied
+    dw = 18 if show_defense else 0
+    head = (f"{'method':<14}{'victim':<19}{'defense' if dw else '':<{dw}}{'n':>3}"
+            + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>13}" for k in keys))
     title = ("(learning gain: last epoch minus before training, points of %, mean ± half-range over seeds)"
              if which == "gain" else f"({which} epoch, %, mean ± half-range over seeds)")
     lines = [title, head]
@@ -136,11 +145,12 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
                 v = [100 * (r[f"last/{k}"] - r[f"init/{k}"]) for r in rs]
             else:
                 v = [100 * r[f"{which}/{k}"] for r in rs]
-            cells.append(f"{statistics.mean(v):6.1f} ± {(max(v) - min(v)) / 2:4.1f}")
-        lines.append(f"{method:<14}{victim:<19}{defense:<18}{len(rs):>3}" + "".join(f"{c:>14}" for c in cells))
+            cells.append(f"{statistics.mean(v):5.1f} ± {(max(v) - min(v)) / 2:3.1f}")
+        lines.append(f"{method:<14}{victim:<19}{defense if dw else '':<{dw}}{len(rs):>3}"
+                     + "".join(f"{c:>13}" for c in cells))
     if test_csv is not None:
         from .data import read_pairs
         p = read_pairs(test_csv, check_files=False)
         rg = random_guess(p.caption_image, p.n_images)
-        lines.append(f"{'random guess':<54}" + "".join(f"{100 * rg[k]:>14.2f}" for k in keys))
+        lines.append(f"{'random guess':<{36 + dw}}" + "".join(f"{100 * rg[k]:>13.2f}" for k in keys))
     return "\n".join(lines)

@@ -151,8 +151,8 @@ def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], run
         body += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
     (out / "report.md").write_text("\n".join(md))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title>"
-            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
-            "pre{background:#f4f4f4;padding:1em;overflow-x:auto}</style></head><body>"
+            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+            "pre{background:#f4f4f4;padding:1em;overflow-x:auto;font-size:12px}</style></head><body>"
             + "\n".join(body) + "</body></html>")
     (out / "report.html").write_text(page)
     return out / "report.html"
