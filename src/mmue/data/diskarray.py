@@ -6,7 +6,6 @@ number of rows. Rows are indexed by an int, a slice or a 1-D index tensor/array,
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -66,9 +65,8 @@ class DiskArray:
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().numpy()
         mm = self._map("r+")
-        try:
+        try:  # no msync per batch: other processes on the host see the shared pages; checkpoints fsync their copy
             mm[self._index(index)] = value
-            mm.flush()
         finally:
             del mm
 
@@ -81,6 +79,3 @@ class DiskArray:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         return DiskArray(path, self.shape, self.dtype)
-
-    def save_meta(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.meta()))

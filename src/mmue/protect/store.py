@@ -59,18 +59,19 @@ class ProtectionState:
     @classmethod
     def load(cls, folder: str | os.PathLike, in_memory: bool = False) -> "ProtectionState":
         folder = Path(folder)
-        meta = json.loads((folder / STATE_FILE).read_text())
-        ckpt = DiskArray(folder / NOISE_CKPT, tuple(meta["noise_shape"]), "int8")
-        noise = ckpt[:] if in_memory else ckpt.copy_to(folder / NOISE_FILE)
-        triggers = load_file(str(folder / TRIGGERS_FILE))["triggers"].long()
-        return cls(noise, triggers, int(meta["rounds_done"]))
+        st = cls._read(folder, NOISE_CKPT)
+        st.noise = st.noise[:] if in_memory else st.noise.copy_to(folder / NOISE_FILE)
+        return st
 
     @classmethod
     def attach(cls, folder: str | os.PathLike) -> "ProtectionState":
         """The state as last saved, on the *working* noise file, without copying (the other ranks of a
         distributed run, once rank 0 has loaded or created it)."""
-        folder = Path(folder)
+        return cls._read(Path(folder), NOISE_FILE)
+
+    @classmethod
+    def _read(cls, folder: Path, noise_file: str) -> "ProtectionState":
         meta = json.loads((folder / STATE_FILE).read_text())
-        noise = DiskArray(folder / NOISE_FILE, tuple(meta["noise_shape"]), "int8")
+        noise = DiskArray(folder / noise_file, tuple(meta["noise_shape"]), "int8")
         triggers = load_file(str(folder / TRIGGERS_FILE))["triggers"].long()
         return cls(noise, triggers, int(meta["rounds_done"]))
