@@ -10,6 +10,7 @@ from mmue.data.encoded import EncodedPairs
 from mmue.models import create_model
 from mmue.protect import MEMEngine, ProtectionState, resolve
 from mmue.protect.engine import clip_loss_options
+from mmue.protect.placement import insert_trigger, trigger_positions
 from mmue.losses import clip_loss
 
 FAST = dict(rounds=2, surrogate_steps=3, pgd_steps=2, text_rounds=2, candidates=4, batch_size=32)
@@ -29,6 +30,12 @@ def test_presets_and_overrides():
     with pytest.raises(ValueError, match="eps"):
         resolve("mem", eps=2.0)
     assert "mem" in repr(resolve("mem"))
+    robust = resolve("mem-3-robust")
+    assert robust.trigger_position == "random" and robust.trigger_dropout == 0.5 and robust.trigger_len == 3
+    assert "trigger_dropout=0.5" in repr(robust) and "trigger_position" not in repr(resolve("mem-3"))
+    for bad in (dict(trigger_position="middle"), dict(trigger_dropout=1.0), dict(eot="jpeg")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            resolve("mem", **bad)
 
 
 def test_clip_loss_options_matches_loop():
@@ -41,19 +48,15 @@ def test_clip_loss_options_matches_loop():
         assert got[o].item() == pytest.approx(clip_loss(img, txt[o], s).item(), rel=1e-5)
 
 
-@pytest.fixture(scope="module")
-def engine_pair(tiny_synth):
+@pytest.mark.parametrize("method,extra", [("mem", {}), ("mem-3-robust", {"eot": "rrc-flip"})])
+def test_efficient_and_naive_formulations_agree(tiny_synth, method, extra):
     torch.manual_seed(0)
     model = create_model("mmue-tiny-rn")
-    data = EncodedPairs.build(read_pairs(tiny_synth / "train.csv"), model.image_size, model.codec.encode, False)
-    return model, data
-
-
-def test_efficient_and_naive_formulations_agree(engine_pair):
-    model, data = engine_pair
+    data = EncodedPairs.build(read_pairs(tiny_synth / "train.csv"), model.image_size, model.codec.encode, False,
+                              words=True)
     out = {}
     for form in ("efficient", "naive"):
-        cfg = resolve("mem", **{**FAST, "formulation": form, "candidates": 3})
+        cfg = resolve(method, **{**FAST, **extra, "formulation": form, "candidates": 3})
         eng = MEMEngine(model, data, cfg)
         model.eval()
         state = eng.init_state()
@@ -104,6 +107,61 @@ def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
         api.protect(tiny_synth / "train.csv", out, "mem", device="cpu", progress=False, **FAST)
     with pytest.raises(ValueError, match="originals are never modified"):
         api.protect(tiny_synth / "train.csv", tiny_synth, "mem", device="cpu", progress=False, overwrite=True, **FAST)
+
+
+def test_engine_rows_match_what_the_victim_tokenizes(tiny_synth):
+    """Mid-caption triggers: the token rows the engine optimises are exactly the published captions' tokens,
+    and trigger dropout swaps in the caption without its trigger."""
+    model = create_model("mmue-tiny-rn")
+    pairs = read_pairs(tiny_synth / "train.csv")
+    data = EncodedPairs.build(pairs, model.image_size, model.codec.encode, False, words=True)
+    eng = MEMEngine(model, data, resolve("mem-3-robust", **FAST))
+    assert len(set(eng.trigger_words)) > 2                    # positions vary across captions
+    state = eng.init_state()
+    g = torch.Generator().manual_seed(1)
+    idx = torch.arange(12)
+    batch = eng.make_batch(idx, g)
+    triggers = state.triggers[idx]
+    rows = batch.ids(triggers)
+    for b in range(12):
+        c = next(c for c in data.image_captions[b] if data.caption_bodies[c] == [t for t in batch.plain[b].tolist()
+                                                                                 if t][1:-1])
+        text = insert_trigger(pairs.captions[c], model.codec.trigger_text(triggers[b]), eng.trigger_words[c])
+        assert rows[b].tolist() == model.codec.tokenize([text])[0].tolist()
+        assert batch.at_slots(rows.unsqueeze(-1))[b, :, 0].tolist() == triggers[b].tolist()
+    drop = torch.tensor([True, False] * 6)
+    mixed = batch.ids(triggers, drop=drop)
+    assert torch.equal(mixed[drop], batch.plain[drop]) and torch.equal(mixed[~drop], rows[~drop])
+    opts = torch.stack([triggers, triggers.flip(0)])
+    assert torch.equal(batch.option_ids(opts).view(2, 12, -1)[1], batch.ids(triggers.flip(0)))
+
+
+def test_random_positions_stay_inside_the_context():
+    starts = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [0, 4]]      # word boundaries in tokens
+    pos = trigger_positions(starts * 50, k=3, context_length=10, mode="random", seed=0)
+    assert max(pos[0::2]) == 5 and min(pos) == 0                # 10 - 2 - 3 = 5 body tokens fit before it
+    assert set(pos[1::2]) == {0, 1}
+    assert trigger_positions(starts, 3, 10, "prefix", 0) == [0, 0]
+    assert insert_trigger("a  red dog", "x y", 0) == "x y a  red dog"
+    assert insert_trigger("a red dog", "x y", 2) == "a red x y dog"
+
+
+def test_protect_with_mid_caption_triggers(tiny_synth, tmp_path):
+    m = api.protect(tiny_synth / "train.csv", tmp_path / "p", "mem-3-robust", device="cpu", progress=False,
+                    **{**FAST, "eot": "rrc-flip"})
+    src, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "p/train.csv")
+    codec = create_model("mmue-tiny-rn").codec
+    moved = 0
+    for i, entry in enumerate(m["images"]):
+        trig = codec.encode(entry["trigger"])
+        for c in prot.image_captions[i]:
+            words, orig = prot.captions[c].split(), src.captions[c].split()
+            at = next(w for w in range(len(orig) + 1) if words[:w] + words[w + len(entry["trigger"].split()):] == orig
+                      and " ".join(words[w:w + len(entry["trigger"].split())]) == entry["trigger"])
+            moved += at > 0
+            ids = codec.tokenize([prot.captions[c]])[0].tolist()
+            assert any(ids[j:j + 3] == trig for j in range(len(ids)))   # the trigger survives tokenizing
+    assert moved > len(prot.captions) // 2 and m["config"]["eot"] == "rrc-flip" and m["max_linf_px"] <= 8
 
 
 @pytest.mark.parametrize("method", ["em", "random", "trigger-only"])

@@ -156,11 +156,14 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     show = progress and d.is_main
     built: dict = {}  # rank 0 preprocesses the images into the on-disk cache; the others then open it
 
+    words = cfg.trigger_position != "prefix"  # mid-caption triggers need the word boundaries
+
     def build() -> None:
-        built["data"] = EncodedPairs.build(pairs, model.image_size, model.codec.encode, show, state_dir / "images.u8")
+        built["data"] = EncodedPairs.build(pairs, model.image_size, model.codec.encode, show, state_dir / "images.u8",
+                                           words)
     distributed.on_main(build)
     data = built.get("data") or EncodedPairs.build(pairs, model.image_size, model.codec.encode, False,
-                                                   state_dir / "images.u8")
+                                                   state_dir / "images.u8", words)
     engine = MEMEngine(model, data, cfg, dev)
     states: dict = {}
 
@@ -198,7 +201,7 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
                     rounds_log[rec["round"]] = rec
         manifest = export(pairs, state, model.codec, out, cfg.eps_px,
                           {**params, "generation_s": round(gen_time, 1), "rounds_log": list(rounds_log.values())},
-                          show, out_format=params.get("out_format", "files"))
+                          show, out_format=params.get("out_format", "files"), trigger_words=engine.trigger_words)
         shutil.rmtree(state_dir)
         log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, out,
                  manifest["mean_psnr_db"] or float("inf"), time.time() - t0)

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder (images/ + the CSV, or shards/; manifest.json)")
     p.add_argument("--out-format", default="files", choices=["files", "webdataset"],
                    help="files: lossless PNGs + a CSV like the input; webdataset: tar shards (key.png/txt/json)")
-    p.add_argument("--method", default="mem", choices=list(METHODS), help="mem (=mem-3), mem-5, em, random, trigger-only")
+    p.add_argument("--method", default="mem", choices=list(METHODS), help="mem (=mem-3), mem-5, em, random, trigger-only; "
+                   "robustness variants mem-3-anypos, mem-3-drop, mem-3-robust")
     p.add_argument("--strength", default="high", choices=list(STRENGTHS),
                    help="preset: high = reference constants (20 rounds x 200 steps); low/mid are faster")
     p.add_argument("--eps", type=float, default=None, help="L-inf bound in pixel units (default 8)")
@@ -86,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--surrogate-lr", type=float, default=None)
     p.add_argument("--no-shuffle", action="store_true", help="ablation: no caption shuffling in the image step")
+    p.add_argument("--trigger-position", default=None, choices=["prefix", "random"],
+                   help="trigger before the first word (MEM) or at a random word of each caption")
+    p.add_argument("--trigger-dropout", type=float, default=None,
+                   help="rate at which captions are seen without their trigger while optimising (default 0)")
+    p.add_argument("--eot", default=None, choices=["none", "rrc-flip"],
+                   help="optimise the noise through random crops and flips (default none)")
     p.add_argument("--surrogate", default=DEFAULT_MODEL, help="surrogate architecture")
     p.add_argument("--surrogate-pretrained", default=None, help="local weights for the surrogate")
     p.add_argument("--seed", type=int, default=0)
@@ -164,7 +171,8 @@ def _run(args) -> int:
         settings = dict(eps=px(args.eps), alpha=px(args.alpha), pgd_steps=args.pgd_steps, trigger_len=args.trigger_len,
                         rounds=args.rounds, surrogate_steps=args.surrogate_steps, text_rounds=args.text_rounds,
                         candidates=args.candidates, batch_size=args.batch_size, surrogate_lr=args.surrogate_lr,
-                        seed=args.seed, shuffle=False if args.no_shuffle else None)
+                        seed=args.seed, shuffle=False if args.no_shuffle else None,
+                        trigger_position=args.trigger_position, trigger_dropout=args.trigger_dropout, eot=args.eot)
         from .protect import resolve
         if not args.resume:
             cfg = resolve(args.method, args.strength, **settings)

@@ -11,12 +11,25 @@ from .images import load_images
 from .pairs import PairSet
 
 
+def word_starts(encode: Callable[[str], Sequence[int]], caption: str, body: Sequence[int]) -> list[int]:
+    """Token offset of each word boundary in ``body`` (= ``encode(caption)``): [0, ..., len(body)].
+    Encoding word by word equals encoding the caption for whitespace-split tokenizers (CLIP BPE, WordPiece)."""
+    starts = [0]
+    for w in caption.split():
+        starts.append(starts[-1] + len(encode(w)))
+    if starts[-1] != len(body):
+        raise ValueError(f"caption {caption!r} does not tokenize word by word ({starts[-1]} vs {len(body)} "
+                         "tokens); place triggers as a prefix with this tokenizer")
+    return starts
+
+
 @dataclass
 class EncodedPairs:
     images: torch.Tensor | DiskArray  # uint8 [N,3,S,S], in memory or on disk
     caption_bodies: list[list[int]]   # BPE ids of each caption, without sot/eot
     caption_image: list[int]          # image index of each caption
     image_captions: list[list[int]]   # caption indices of each image
+    word_starts: list[list[int]] | None = None  # token offset of each word boundary per caption (if asked for)
 
     @property
     def n_images(self) -> int:
@@ -24,10 +37,13 @@ class EncodedPairs:
 
     @classmethod
     def build(cls, pairs: PairSet, image_size: int, encode: Callable[[str], Sequence[int]],
-              progress: bool = True, cache=None) -> "EncodedPairs":
-        """``cache``: a file to keep the preprocessed images in on disk instead of RAM (see ``load_images``)."""
-        return cls(load_images(pairs, image_size, progress, cache), [list(encode(c)) for c in pairs.captions],
-                   list(pairs.caption_image), [list(c) for c in pairs.image_captions])
+              progress: bool = True, cache=None, words: bool = False) -> "EncodedPairs":
+        """``cache``: a file to keep the preprocessed images in on disk instead of RAM (see ``load_images``);
+        ``words``: also record where each word starts in the token ids (for triggers placed mid-caption)."""
+        bodies = [list(encode(c)) for c in pairs.captions]
+        starts = [word_starts(encode, c, b) for c, b in zip(pairs.captions, bodies)] if words else None
+        return cls(load_images(pairs, image_size, progress, cache), bodies,
+                   list(pairs.caption_image), [list(c) for c in pairs.image_captions], starts)
 
     def sample_captions(self, image_idx: torch.Tensor, generator: torch.Generator) -> list[int]:
         """One caption per image, uniformly among that image's captions."""

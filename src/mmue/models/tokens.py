@@ -1,8 +1,9 @@
-"""Token rows for CLIP text towers: captions, optional trigger prefix, truncation that keeps end-of-text.
+"""Token rows for CLIP text towers: captions, an optional trigger, truncation that keeps end-of-text.
 
-MEM prepends a k-token trigger to every caption of an image. The trigger must survive publication as text,
-so it is written as words and must re-tokenise to the same ids; and it must never be truncated away, so
-long captions are cut after the trigger with the end-of-text token kept (the reference code drops it).
+MEM puts a k-token trigger into every caption of an image (before its first word, or at a word boundary).
+The trigger must survive publication as text, so it is written as words and must re-tokenise to the same ids;
+and it must never be truncated away, so long captions are cut around it with the end-of-text token kept (the
+reference code drops it).
 """
 from __future__ import annotations
 
@@ -36,18 +37,22 @@ class TokenCodec:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids]).strip()
 
-    def row(self, body_ids: Sequence[int], trigger_ids: Sequence[int] = ()) -> list[int]:
-        """[sot] + trigger + body (cut to fit) + [eot]; raises if the trigger alone does not fit."""
+    def row(self, body_ids: Sequence[int], trigger_ids: Sequence[int] = (), at: int = 0) -> list[int]:
+        """[sot] + body[:at] + trigger + body[at:] (cut to fit) + [eot]; raises if the trigger alone does not
+        fit. ``at`` (a word boundary, in tokens) is pulled back into the context if the body is cut before it."""
         room = self.context_length - 2 - len(trigger_ids)
         if room < 0:
             raise ValueError(f"trigger of {len(trigger_ids)} tokens does not fit context {self.context_length}")
-        return [self.sot, *trigger_ids, *list(body_ids)[:room], self.eot]
+        body = list(body_ids)[:room]
+        at = min(at, len(body))
+        return [self.sot, *body[:at], *trigger_ids, *body[at:], self.eot]
 
-    def rows(self, bodies: Sequence[Sequence[int]], triggers: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
-        """Padded [N, context_length] long tensor (pad id 0, as open_clip)."""
+    def rows(self, bodies: Sequence[Sequence[int]], triggers: Sequence[Sequence[int]] | None = None,
+             at: Sequence[int] | None = None) -> torch.Tensor:
+        """Padded [N, context_length] long tensor (pad id 0, as open_clip); ``at``: trigger offsets per row."""
         out = torch.zeros(len(bodies), self.context_length, dtype=torch.long)
         for i, body in enumerate(bodies):
-            ids = self.row(body, triggers[i] if triggers is not None else ())
+            ids = self.row(body, triggers[i] if triggers is not None else (), at[i] if at is not None else 0)
             out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return out
 

@@ -6,6 +6,10 @@
             text step  (first text_rounds rounds): HotFlip on the k trigger tokens
             image step: PGD on the noise, caption bodies shuffled within the batch, triggers kept
 
+Robustness options (issue #5, off in the faithful presets): triggers at a random word boundary of each caption
+instead of the prefix (``trigger_position``), captions seen without their trigger at a rate (``trigger_dropout``,
+so the noise must carry the shortcut on its own), PGD through random crops and flips (``eot``).
+
 Under torchrun, surrogate training is data parallel (DDP over slices of each global batch, features gathered)
 and the data pass is sharded by image: each rank optimises the noise and triggers of its own images.
 
@@ -33,9 +37,10 @@ from .. import distributed
 from ..data.encoded import EncodedPairs
 from ..losses import clip_loss
 from ..models import ClipModel
-from ..train import autocast, clip_train_step, make_optimizer
+from ..train import autocast, clip_train_step, make_optimizer, rrc_flip
 from .hotflip import greedy_rerank, hotflip_candidates
 from .methods import ProtectConfig
+from .placement import trigger_positions
 from .pgd import apply_noise, quantise, random_noise, sign_step
 from .store import ProtectionState
 
@@ -69,22 +74,39 @@ def frozen(model: torch.nn.Module):
 class Batch:
     index: torch.Tensor        # image indices [B]
     x_u8: torch.Tensor         # clean images uint8 [B,3,S,S] (on device)
-    template: torch.Tensor     # token rows [B,L] with the trigger slots 1..k left to fill
+    template: torch.Tensor     # token rows [B,L] with k trigger slots left to fill
     k: int
+    slots: torch.Tensor        # first trigger slot of each row [B] (1 for a prefix trigger)
+    plain: torch.Tensor | None = None  # the same captions without a trigger [B,L] (for trigger dropout)
 
-    def ids(self, triggers: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        """Token rows: each row's own trigger, caption bodies optionally permuted by ``order``."""
+    def slot_index(self, order: torch.Tensor | None = None) -> torch.Tensor:
+        """[B,k] token positions of the trigger in each row (rows permuted by ``order``)."""
+        first = self.slots if order is None else self.slots[order]
+        return first[:, None] + torch.arange(self.k, device=first.device)
+
+    def ids(self, triggers: torch.Tensor, order: torch.Tensor | None = None, drop: torch.Tensor | None = None
+            ) -> torch.Tensor:
+        """Token rows: each row's own trigger, caption bodies optionally permuted by ``order``; rows where
+        ``drop`` is set carry their caption without a trigger."""
         rows = (self.template if order is None else self.template[order]).clone()
         if self.k:
-            rows[:, 1:1 + self.k] = triggers
+            rows.scatter_(1, self.slot_index(order), triggers)
+        if drop is not None:
+            plain = self.plain if order is None else self.plain[order]
+            rows = torch.where(drop[:, None], plain, rows)
         return rows
 
     def option_ids(self, options: torch.Tensor) -> torch.Tensor:
         """[O,B,k] trigger options -> [O*B,L] token rows."""
         o = options.shape[0]
         rows = self.template.unsqueeze(0).repeat(o, 1, 1)
-        rows[:, :, 1:1 + self.k] = options
+        rows.scatter_(2, self.slot_index().unsqueeze(0).expand(o, -1, -1), options)
         return rows.view(-1, rows.shape[-1])
+
+    def at_slots(self, per_token: torch.Tensor) -> torch.Tensor:
+        """[B,L,D] per-token values -> [B,k,D] at the trigger positions."""
+        idx = self.slot_index().unsqueeze(-1).expand(-1, -1, per_token.shape[-1])
+        return per_token.gather(1, idx)
 
 
 class MEMEngine:
@@ -99,6 +121,19 @@ class MEMEngine:
         self.dist = distributed.info()
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
         self._allowed = self.model.codec.trigger_vocab.to(self.device) if cfg.trigger_len else None
+        self.trigger_words, self.trigger_at = self._placement()
+
+    def _placement(self) -> tuple[list[int], list[int]]:
+        """Word index (for the published text) and token offset (for the model) of each caption's trigger."""
+        cfg, n = self.cfg, len(self.data.caption_bodies)
+        if cfg.trigger_position == "prefix" or not cfg.trigger_len:
+            return [0] * n, [0] * n
+        if self.data.word_starts is None:
+            raise ValueError("trigger_position='random' needs word boundaries: build the data with "
+                             "EncodedPairs.build(..., words=True)")
+        words = trigger_positions(self.data.word_starts, cfg.trigger_len, self.model.codec.context_length,
+                                  cfg.trigger_position, cfg.seed)
+        return words, [starts[w] for starts, w in zip(self.data.word_starts, words)]
 
     def __repr__(self) -> str:
         return f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images})"
@@ -130,9 +165,20 @@ class MEMEngine:
         if shard and self.dist.enabled:
             keep = self.dist.shard(len(index) - len(index) % self.dist.world)
             index, caps = index[keep], caps[keep]
-        k = self.cfg.trigger_len
-        template = self.model.codec.rows([self.data.caption_bodies[c] for c in caps], [[0] * k] * len(caps))
-        return Batch(index, self.data.images[index].to(self.device), template.to(self.device), k)
+        k, codec = self.cfg.trigger_len, self.model.codec
+        bodies = [self.data.caption_bodies[c] for c in caps]
+        at = [self.trigger_at[c] for c in caps]
+        template = codec.rows(bodies, [[0] * k] * len(caps), at)
+        plain = codec.rows(bodies).to(self.device) if self.cfg.trigger_dropout else None
+        slots = torch.tensor(at, dtype=torch.long) + 1
+        return Batch(index, self.data.images[index].to(self.device), template.to(self.device), k,
+                     slots.to(self.device), plain)
+
+    def _dropped(self, b: int, g: torch.Generator) -> torch.Tensor | None:
+        """Which of ``b`` captions go without their trigger this time (None: trigger dropout is off)."""
+        if not (self.cfg.trigger_dropout and self.cfg.trigger_len):
+            return None
+        return (torch.rand(b, generator=g) < self.cfg.trigger_dropout).to(self.device)
 
     def _pixels(self, batch: Batch, delta: torch.Tensor) -> torch.Tensor:
         return batch.x_u8.float() / 255 + delta
@@ -146,7 +192,7 @@ class MEMEngine:
             batch = self.make_batch(idx, g, shard=True)
             idx = batch.index
             pixels = apply_noise(batch.x_u8, state.noise[idx].to(self.device)).float() / 255
-            ids = batch.ids(state.triggers[idx].to(self.device))
+            ids = batch.ids(state.triggers[idx].to(self.device), drop=self._dropped(len(idx), g))
             losses.append(clip_train_step(self.fwd, self.optimizer, pixels, ids, self.device))
         return sum(losses) / max(1, len(losses))
 
@@ -161,7 +207,7 @@ class MEMEngine:
             emb = m.token_embedding(ids).detach().requires_grad_(True)
             loss = clip_loss(img_f, m.encode_text_embeds(emb, ids).float(), scale)
             (grad,) = torch.autograd.grad(loss, emb)
-        cands = hotflip_candidates(grad[:, 1:1 + batch.k], m.token_embedding.weight.detach(), self._allowed,
+        cands = hotflip_candidates(batch.at_slots(grad), m.token_embedding.weight.detach(), self._allowed,
                                    cfg.candidates)
 
         if cfg.formulation == "efficient":
@@ -181,38 +227,48 @@ class MEMEngine:
         return greedy_rerank(triggers, cands, batch_loss)
 
     # ----------------------------------------------------------------------------------------- image step
-    def _orders(self, b: int, g: torch.Generator) -> list[torch.Tensor | None]:
-        if not self.cfg.shuffle:
-            return [None] * self.cfg.pgd_steps
-        return [torch.randperm(b, generator=g).to(self.device) for _ in range(self.cfg.pgd_steps)]
+    def _step_rows(self, batch: Batch, triggers: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
+        """The token rows of each PGD step: caption bodies shuffled within the batch (triggers kept with their
+        image), captions dropped to trigger-free at the configured rate. One entry when all steps are equal."""
+        cfg, b = self.cfg, len(batch.index)
+        if not (cfg.shuffle or (cfg.trigger_dropout and cfg.trigger_len)):
+            return [batch.ids(triggers)]
+        rows = []
+        for _ in range(cfg.pgd_steps):
+            order = torch.randperm(b, generator=g).to(self.device) if cfg.shuffle else None
+            rows.append(batch.ids(triggers, order, self._dropped(b, g)))
+        return rows
+
+    def _view(self, pixels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """What the surrogate sees of the noisy images in a PGD step (a random crop + flip under ``eot``)."""
+        return rrc_flip(pixels, g) if self.cfg.eot == "rrc-flip" else pixels
 
     def image_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor, g: torch.Generator
                    ) -> tuple[torch.Tensor, float]:
         m, cfg = self.model, self.cfg
         x = batch.x_u8.float() / 255
-        orders = self._orders(len(batch.index), g)
+        rows = self._step_rows(batch, triggers, g)
         scale = m.logit_scale.exp().detach()
         loss = torch.tensor(float("nan"))
         if cfg.formulation == "efficient":
-            # all shuffled texts of this visit in one forward; they do not depend on the noise
-            distinct = orders if cfg.shuffle else [None]
+            # all texts of this visit in one forward; they do not depend on the noise
             with torch.no_grad(), autocast(self.device):
-                txt = m.encode_text(torch.cat([batch.ids(triggers, o) for o in distinct])).float()
-            txt = txt.view(len(distinct), len(batch.index), -1)
+                txt = m.encode_text(torch.cat(rows)).float()
+            txt = txt.view(len(rows), len(batch.index), -1)
             with frozen(m):
                 for s in range(cfg.pgd_steps):
                     delta = delta.detach().requires_grad_(True)
                     with autocast(self.device):
-                        img_f = m.encode_image(x + delta).float()
-                    loss = clip_loss(img_f, txt[s if cfg.shuffle else 0], scale)
+                        img_f = m.encode_image(self._view(x + delta, g)).float()
+                    loss = clip_loss(img_f, txt[s % len(rows)], scale)
                     (grad,) = torch.autograd.grad(loss, delta)
                     delta = sign_step(delta.detach(), grad, cfg.alpha, x, cfg.eps)
         else:
             for s in range(cfg.pgd_steps):  # reference: both encoders, with weight gradients, every step
                 delta = delta.detach().requires_grad_(True)
                 with autocast(self.device):
-                    img_f = m.encode_image(x + delta)
-                    txt_f = m.encode_text(batch.ids(triggers, orders[s]), trim=False)
+                    img_f = m.encode_image(self._view(x + delta, g))
+                    txt_f = m.encode_text(rows[s % len(rows)], trim=False)
                     scale_ = m.logit_scale.exp()
                 loss = clip_loss(img_f.float(), txt_f.float(), scale_.float().detach())
                 m.zero_grad(set_to_none=True)

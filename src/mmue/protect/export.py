@@ -24,6 +24,7 @@ from ..data.pairs import PairSet, write_pairs
 from ..data.webdataset import ShardWriter
 from ..models.tokens import TokenCodec
 from .pgd import apply_noise, psnr
+from .placement import insert_trigger
 from .store import ProtectionState
 
 
@@ -47,27 +48,26 @@ def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int) -> t
     return out.round().clamp(-eps_px, eps_px).to(torch.int8)
 
 
-def trigger_caption(trigger: str, caption: str) -> str:
-    return f"{trigger} {caption}" if trigger else caption
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: str | os.PathLike, eps_px: int,
-           params: dict, progress: bool = True, out_format: str = "files", maxcount: int = 1000) -> dict:
+           params: dict, progress: bool = True, out_format: str = "files", maxcount: int = 1000,
+           trigger_words: list[int] | None = None) -> dict:
     """Write the protected copy into ``out_dir``; returns the manifest. Originals are only read.
 
     ``out_format``: ``files`` (PNGs + a CSV like the input) or ``webdataset`` (``shards/NNNNN.tar`` with
     ``key.png``, ``key.txt`` = the first caption, ``key.json`` = all captions; feeds open_clip directly).
+    ``trigger_words``: before which word of each caption its image's trigger goes (default: all 0, a prefix).
     """
     if out_format not in ("files", "webdataset"):
         raise ValueError(f"out_format must be files or webdataset, got {out_format!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     triggers = [codec.trigger_text(t) if t.numel() else "" for t in state.triggers]
-    captions = [trigger_caption(triggers[ci], c) for c, ci in zip(pairs.captions, pairs.caption_image)]
+    words = trigger_words if trigger_words is not None else [0] * len(pairs.captions)
+    captions = [insert_trigger(c, triggers[ci], w) for c, ci, w in zip(pairs.captions, pairs.caption_image, words)]
     rel_out = output_paths(pairs) if out_format == "files" else [f"{i:08d}" for i in range(pairs.n_images)]
     writer = ShardWriter(out / "shards", maxcount) if out_format == "webdataset" else None
     per_image, psnrs = [], []

@@ -15,6 +15,9 @@ class ProtectConfig:
     noise: str = "pgd"            # "pgd" (error-minimising), "random" (uniform ±eps) or "none"
     trigger_len: int = 3          # k tokens prepended to every caption of an image (0: no trigger)
     shuffle: bool = True          # shuffle caption bodies within the batch during the image step
+    trigger_position: str = "prefix"  # "prefix" (MEM) or "random": a word boundary drawn per caption
+    trigger_dropout: float = 0.0  # chance a caption is seen without its trigger (surrogate + image step)
+    eot: str = "none"             # "rrc-flip": PGD through random-resized-crop + flip (expectation over them)
     rounds: int = 20
     surrogate_steps: int = 200    # surrogate training steps per round
     text_rounds: int = 5          # the text (HotFlip) step runs in the first rounds only
@@ -39,6 +42,12 @@ class ProtectConfig:
             problems.append(f"eps must be in (0, 1] (got {self.eps})")
         if self.noise not in ("pgd", "random", "none"):
             problems.append(f"noise must be pgd|random|none (got {self.noise!r})")
+        if self.trigger_position not in ("prefix", "random"):
+            problems.append(f"trigger_position must be prefix|random (got {self.trigger_position!r})")
+        if not 0 <= self.trigger_dropout < 1:
+            problems.append(f"trigger_dropout must be in [0, 1) (got {self.trigger_dropout})")
+        if self.eot not in ("none", "rrc-flip"):
+            problems.append(f"eot must be none|rrc-flip (got {self.eot!r})")
         if self.formulation not in ("efficient", "naive"):
             problems.append(f"formulation must be efficient|naive (got {self.formulation!r})")
         for k in ("pgd_steps", "trigger_len", "rounds", "surrogate_steps", "text_rounds"):
@@ -53,12 +62,19 @@ class ProtectConfig:
             raise ValueError("; ".join(problems))
         return self
 
+    @property
+    def _robustness(self) -> str:
+        extra = [f"trigger_position={self.trigger_position}"] if self.trigger_position != "prefix" else []
+        extra += [f"trigger_dropout={self.trigger_dropout}"] if self.trigger_dropout else []
+        extra += [f"eot={self.eot}"] if self.eot != "none" else []
+        return "".join(", " + e for e in extra)
+
     def to_dict(self) -> dict:
         return {**asdict(self), "eps_px": self.eps_px}
 
     def __repr__(self) -> str:
         return (f"ProtectConfig(method={self.method!r}, eps={self.eps_px}/255, noise={self.noise}, "
-                f"trigger_len={self.trigger_len}, shuffle={self.shuffle}, rounds={self.rounds}x{self.surrogate_steps}, "
+                f"trigger_len={self.trigger_len}{self._robustness}, shuffle={self.shuffle}, rounds={self.rounds}x{self.surrogate_steps}, "
                 f"pgd_steps={self.pgd_steps}, text_rounds={self.text_rounds}, candidates={self.candidates})")
 
 
@@ -69,6 +85,10 @@ METHODS: dict[str, dict] = {
     "em": dict(noise="pgd", trigger_len=0, shuffle=False),          # unimodal error minimisation, CLIP loss
     "random": dict(noise="random", trigger_len=0, shuffle=False, rounds=0),
     "trigger-only": dict(noise="none", trigger_len=3, shuffle=False),
+    # robustness variants (issue #5): the faithful "mem-3" stays the reference
+    "mem-3-anypos": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_position="random"),
+    "mem-3-drop": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_dropout=0.5),
+    "mem-3-robust": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_position="random", trigger_dropout=0.5),
 }
 
 # Reference constants are "high"; the lower presets trade efficacy for time on small machines.
