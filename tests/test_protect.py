@@ -132,6 +132,9 @@ def test_engine_rows_match_what_the_victim_tokenizes(tiny_synth):
     drop = torch.tensor([True, False] * 6)
     mixed = batch.ids(triggers, drop=drop)
     assert torch.equal(mixed[drop], batch.plain[drop]) and torch.equal(mixed[~drop], rows[~drop])
+    order = torch.arange(12).roll(1)                            # shuffled bodies; dropped rows keep their own
+    shuffled = batch.ids(triggers, order, drop)
+    assert torch.equal(shuffled[drop], batch.plain[drop]) and torch.equal(shuffled[~drop], batch.ids(triggers, order)[~drop])
     opts = torch.stack([triggers, triggers.flip(0)])
     assert torch.equal(batch.option_ids(opts).view(2, 12, -1)[1], batch.ids(triggers.flip(0)))
 

@@ -86,14 +86,14 @@ class Batch:
 
     def ids(self, triggers: torch.Tensor, order: torch.Tensor | None = None, drop: torch.Tensor | None = None
             ) -> torch.Tensor:
-        """Token rows: each row's own trigger, caption bodies optionally permuted by ``order``; rows where
-        ``drop`` is set carry their caption without a trigger."""
+        """Token rows: each row's own trigger, caption bodies optionally permuted by ``order``. Rows where
+        ``drop`` is set carry the image's own caption without a trigger, never a shuffled one: that is the
+        pair an attacker who strips triggers trains on, so there the noise must minimise the error alone."""
         rows = (self.template if order is None else self.template[order]).clone()
         if self.k:
             rows.scatter_(1, self.slot_index(order), triggers)
         if drop is not None:
-            plain = self.plain if order is None else self.plain[order]
-            rows = torch.where(drop[:, None], plain, rows)
+            rows = torch.where(drop[:, None], self.plain, rows)
         return rows
 
     def option_ids(self, options: torch.Tensor) -> torch.Tensor:
