@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from mmue.bench import BenchConfig, run_bench, summary_table
+from mmue.bench import BenchConfig, defense_matrix, run_bench, summary_table
 from mmue.demo import demo_table, run_demo
 
 TINY_PROTECT = dict(rounds=1, surrogate_steps=2, pgd_steps=1, candidates=2, batch_size=32)
@@ -38,6 +38,12 @@ def test_bench_grid_skips_finished_cells(tiny_synth, tmp_path):
     table = summary_table(again, tiny_synth / "test.csv")
     assert "random guess" in table and "clean" in table and "strip-2" in table
     assert "last epoch" in (tmp_path / "b" / "report.md").read_text()
+    matrix = defense_matrix(again, "mmue-tiny-rn", 1, tiny_synth / "test.csv").splitlines()
+    assert matrix[1].split() == ["method", "none", "strip-2"]
+    r = next(r for r in again if r["method"] == "random" and r["defense"] == "strip-2")
+    assert matrix[3].startswith("random") and (f"{100 * r['last/image_to_text_R@1']:.1f} / "
+                                               f"{100 * r['last/text_to_image_R@1']:.1f} (1)") in matrix[3]
+    assert "methods x defenses" in (tmp_path / "b" / "report.md").read_text()
     # every victim recorded its recall before training: the learning-gain table is last minus that
     assert all("init/image_to_text_R@1" in r for r in again)
     gain = summary_table(again, None, "gain")

@@ -103,6 +103,10 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     rows = [json.loads(x) for x in results_file.read_text().splitlines()]
     seed0 = cfg.seeds[0]
     tables = {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")}
+    if len({r.get("defense", "none") for r in rows}) > 1:
+        for v in dict.fromkeys(r["victim"] for r in rows):
+            for k in (1, 10):
+                tables[f"methods x defenses, {v}, R@{k}"] = defense_matrix(rows, v, k, test_csv)
     if any("init/image_to_text_R@1" in r for r in rows):
         tables["learning gain (last epoch minus before training)"] = summary_table(rows, None, "gain")
     shown = next((out / "protected" / f"{m}-{cfg.strength}-{cfg.surrogate}-s{seed0}" for m in cfg.methods
@@ -116,6 +120,38 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                         "towers) and evaluated on the clean test split; tables cover every finished cell in "
                         "results.jsonl"])
     return rows
+
+
+def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | None = None) -> str:
+    """Methods x defenses for one victim: last-epoch i2t / t2i R@k in %, mean over seeds (n seeds beside)."""
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["victim"] == victim:
+            cells.setdefault((r["method"], r.get("defense", "none")), []).append(r)
+    methods = list(dict.fromkeys(m for m, _ in cells))
+    defenses = list(dict.fromkeys(d for _, d in cells))
+    defenses.sort(key=lambda d: d != "none")
+    w = 18
+    lines = [f"(last epoch, {victim}: i2t / t2i R@{k} in %, mean over n seeds)",
+             f"{'method':<14}" + "".join(f"{d:>{w}}" for d in defenses)]
+    for m in methods:
+        row = f"{m:<14}"
+        for d in defenses:
+            rs = cells.get((m, d), [])
+            if not rs:
+                row += f"{'-':>{w}}"
+                continue
+            i2t = statistics.mean(100 * r[f"last/image_to_text_R@{k}"] for r in rs)
+            t2i = statistics.mean(100 * r[f"last/text_to_image_R@{k}"] for r in rs)
+            row += f"{f'{i2t:.1f} / {t2i:.1f} ({len(rs)})':>{w}}"
+        lines.append(row)
+    if test_csv is not None:
+        from .data import read_pairs
+        p = read_pairs(test_csv, check_files=False)
+        rg = random_guess(p.caption_image, p.n_images)
+        g = f"{100 * rg[f'image_to_text_R@{k}']:.2f} / {100 * rg[f'text_to_image_R@{k}']:.2f}"
+        lines.append(f"{'random guess':<14}{g:>{w}}")
+    return "\n".join(lines)
 
 
 def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "last") -> str:
@@ -132,7 +168,8 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
     title = ("(learning gain: last epoch minus before training, points of %, mean ± half-range over seeds)"
              if which == "gain" else f"({which} epoch, %, mean ± half-range over seeds)")
     lines = [title, head]
-    order = {m: i for i, m in enumerate(["clean", "random", "em", "trigger-only", "mem-3", "mem", "mem-5"])}
+    order = {m: i for i, m in enumerate(["clean", "random", "em", "trigger-only", "mem-3", "mem", "mem-5",
+                                         "mem-3-anypos", "mem-3-drop", "mem-3-robust"])}
     groups = dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])))
     for (method, victim, defense), rs in groups.items():
         if which == "gain":
