@@ -122,6 +122,12 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     return rows
 
 
+def _random_guess(test_csv: Path) -> dict[str, float]:
+    from .data import read_pairs
+    p = read_pairs(test_csv, check_files=False)
+    return random_guess(p.caption_image, p.n_images)
+
+
 def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | None = None) -> str:
     """Methods x defenses for one victim: last-epoch i2t / t2i R@k in %, mean over seeds (n seeds beside)."""
     cells: dict[tuple[str, str], list[dict]] = {}
@@ -146,9 +152,7 @@ def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | N
             row += f"{f'{i2t:.1f} / {t2i:.1f} ({len(rs)})':>{w}}"
         lines.append(row)
     if test_csv is not None:
-        from .data import read_pairs
-        p = read_pairs(test_csv, check_files=False)
-        rg = random_guess(p.caption_image, p.n_images)
+        rg = _random_guess(test_csv)
         g = f"{100 * rg[f'image_to_text_R@{k}']:.2f} / {100 * rg[f'text_to_image_R@{k}']:.2f}"
         lines.append(f"{'random guess':<14}{g:>{w}}")
     return "\n".join(lines)
@@ -186,8 +190,6 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
         lines.append(f"{method:<14}{victim:<19}{defense if dw else '':<{dw}}{len(rs):>3}"
                      + "".join(f"{c:>13}" for c in cells))
     if test_csv is not None:
-        from .data import read_pairs
-        p = read_pairs(test_csv, check_files=False)
-        rg = random_guess(p.caption_image, p.n_images)
+        rg = _random_guess(test_csv)
         lines.append(f"{'random guess':<{36 + dw}}" + "".join(f"{100 * rg[k]:>13.2f}" for k in keys))
     return "\n".join(lines)

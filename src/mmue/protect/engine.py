@@ -169,14 +169,14 @@ class MEMEngine:
         bodies = [self.data.caption_bodies[c] for c in caps]
         at = [self.trigger_at[c] for c in caps]
         template = codec.rows(bodies, [[0] * k] * len(caps), at)
-        plain = codec.rows(bodies).to(self.device) if self.cfg.trigger_dropout else None
+        plain = codec.rows(bodies).to(self.device) if self.cfg.drops_triggers else None
         slots = torch.tensor(at, dtype=torch.long) + 1
         return Batch(index, self.data.images[index].to(self.device), template.to(self.device), k,
                      slots.to(self.device), plain)
 
     def _dropped(self, b: int, g: torch.Generator) -> torch.Tensor | None:
         """Which of ``b`` captions go without their trigger this time (None: trigger dropout is off)."""
-        if not (self.cfg.trigger_dropout and self.cfg.trigger_len):
+        if not self.cfg.drops_triggers:
             return None
         return (torch.rand(b, generator=g) < self.cfg.trigger_dropout).to(self.device)
 
@@ -231,7 +231,7 @@ class MEMEngine:
         """The token rows of each PGD step: caption bodies shuffled within the batch (triggers kept with their
         image), captions dropped to trigger-free at the configured rate. One entry when all steps are equal."""
         cfg, b = self.cfg, len(batch.index)
-        if not (cfg.shuffle or (cfg.trigger_dropout and cfg.trigger_len)):
+        if not (cfg.shuffle or cfg.drops_triggers):
             return [batch.ids(triggers)]
         rows = []
         for _ in range(cfg.pgd_steps):

@@ -33,6 +33,10 @@ class ProtectConfig:
         return int(round(self.eps * 255))
 
     @property
+    def drops_triggers(self) -> bool:
+        return bool(self.trigger_dropout and self.trigger_len)
+
+    @property
     def optimises(self) -> bool:
         return self.noise == "pgd" or self.trigger_len > 0
 
