@@ -57,6 +57,11 @@ def clip_loss_options(image_features: torch.Tensor, text_options: torch.Tensor, 
     return (i2t + t2i) / 2
 
 
+def _loss_text(x: float, digits: int = 4) -> str:
+    """A loss for the log; a step that did not run this round (nan) shows as "-"."""
+    return "-" if x != x else f"{x:.{digits}f}"
+
+
 @contextmanager
 def frozen(model: torch.nn.Module):
     """Weights without gradients while optimising the data (no graph kept for weight gradients)."""
@@ -359,8 +364,9 @@ class MEMEngine:
             state.rounds_done = r + 1
             stats = {"round": r + 1, "surrogate_loss": sl, "text_loss": tl, "image_loss": il,
                      "images_optimised": int((visits > 0).sum()), "world_size": self.dist.world}
-            bar.set_postfix(surrogate=f"{sl:.3f}", text=f"{tl:.3f}", image=f"{il:.3f}")
-            log.info("round %d/%d surrogate %.4f text %.4f image %.4f", r + 1, last_round, sl, tl, il)
+            bar.set_postfix(surrogate=_loss_text(sl, 3), text=_loss_text(tl, 3), image=_loss_text(il, 3))
+            log.info("round %d/%d surrogate %s text %s image %s", r + 1, last_round,
+                     _loss_text(sl), _loss_text(tl), _loss_text(il))
             distributed.barrier()  # every rank's noise rows are written before rank 0 checkpoints them
             if on_round is not None:
                 distributed.on_main(lambda: on_round(state, stats))
