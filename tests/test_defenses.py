@@ -8,10 +8,10 @@ from mmue.train import rrc_flip
 
 
 def test_validate_names():
-    for ok in ("none", "jpeg-50", "grayscale", "blur-0.5", "bits-3", "resize-0.5", "strip-3", "shuffle-captions",
-               "rrc-flip"):
+    for ok in ("none", "jpeg-50", "grayscale", "blur-0.5", "bits-3", "resize-0.5", "strip-3", "rare-5",
+               "shuffle-captions", "rrc-flip"):
         assert validate(ok) == ok
-    for bad in ("jpeg-0", "bits-9", "resize-2", "strip-0", "sharpen"):
+    for bad in ("jpeg-0", "bits-9", "resize-2", "strip-0", "rare-1", "sharpen"):
         with pytest.raises(ValueError):
             validate(bad)
 
@@ -34,6 +34,15 @@ def test_caption_transforms():
     assert sorted(shuffled[:2]) == sorted(caps[:2]) and shuffled[2] == caps[2]
 
 
+def test_rare_words_counts_images_not_captions():
+    caps = ["zork a red Circle", "zork a red circle.", "a red circle qux", "a red square", "wug"]
+    images = [[0, 1], [2], [3], [4]]   # "zork" is in 2 captions but only 1 image
+    assert transform_captions(caps, images, "rare-2") == ["a red Circle", "a red circle.", "a red circle", "a red",
+                                                          "wug"]   # every word rare: kept whole, not emptied
+    assert transform_captions(caps, images, "rare-3")[:2] == ["a red", "a red"]
+    assert transform_captions(caps, images, "rare-4") == caps
+
+
 def test_apply_defense_writes_a_copy(tiny_synth, tmp_path):
     src = tiny_synth / "train.csv"
     before = (tiny_synth / "images/train_00000.png").read_bytes()
@@ -44,6 +53,8 @@ def test_apply_defense_writes_a_copy(tiny_synth, tmp_path):
     stripped = read_pairs(apply_defense(src, "strip-2", tmp_path / "strip"))
     original = read_pairs(src)
     assert stripped.captions[0] == " ".join(original.captions[0].split()[2:])
+    rare = read_pairs(apply_defense(src, "rare-3", tmp_path / "rare"))   # captions only: images are links
+    assert len(rare.captions) == len(original.captions) and rare.image_path(0).is_symlink()
     assert apply_defense(src, "rrc-flip", tmp_path / "x") == src
 
 

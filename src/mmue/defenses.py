@@ -2,8 +2,9 @@
 
 Each defense is a name: ``none``, ``jpeg-Q`` (re-save as JPEG at quality Q), ``grayscale``, ``blur-S`` (Gaussian,
 sigma S px), ``bits-B`` (B-bit colour depth), ``resize-F`` (down by F then back up, bicubic), ``strip-K`` (drop
-the first K words of every caption: trigger stripping), ``shuffle-captions`` (permute captions among an image's
-captions), and ``rrc-flip`` (random-resized-crop + flip augmentation during victim training, no file change).
+the first K words of every caption: trigger stripping), ``rare-N`` (drop every word that occurs in the captions
+of fewer than N images: an attacker who knows triggers are rare words, wherever they sit), ``shuffle-captions``
+(permute captions among an image's captions), and ``rrc-flip`` (random-resized-crop + flip augmentation during victim training, no file change).
 File defenses write a defended copy of the dataset; the originals and the released copy are only read.
 """
 from __future__ import annotations
@@ -21,7 +22,9 @@ TRAINING_DEFENSES = {"rrc-flip"}
 _PATTERNS = {
     "jpeg": re.compile(r"^jpeg-(\d+)$"), "blur": re.compile(r"^blur-([\d.]+)$"), "bits": re.compile(r"^bits-(\d)$"),
     "resize": re.compile(r"^resize-([\d.]+)$"), "strip": re.compile(r"^strip-(\d+)$"),
+    "rare": re.compile(r"^rare-(\d+)$"),
 }
+CAPTION_DEFENSES = ("strip", "rare", "shuffle-captions")
 
 
 def validate(name: str) -> str:
@@ -32,11 +35,11 @@ def validate(name: str) -> str:
         if m:
             v = float(m.group(1))
             ok = {"jpeg": 1 <= v <= 100, "blur": 0 < v <= 10, "bits": 1 <= v <= 8, "resize": 0 < v < 1,
-                  "strip": v >= 1}[kind]
+                  "strip": v >= 1, "rare": v >= 2}[kind]
             if ok:
                 return name
     raise ValueError(f"unknown defense {name!r}: use none, jpeg-Q, grayscale, blur-S, bits-B, resize-F (0<F<1), "
-                     "strip-K, shuffle-captions or rrc-flip")
+                     "strip-K, rare-N (N>=2), shuffle-captions or rrc-flip")
 
 
 def transform_image(img: Image.Image, name: str) -> tuple[Image.Image, str]:
@@ -63,6 +66,8 @@ def transform_captions(captions: list[str], image_captions: list[list[int]], nam
     if name.startswith("strip-"):
         k = int(name[6:])
         return [" ".join(c.split()[k:]) or c for c in captions]  # never leave an empty caption
+    if name.startswith("rare-"):
+        return drop_rare_words(captions, image_captions, int(name[5:]))
     if name == "shuffle-captions":
         rng = random.Random(seed)
         out = list(captions)
@@ -73,6 +78,25 @@ def transform_captions(captions: list[str], image_captions: list[list[int]], nam
                 out[c] = text
         return out
     return captions
+
+
+def _word_key(token: str) -> str:
+    return re.sub(r"[\W_]+", "", token.lower())
+
+
+def drop_rare_words(captions: list[str], image_captions: list[list[int]], min_images: int) -> list[str]:
+    """Drop the words that occur in the captions of fewer than ``min_images`` images (case and punctuation
+    ignored; a word repeated in several captions of one image counts once). A caption that would lose every
+    word is kept whole, so no pair goes empty."""
+    images_with = {}
+    for group in image_captions:
+        for key in {_word_key(w) for c in group for w in captions[c].split()}:
+            images_with[key] = images_with.get(key, 0) + 1
+    out = []
+    for c in captions:
+        kept = [w for w in c.split() if not _word_key(w) or images_with[_word_key(w)] >= min_images]
+        out.append(" ".join(kept) if any(_word_key(w) for w in kept) else c)
+    return out
 
 
 def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: int = 0) -> Path:
@@ -88,7 +112,7 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
         return target
     pairs = read_pairs(csv_path)
     images = list(pairs.images)
-    if not (name.startswith("strip-") or name == "shuffle-captions"):
+    if not name.startswith(CAPTION_DEFENSES):
         for i, rel in enumerate(pairs.images):
             img, suffix = transform_image(pairs.open_image(i), name)
             new_rel = str(Path(rel).with_suffix(suffix))
