@@ -11,6 +11,7 @@ from mmue.models import create_model
 from mmue.protect import MEMEngine, ProtectionState, resolve
 from mmue.protect.engine import clip_loss_options
 from mmue.protect.placement import insert_trigger, trigger_positions
+from mmue.protect.vocab import dataset_vocab
 from mmue.losses import clip_loss
 
 FAST = dict(rounds=2, surrogate_steps=3, pgd_steps=2, text_rounds=2, candidates=4, batch_size=32)
@@ -149,10 +150,28 @@ def test_random_positions_stay_inside_the_context():
     assert insert_trigger("a red dog", "x y", 2) == "a red x y dog"
 
 
+def test_dataset_vocab_counts_whole_words_per_image():
+    bodies = [[5, 6], [5, 6, 6], [6, 7, 9], [8]]
+    starts = [[0, 1, 2], [0, 1, 2, 3], [0, 1, 3], [0, 1]]   # caption 2: "6" then a two-token word "7 9"
+    images = [[0, 1], [2], [3]]                            # id 5 is in two captions but one image
+    allowed = torch.tensor([5, 6, 7, 8, 9])
+    assert dataset_vocab(bodies, starts, images, allowed, 2).tolist() == [6]
+    assert dataset_vocab(bodies, starts, images, allowed, 1).tolist() == [5, 6, 8]   # 7 and 9 only inside a word
+    assert dataset_vocab(bodies, None, images, allowed, 0) is allowed
+    with pytest.raises(ValueError, match="trigger_vocab_min_images"):
+        dataset_vocab(bodies, starts, images, allowed, 3)
+
+
 def test_protect_with_mid_caption_triggers(tiny_synth, tmp_path):
-    m = api.protect(tiny_synth / "train.csv", tmp_path / "p", "mem-3-robust", device="cpu", progress=False,
+    """mem-3-blend = mem-3-robust (random positions, dropout) + trigger words from the dataset's own words."""
+    m = api.protect(tiny_synth / "train.csv", tmp_path / "p", "mem-3-blend", device="cpu", progress=False,
                     **{**FAST, "eot": "rrc-flip"})
     src, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "p/train.csv")
+    images_with = {}
+    for caps in src.image_captions:
+        for w in {w.strip(".,").lower() for c in caps for w in src.captions[c].split()}:
+            images_with[w] = images_with.get(w, 0) + 1
+    assert all(images_with.get(w, 0) >= 10 for e in m["images"] for w in e["trigger"].split())
     codec = create_model("mmue-tiny-rn").codec
     moved = 0
     for i, entry in enumerate(m["images"]):

@@ -156,7 +156,8 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     show = progress and d.is_main
     built: dict = {}  # rank 0 preprocesses the images into the on-disk cache; the others then open it
 
-    words = cfg.trigger_position != "prefix"  # mid-caption triggers need the word boundaries
+    # mid-caption triggers and triggers from the dataset's own words need the word boundaries
+    words = cfg.trigger_position != "prefix" or cfg.trigger_vocab_min_images > 0
 
     def build() -> None:
         built["data"] = EncodedPairs.build(pairs, model.image_size, model.codec.encode, show, state_dir / "images.u8",

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-format", default="files", choices=["files", "webdataset"],
                    help="files: lossless PNGs + a CSV like the input; webdataset: tar shards (key.png/txt/json)")
     p.add_argument("--method", default="mem", choices=list(METHODS), help="mem (=mem-3), mem-5, em, random, trigger-only; "
-                   "robustness variants mem-3-anypos, mem-3-drop, mem-3-robust")
+                   "robustness variants mem-3-anypos, mem-3-drop, mem-3-robust (survives trigger stripping, "
+                   "weaker when undefended), mem-3-blend (mem-3-robust with triggers from the dataset's own "
+                   "words); see docs/results.md")
     p.add_argument("--strength", default="high", choices=list(STRENGTHS),
                    help="preset: high = reference constants (20 rounds x 200 steps); low/mid are faster")
     p.add_argument("--eps", type=float, default=None, help="L-inf bound in pixel units (default 8)")
@@ -91,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trigger before the first word (MEM) or at a random word of each caption")
     p.add_argument("--trigger-dropout", type=float, default=None,
                    help="rate at which captions are seen without their trigger while optimising (default 0)")
+    p.add_argument("--trigger-vocab-min-images", type=int, default=None, metavar="N",
+                   help="trigger words only from those the dataset's captions use in >= N images, so that dropping "
+                        "rare words does not remove them (default 0: any word)")
     p.add_argument("--eot", default=None, choices=["none", "rrc-flip"],
                    help="optimise the noise through random crops and flips (default none)")
     p.add_argument("--surrogate", default=DEFAULT_MODEL, help="surrogate architecture")
@@ -172,7 +177,8 @@ def _run(args) -> int:
                         rounds=args.rounds, surrogate_steps=args.surrogate_steps, text_rounds=args.text_rounds,
                         candidates=args.candidates, batch_size=args.batch_size, surrogate_lr=args.surrogate_lr,
                         seed=args.seed, shuffle=False if args.no_shuffle else None,
-                        trigger_position=args.trigger_position, trigger_dropout=args.trigger_dropout, eot=args.eot)
+                        trigger_position=args.trigger_position, trigger_dropout=args.trigger_dropout, eot=args.eot,
+                        trigger_vocab_min_images=args.trigger_vocab_min_images)
         from .protect import resolve
         if not args.resume:
             cfg = resolve(args.method, args.strength, **settings)

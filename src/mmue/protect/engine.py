@@ -8,7 +8,8 @@
 
 Robustness options (issue #5, off in the faithful presets): triggers at a random word boundary of each caption
 instead of the prefix (``trigger_position``), captions seen without their trigger at a rate (``trigger_dropout``,
-so the noise must carry the shortcut on its own), PGD through random crops and flips (``eot``).
+so the noise must carry the shortcut on its own), PGD through random crops and flips (``eot``), trigger words
+drawn only from the dataset's own frequent words (``trigger_vocab_min_images``, see ``vocab.py``).
 
 Under torchrun, surrogate training is data parallel (DDP over slices of each global batch, features gathered)
 and the data pass is sharded by image: each rank optimises the noise and triggers of its own images.
@@ -43,6 +44,7 @@ from .methods import ProtectConfig
 from .placement import trigger_positions
 from .pgd import apply_noise, quantise, random_noise, sign_step
 from .store import ProtectionState
+from .vocab import dataset_vocab
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,9 @@ class MEMEngine:
         self.model = distributed.unwrap(self.fwd)
         self.dist = distributed.info()
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
-        self._allowed = self.model.codec.trigger_vocab.to(self.device) if cfg.trigger_len else None
+        self.vocab = dataset_vocab(data.caption_bodies, data.word_starts, data.image_captions,
+                                   self.model.codec.trigger_vocab, cfg.trigger_vocab_min_images) if cfg.trigger_len else None
+        self._allowed = self.vocab.to(self.device) if cfg.trigger_len else None
         self.trigger_words, self.trigger_at = self._placement()
 
     def _placement(self) -> tuple[list[int], list[int]]:
@@ -156,8 +160,7 @@ class MEMEngine:
                 noise[s:s + len(x)] = (apply_noise(x, r).to(torch.int16) - x.to(torch.int16)).to(torch.int8)
         k = self.cfg.trigger_len
         if k:
-            allowed = self.model.codec.trigger_vocab
-            triggers = allowed[torch.randint(len(allowed), (n, k), generator=g)]
+            triggers = self.vocab[torch.randint(len(self.vocab), (n, k), generator=g)]
         else:
             triggers = torch.zeros((n, 0), dtype=torch.long)
         return ProtectionState(noise=noise, triggers=triggers, rounds_done=0)

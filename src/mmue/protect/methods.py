@@ -18,6 +18,7 @@ class ProtectConfig:
     trigger_position: str = "prefix"  # "prefix" (MEM) or "random": a word boundary drawn per caption
     trigger_dropout: float = 0.0  # chance a caption is seen without its trigger (surrogate + image step)
     eot: str = "none"             # "rrc-flip": PGD through random-resized-crop + flip (expectation over them)
+    trigger_vocab_min_images: int = 0  # >0: trigger words only from those the captions of >= this many images use
     rounds: int = 20
     surrogate_steps: int = 200    # surrogate training steps per round
     text_rounds: int = 5          # the text (HotFlip) step runs in the first rounds only
@@ -54,7 +55,7 @@ class ProtectConfig:
             problems.append(f"eot must be none|rrc-flip (got {self.eot!r})")
         if self.formulation not in ("efficient", "naive"):
             problems.append(f"formulation must be efficient|naive (got {self.formulation!r})")
-        for k in ("pgd_steps", "trigger_len", "rounds", "surrogate_steps", "text_rounds"):
+        for k in ("pgd_steps", "trigger_len", "rounds", "surrogate_steps", "text_rounds", "trigger_vocab_min_images"):
             if getattr(self, k) < 0:
                 problems.append(f"{k} must be >= 0")
         for k in ("candidates", "batch_size"):
@@ -71,6 +72,7 @@ class ProtectConfig:
         extra = [f"trigger_position={self.trigger_position}"] if self.trigger_position != "prefix" else []
         extra += [f"trigger_dropout={self.trigger_dropout}"] if self.trigger_dropout else []
         extra += [f"eot={self.eot}"] if self.eot != "none" else []
+        extra += [f"trigger_vocab_min_images={self.trigger_vocab_min_images}"] if self.trigger_vocab_min_images else []
         return "".join(", " + e for e in extra)
 
     def to_dict(self) -> dict:
@@ -93,6 +95,9 @@ METHODS: dict[str, dict] = {
     "mem-3-anypos": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_position="random"),
     "mem-3-drop": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_dropout=0.5),
     "mem-3-robust": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_position="random", trigger_dropout=0.5),
+    # mem-3-robust whose trigger words blend in: only words the dataset's captions use in >= 10 images
+    "mem-3-blend": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_position="random", trigger_dropout=0.5,
+                        trigger_vocab_min_images=10),
 }
 
 # Reference constants are "high"; the lower presets trade efficacy for time on small machines.
