@@ -109,9 +109,10 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 tables[f"methods x defenses, {v}, R@{k}"] = defense_matrix(rows, v, k, test_csv)
     if any("init/image_to_text_R@1" in r for r in rows):
         tables["learning gain (last epoch minus before training)"] = summary_table(rows, None, "gain")
-    shown = next((out / "protected" / f"{m}-{cfg.strength}-{cfg.surrogate}-s{seed0}" for m in cfg.methods
-                  if (out / "protected" / f"{m}-{cfg.strength}-{cfg.surrogate}-s{seed0}" / "manifest.json").exists()),
-                 None)   # the released images of the first protected method
+    # the released images of the first MEM method (else the first protected one): noise and triggers both show
+    released = [out / "protected" / f"{m}-{cfg.strength}-{cfg.surrogate}-s{seed0}"
+                for m in sorted(cfg.methods, key=lambda m: not m.startswith("mem"))]
+    shown = next((p for p in released if (p / "manifest.json").exists()), None)
     write_report(out, f"MMUE bench ({cfg.strength}, surrogate {cfg.surrogate})", tables,
                  {f"{m} / {v}": out / "victims" / f"{m}-{v}-s{seed0}" for m in cfg.methods for v in cfg.victims},
                  shown, train_csv if shown else None,
