@@ -4,7 +4,8 @@ Each defense is a name: ``none``, ``jpeg-Q`` (re-save as JPEG at quality Q), ``g
 sigma S px), ``bits-B`` (B-bit colour depth), ``resize-F`` (down by F then back up, bicubic), ``strip-K`` (drop
 the first K words of every caption: trigger stripping), ``rare-N`` (drop every word that occurs in the captions
 of fewer than N images: an attacker who knows triggers are rare words, wherever they sit), ``shuffle-captions``
-(permute captions among an image's captions), and ``rrc-flip`` (random-resized-crop + flip augmentation during victim training, no file change).
+(permute captions among an image's captions), and ``rrc-flip`` (random-resized-crop + flip augmentation during
+victim training, no file change).
 File defenses write a defended copy of the dataset; the originals and the released copy are only read.
 """
 from __future__ import annotations
