@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -89,14 +90,13 @@ def drop_rare_words(captions: list[str], image_captions: list[list[int]], min_im
     """Drop the words that occur in the captions of fewer than ``min_images`` images (case and punctuation
     ignored; a word repeated in several captions of one image counts once). A caption that would lose every
     word is kept whole, so no pair goes empty."""
-    images_with = {}
-    for group in image_captions:
-        for key in {_word_key(w) for c in group for w in captions[c].split()}:
-            images_with[key] = images_with.get(key, 0) + 1
+    images_with = Counter(key for group in image_captions
+                          for key in {_word_key(w) for c in group for w in captions[c].split()})
     out = []
     for c in captions:
-        kept = [w for w in c.split() if not _word_key(w) or images_with[_word_key(w)] >= min_images]
-        out.append(" ".join(kept) if any(_word_key(w) for w in kept) else c)
+        keyed = [(w, _word_key(w)) for w in c.split()]
+        kept = [(w, key) for w, key in keyed if not key or images_with[key] >= min_images]
+        out.append(" ".join(w for w, _ in kept) if any(key for _, key in kept) else c)
     return out
 
 

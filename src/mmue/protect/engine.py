@@ -127,9 +127,11 @@ class MEMEngine:
         self.model = distributed.unwrap(self.fwd)
         self.dist = distributed.info()
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
-        self.vocab = dataset_vocab(data.caption_bodies, data.word_starts, data.image_captions,
-                                   self.model.codec.trigger_vocab, cfg.trigger_vocab_min_images) if cfg.trigger_len else None
-        self._allowed = self.vocab.to(self.device) if cfg.trigger_len else None
+        self.vocab, self._allowed = None, None   # trigger word ids (CPU, for drawing) and on the device (HotFlip)
+        if cfg.trigger_len:
+            self.vocab = dataset_vocab(data.caption_bodies, data.word_starts, data.image_captions,
+                                       self.model.codec.trigger_vocab, cfg.trigger_vocab_min_images)
+            self._allowed = self.vocab.to(self.device)
         self.trigger_words, self.trigger_at = self._placement()
 
     def _placement(self) -> tuple[list[int], list[int]]:

@@ -95,10 +95,9 @@ METHODS: dict[str, dict] = {
     "mem-3-anypos": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_position="random"),
     "mem-3-drop": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_dropout=0.5),
     "mem-3-robust": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_position="random", trigger_dropout=0.5),
-    # mem-3-robust whose trigger words blend in: only words the dataset's captions use in >= 10 images
-    "mem-3-blend": dict(noise="pgd", trigger_len=3, shuffle=True, trigger_position="random", trigger_dropout=0.5,
-                        trigger_vocab_min_images=10),
 }
+# mem-3-robust whose trigger words blend in: only words the dataset's captions use in >= 10 images
+METHODS["mem-3-blend"] = {**METHODS["mem-3-robust"], "trigger_vocab_min_images": 10}
 
 # Reference constants are "high"; the lower presets trade efficacy for time on small machines.
 STRENGTHS: dict[str, dict] = {
