@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from mmue.protect.hotflip import greedy_rerank, hotflip_candidates, trigger_options
+from mmue.protect.jpeg import diff_jpeg, quant_table
 from mmue.protect.pgd import apply_noise, project, psnr, quantise, random_noise, sign_step
 
 
@@ -76,3 +77,33 @@ def test_greedy_rerank_finds_best_per_position():
         return (options != target).sum(dim=(1, 2)).float()
     new, best = greedy_rerank(triggers, cands, loss)
     assert new.tolist() == target.tolist() and best == 0
+
+
+def test_diff_jpeg_matches_pillow_and_passes_gradients():
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+    g = torch.Generator().manual_seed(0)
+    imgs = []
+    for i in range(4):  # smooth gradients + shapes + a little noise, 40x56: not whole 16x16 macro-blocks
+        im = Image.linear_gradient("L").resize((56, 40)).convert("RGB")
+        ImageDraw.Draw(im).ellipse((5 + i, 4, 30 + 3 * i, 30), fill=(200, 40 * i, 90))
+        a = np.asarray(im).astype(np.int16) + (torch.randint(-6, 7, (40, 56, 3), generator=g)).numpy()
+        imgs.append(a.clip(0, 255).astype(np.uint8))
+    x = torch.tensor(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
+    for q in (30, 75):
+        ref = []
+        for a in imgs:
+            buf = io.BytesIO()
+            Image.fromarray(a).save(buf, "JPEG", quality=q)
+            ref.append(np.asarray(Image.open(buf).convert("RGB")))
+        ref = torch.tensor(np.stack(ref)).permute(0, 3, 1, 2).float() / 255
+        out = diff_jpeg(x, q)
+        assert out.shape == x.shape
+        changed = (ref - x).abs().mean()                   # what JPEG does to the image
+        assert (out - ref).abs().mean() < 0.3 * changed     # ours lands close to libjpeg's result
+    assert quant_table(50)[0, 0] == 16 and quant_table(100).max() == 1 and quant_table(10, chroma=True)[7, 7] == 255
+    d = torch.zeros_like(x, requires_grad=True)
+    diff_jpeg(x + d, 30).sum().backward()
+    assert d.grad.abs().sum() > 0                           # rounding passes gradients straight through

@@ -34,7 +34,9 @@ def test_presets_and_overrides():
     robust = resolve("mem-3-robust")
     assert robust.trigger_position == "random" and robust.trigger_dropout == 0.5 and robust.trigger_len == 3
     assert "trigger_dropout=0.5" in repr(robust) and "trigger_position" not in repr(resolve("mem-3"))
-    for bad in (dict(trigger_position="middle"), dict(trigger_dropout=1.0), dict(eot="jpeg")):
+    assert resolve("mem-3-jpeg").eot == "jpeg" and resolve("mem-3-jpeg").trigger_dropout == 0.5
+    assert resolve("mem-3-smooth").grad_blur == 2.0 and "grad_blur=2.0" in repr(resolve("mem-3-smooth"))
+    for bad in (dict(trigger_position="middle"), dict(trigger_dropout=1.0), dict(eot="png"), dict(grad_blur=-1)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             resolve("mem", **bad)
 
@@ -49,7 +51,8 @@ def test_clip_loss_options_matches_loop():
         assert got[o].item() == pytest.approx(clip_loss(img, txt[o], s).item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("method,extra", [("mem", {}), ("mem-3-robust", {"eot": "rrc-flip"})])
+@pytest.mark.parametrize("method,extra", [("mem", {}), ("mem-3-robust", {"eot": "rrc-flip"}),
+                                          ("mem-3-robust", {"eot": "jpeg", "grad_blur": 1.0})])
 def test_efficient_and_naive_formulations_agree(tiny_synth, method, extra):
     torch.manual_seed(0)
     model = create_model("mmue-tiny-rn")
@@ -73,6 +76,21 @@ def test_efficient_and_naive_formulations_agree(tiny_synth, method, extra):
     assert e[1] == pytest.approx(n[1], rel=1e-4)        # same text loss
     assert e[3] == pytest.approx(n[3], rel=1e-4)        # same image loss
     assert (e[2] == n[2]).float().mean() > 0.99         # same noise up to sign flips of ~zero gradients
+
+
+def test_grad_blur_makes_spatially_coherent_noise(tiny_synth):
+    torch.manual_seed(0)
+    model = create_model("mmue-tiny-rn").eval()
+    data = EncodedPairs.build(read_pairs(tiny_synth / "train.csv"), model.image_size, model.codec.encode, False)
+    agree = {}
+    for sigma in (0.0, 2.0):
+        eng = MEMEngine(model, data, resolve("em", **{**FAST, "pgd_steps": 1, "grad_blur": sigma}))
+        batch = eng.make_batch(torch.arange(16), torch.Generator().manual_seed(0))
+        d, _ = eng.image_step(batch, torch.zeros(16, 3, 64, 64), eng.init_state().triggers[:16],
+                              torch.Generator().manual_seed(1))
+        s = d.sign()
+        agree[sigma] = (s[..., 1:] == s[..., :-1]).float().mean().item()  # neighbours with the same sign
+    assert agree[2.0] > agree[0.0] + 0.15, agree
 
 
 def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):

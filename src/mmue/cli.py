@@ -96,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger-vocab-min-images", type=int, default=None, metavar="N",
                    help="trigger words only from those the dataset's captions use in >= N images, so that dropping "
                         "rare words does not remove them (default 0: any word)")
-    p.add_argument("--eot", default=None, choices=["none", "rrc-flip"],
-                   help="optimise the noise through random crops and flips (default none)")
+    p.add_argument("--eot", default=None, choices=["none", "rrc-flip", "jpeg"],
+                   help="optimise the noise through random crops and flips, or through JPEG re-saves (default none)")
+    p.add_argument("--grad-blur", type=float, default=None, metavar="SIGMA",
+                   help="Gaussian sigma (px) on the PGD gradient: low-frequency noise that survives JPEG (default 0)")
     p.add_argument("--surrogate", default=DEFAULT_MODEL, help="surrogate architecture")
     p.add_argument("--surrogate-pretrained", default=None, help="local weights for the surrogate")
     p.add_argument("--seed", type=int, default=0)
@@ -178,7 +180,7 @@ def _run(args) -> int:
                         candidates=args.candidates, batch_size=args.batch_size, surrogate_lr=args.surrogate_lr,
                         seed=args.seed, shuffle=False if args.no_shuffle else None,
                         trigger_position=args.trigger_position, trigger_dropout=args.trigger_dropout, eot=args.eot,
-                        trigger_vocab_min_images=args.trigger_vocab_min_images)
+                        grad_blur=args.grad_blur, trigger_vocab_min_images=args.trigger_vocab_min_images)
         from .protect import resolve
         if not args.resume:
             cfg = resolve(args.method, args.strength, **settings)

@@ -8,7 +8,8 @@
 
 Robustness options (issue #5, off in the faithful presets): triggers at a random word boundary of each caption
 instead of the prefix (``trigger_position``), captions seen without their trigger at a rate (``trigger_dropout``,
-so the noise must carry the shortcut on its own), PGD through random crops and flips (``eot``), trigger words
+so the noise must carry the shortcut on its own), PGD through random crops and flips or a differentiable JPEG
+(``eot``, see ``jpeg.py``), a Gaussian-smoothed PGD direction (``grad_blur``: low-frequency noise), trigger words
 drawn only from the dataset's own frequent words (``trigger_vocab_min_images``, see ``vocab.py``).
 
 Under torchrun, surrogate training is data parallel (DDP over slices of each global batch, features gathered)
@@ -26,6 +27,7 @@ code does; it exists for the benchmark and the equivalence test.
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
@@ -40,6 +42,7 @@ from ..losses import clip_loss
 from ..models import ClipModel
 from ..train import autocast, clip_train_step, make_optimizer, rrc_flip
 from .hotflip import greedy_rerank, hotflip_candidates
+from .jpeg import diff_jpeg
 from .methods import ProtectConfig
 from .placement import trigger_positions
 from .pgd import apply_noise, quantise, random_noise, sign_step
@@ -250,8 +253,22 @@ class MEMEngine:
         return rows
 
     def _view(self, pixels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """What the surrogate sees of the noisy images in a PGD step (a random crop + flip under ``eot``)."""
-        return rrc_flip(pixels, g) if self.cfg.eot == "rrc-flip" else pixels
+        """What the surrogate sees of the noisy images in a PGD step: under ``eot``, a random crop + flip or a
+        JPEG round trip at a quality drawn from 10..95."""
+        if self.cfg.eot == "rrc-flip":
+            return rrc_flip(pixels, g)
+        if self.cfg.eot == "jpeg":
+            return diff_jpeg(pixels, int(torch.randint(10, 96, (1,), generator=g)))
+        return pixels
+
+    def _smooth(self, grad: torch.Tensor) -> torch.Tensor:
+        """The PGD direction, Gaussian-smoothed under ``grad_blur`` (translation-invariant attacks): the sign
+        of a smooth gradient is spatially coherent noise, low-frequency enough to survive JPEG and resizing."""
+        s = self.cfg.grad_blur
+        if not s:
+            return grad
+        from torchvision.transforms.v2 import functional as TF
+        return TF.gaussian_blur(grad, [2 * math.ceil(3 * s) + 1] * 2, [s, s])
 
     def image_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor, g: torch.Generator
                    ) -> tuple[torch.Tensor, float]:
@@ -272,7 +289,7 @@ class MEMEngine:
                         img_f = m.encode_image(self._view(x + delta, g)).float()
                     loss = clip_loss(img_f, txt[s % len(rows)], scale)
                     (grad,) = torch.autograd.grad(loss, delta)
-                    delta = sign_step(delta.detach(), grad, cfg.alpha, x, cfg.eps)
+                    delta = sign_step(delta.detach(), self._smooth(grad), cfg.alpha, x, cfg.eps)
         else:
             for s in range(cfg.pgd_steps):  # reference: both encoders, with weight gradients, every step
                 delta = delta.detach().requires_grad_(True)
@@ -283,7 +300,7 @@ class MEMEngine:
                 loss = clip_loss(img_f.float(), txt_f.float(), scale_.float().detach())
                 m.zero_grad(set_to_none=True)
                 loss.backward()
-                delta = sign_step(delta.detach(), delta.grad, cfg.alpha, x, cfg.eps)
+                delta = sign_step(delta.detach(), self._smooth(delta.grad), cfg.alpha, x, cfg.eps)
             m.zero_grad(set_to_none=True)
         return delta.detach(), float(loss.detach())
 

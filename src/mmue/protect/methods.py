@@ -17,7 +17,8 @@ class ProtectConfig:
     shuffle: bool = True          # shuffle caption bodies within the batch during the image step
     trigger_position: str = "prefix"  # "prefix" (MEM) or "random": a word boundary drawn per caption
     trigger_dropout: float = 0.0  # chance a caption is seen without its trigger (surrogate + image step)
-    eot: str = "none"             # "rrc-flip": PGD through random-resized-crop + flip (expectation over them)
+    eot: str = "none"             # PGD through "rrc-flip" (random-resized-crop + flip) or "jpeg" (quality 10..95)
+    grad_blur: float = 0.0        # >0: Gaussian sigma (px) on the PGD gradient before its sign: low-frequency noise
     trigger_vocab_min_images: int = 0  # >0: trigger words only from those the captions of >= this many images use
     rounds: int = 20
     surrogate_steps: int = 200    # surrogate training steps per round
@@ -51,8 +52,10 @@ class ProtectConfig:
             problems.append(f"trigger_position must be prefix|random (got {self.trigger_position!r})")
         if not 0 <= self.trigger_dropout < 1:
             problems.append(f"trigger_dropout must be in [0, 1) (got {self.trigger_dropout})")
-        if self.eot not in ("none", "rrc-flip"):
-            problems.append(f"eot must be none|rrc-flip (got {self.eot!r})")
+        if self.eot not in ("none", "rrc-flip", "jpeg"):
+            problems.append(f"eot must be none|rrc-flip|jpeg (got {self.eot!r})")
+        if not 0 <= self.grad_blur <= 10:
+            problems.append(f"grad_blur must be in [0, 10] px (got {self.grad_blur})")
         if self.formulation not in ("efficient", "naive"):
             problems.append(f"formulation must be efficient|naive (got {self.formulation!r})")
         for k in ("pgd_steps", "trigger_len", "rounds", "surrogate_steps", "text_rounds", "trigger_vocab_min_images"):
@@ -72,6 +75,7 @@ class ProtectConfig:
         extra = [f"trigger_position={self.trigger_position}"] if self.trigger_position != "prefix" else []
         extra += [f"trigger_dropout={self.trigger_dropout}"] if self.trigger_dropout else []
         extra += [f"eot={self.eot}"] if self.eot != "none" else []
+        extra += [f"grad_blur={self.grad_blur}"] if self.grad_blur else []
         extra += [f"trigger_vocab_min_images={self.trigger_vocab_min_images}"] if self.trigger_vocab_min_images else []
         return "".join(", " + e for e in extra)
 
@@ -98,6 +102,10 @@ METHODS: dict[str, dict] = {
 }
 # mem-3-robust whose trigger words blend in: only words the dataset's captions use in >= 10 images
 METHODS["mem-3-blend"] = {**METHODS["mem-3-robust"], "trigger_vocab_min_images": 10}
+# mem-3-robust whose noise is optimised through a differentiable JPEG (the attacker's re-save)
+METHODS["mem-3-jpeg"] = {**METHODS["mem-3-robust"], "eot": "jpeg"}
+# mem-3-robust with low-frequency noise: the sign of a Gaussian-smoothed gradient
+METHODS["mem-3-smooth"] = {**METHODS["mem-3-robust"], "grad_blur": 2.0}
 
 # Reference constants are "high"; the lower presets trade efficacy for time on small machines.
 STRENGTHS: dict[str, dict] = {
