@@ -34,6 +34,8 @@ def test_presets_and_overrides():
     robust = resolve("mem-3-robust")
     assert robust.trigger_position == "random" and robust.trigger_dropout == 0.5 and robust.trigger_len == 3
     assert "trigger_dropout=0.5" in repr(robust) and "trigger_position" not in repr(resolve("mem-3"))
+    ab = resolve("mem-3-anypos-blend")
+    assert ab.trigger_position == "random" and ab.trigger_vocab_min_images == 10 and ab.trigger_dropout == 0
     assert resolve("mem-3-jpeg").eot == "jpeg" and resolve("mem-3-jpeg").trigger_dropout == 0.5
     assert resolve("mem-3-smooth").grad_blur == 2.0 and "grad_blur=2.0" in repr(resolve("mem-3-smooth"))
     for bad in (dict(trigger_position="middle"), dict(trigger_dropout=1.0), dict(eot="png"), dict(grad_blur=-1)):

@@ -102,6 +102,8 @@ METHODS: dict[str, dict] = {
 }
 # mem-3-robust whose trigger words blend in: only words the dataset's captions use in >= 10 images
 METHODS["mem-3-blend"] = {**METHODS["mem-3-robust"], "trigger_vocab_min_images": 10}
+# mem-3-anypos with mem-3-blend's vocabulary: triggers always present (no dropout), anywhere, in common words
+METHODS["mem-3-anypos-blend"] = {**METHODS["mem-3-anypos"], "trigger_vocab_min_images": 10}
 # mem-3-robust whose noise is optimised through a differentiable JPEG (the attacker's re-save)
 METHODS["mem-3-jpeg"] = {**METHODS["mem-3-robust"], "eot": "jpeg"}
 # mem-3-robust with low-frequency noise: the sign of a Gaussian-smoothed gradient
