@@ -43,10 +43,9 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
 def _quantise_plane(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """[N,H,W] (H, W multiples of 8), values centred on 0 in 0..255 units -> quantised and reconstructed."""
     n, h, w = plane.shape
-    d = _dct_matrix().to(plane)
+    d, table = _dct_matrix().to(plane), table.to(plane)
     blocks = plane.view(n, h // 8, 8, w // 8, 8).transpose(2, 3)          # [N,h/8,w/8,8,8]
-    coef = d @ blocks @ d.T
-    coef = _round_ste(coef / table.to(plane)) * table.to(plane)
+    coef = _round_ste(d @ blocks @ d.T / table) * table
     return (d.T @ coef @ d).transpose(2, 3).reshape(n, h, w)
 
 
@@ -66,8 +65,7 @@ def _diff_jpeg(pixels: torch.Tensor, quality: int) -> torch.Tensor:
     cr = 0.5 * r - 0.418688 * g - 0.081312 * b
     y = _quantise_plane(y - 128, quant_table(quality)) + 128
     chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)                      # 4:2:0
-    cq = quant_table(quality, chroma=True)
-    chroma = torch.stack([_quantise_plane(chroma[:, i], cq) for i in range(2)], 1)
+    chroma = _quantise_plane(chroma.flatten(0, 1), quant_table(quality, chroma=True)).view_as(chroma)
     cb, cr = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False).unbind(1)
     rgb = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1) / 255
     return rgb[:, :, :h, :w].clamp(0, 1).to(pixels.dtype)
