@@ -115,7 +115,8 @@ def encode_all(model: ClipModel, data: EncodedPairs, device: torch.device, batch
         for s in tqdm(range(0, data.n_images, batch_size), desc="encode images", disable=None if progress else True,
                       leave=False):
             with autocast(device):
-                img_feats.append(model.encode_image(to_float(data.images[s:s + batch_size]).to(device)).float())
+                # uint8 over the bus, float on the device: a quarter of the transfer
+                img_feats.append(model.encode_image(to_float(data.images[s:s + batch_size].to(device))).float())
         bodies = data.caption_bodies
         for s in range(0, len(bodies), batch_size):
             ids = model.codec.rows(bodies[s:s + batch_size]).to(device)
@@ -207,10 +208,10 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
             if d.enabled:  # this rank's slice of the global batch
                 keep = d.shard(len(idx) - len(idx) % d.world)
                 idx, caps = idx[keep], caps[keep]
-            pixels = to_float(train.images[idx])
             if cfg.augment == "rrc-flip":
-                pixels = rrc_flip(pixels, g_aug)
-            pixels = pixels.to(device, non_blocking=True)
+                pixels = rrc_flip(to_float(train.images[idx]), g_aug).to(device, non_blocking=True)
+            else:  # uint8 over the bus, float on the device: a quarter of the transfer
+                pixels = to_float(train.images[idx].to(device, non_blocking=True))
             ids = model.codec.rows([train.caption_bodies[c] for c in caps]).to(device)
             losses.append(clip_train_step(fwd, optimizer, pixels, ids, device))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
