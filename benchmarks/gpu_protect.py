@@ -10,8 +10,6 @@ where the time goes (surrogate training vs the data passes).
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import time
 
 import torch
@@ -19,7 +17,7 @@ import torch
 from mmue.models import create_model
 from mmue.protect import MEMEngine, resolve
 
-from protect_speed import fake_pairs
+from common import bench_parser, fake_pairs, quiet
 
 
 def sync(dev: torch.device) -> None:
@@ -85,15 +83,11 @@ def describe(m: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="RN50")
-    ap.add_argument("--images", type=int, default=2048)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap = bench_parser(__doc__, model="RN50", images=2048, batch_size=128, device="cuda")
     ap.add_argument("--surrogate-steps", type=int, default=20, help="timed steps (the paper's rounds have 200)")
     ap.add_argument("--project-images", type=int, default=6000)
-    ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
-    logging.getLogger().setLevel(logging.ERROR)
+    quiet()
     print(describe(measure(args.model, args.images, args.batch_size, args.surrogate_steps, args.project_images,
                            args.device)))
 

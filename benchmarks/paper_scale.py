@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmue.data import read_pairs
-from mmue.metrics import KS, random_guess
+from mmue.experiments import random_guess_of
+from mmue.fileio import read_jsonl, write_jsonl
+from mmue.metrics import KS
 from mmue.protect import resolve
+from mmue.protect.run import STATE_DIR
 
 import gpu_protect
 
@@ -55,7 +58,7 @@ class Job:
     log: Path = field(default=Path())
 
     def is_done(self) -> bool:
-        return self.done.exists() and not (self.done.parent / ".mmue_state").exists()
+        return self.done.exists() and not (self.done.parent / STATE_DIR).exists()
 
 
 def estimate(proj: dict, strength: str, n_train: int, epochs: int, n_test: int, batch: int) -> tuple[float, float]:
@@ -133,7 +136,7 @@ def run_jobs(jobs: list[Job], deadline: float, parallel: int, env: dict) -> None
 
 def victim_row(run: Path) -> dict:
     """Last and best epoch of a finished victim run, from the per-epoch evaluation it recorded."""
-    epochs = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines() if x.strip()]
+    epochs = read_jsonl(run / "results.jsonl")
     summary = json.loads((run / "summary.json").read_text())
     best = next(e for e in epochs if e["epoch"] == summary["best_epoch"])
     pick = lambda e: {k.removeprefix("val/"): v for k, v in e.items() if k.startswith("val/")}  # noqa: E731
@@ -200,7 +203,7 @@ def main() -> None:
     train_csv, test_csv = args.data / "train.csv", args.data / "test.csv"
     n_train = read_pairs(train_csv, check_files=False).n_images
     test = read_pairs(test_csv, check_files=False)
-    guess = random_guess(test.caption_image, test.n_images)
+    guess = random_guess_of(test_csv)
 
     # 1. projection (alone on the device, so its rates are clean)
     proj_file = out / "projection.json"
@@ -261,7 +264,7 @@ def main() -> None:
             row.update(mean_psnr_db=man["mean_psnr_db"], max_linf_px=man["max_linf_px"],
                        generation_s=man["generation_s"])
         rows.append(row)
-    (out / "paper_scale.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(out / "paper_scale.jsonl", rows)
     status = "\n".join(f"- {j.name}: {j.status}" + (f" ({j.seconds:.0f} s)" if j.seconds else "") for j in jobs)
     md = [f"## Paper scale on {card}: {args.surrogate} surrogate, victims {', '.join(args.victims)}",
           "", "```", gpu_protect.describe(proj), "```", "",

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from mmue.fileio import read_jsonl, write_jsonl
+
 
 def split(config: Path) -> list[tuple[str, dict]]:
     """One worker config per (method, seed), in the config's order: seed 0 of every method first."""
@@ -67,11 +69,11 @@ def main() -> None:
         rows = []
         for name, _ in split(config):
             f = args.root / config.stem / name / "results.jsonl"
-            rows += f.read_text().splitlines() if f.exists() else []
-        (args.root / config.stem / "results.jsonl").write_text("".join(r + "\n" for r in rows))
+            rows += read_jsonl(f)
+        write_jsonl(args.root / config.stem / "results.jsonl", rows)
         print(f"{config.stem}: {len(rows)} cells", flush=True)
     for out, _, p in procs:
-        n = len((out / "results.jsonl").read_text().splitlines()) if (out / "results.jsonl").exists() else 0
+        n = len(read_jsonl(out / "results.jsonl"))
         print(f"  {out.relative_to(args.root)}: exit {p.returncode}, {n} cells", flush=True)
         if p.returncode and p not in stopped:  # a crash, not the deadline: show why
             print("".join(f"    | {line}" for line in (out / "worker.log").read_text().splitlines(True)[-15:]))

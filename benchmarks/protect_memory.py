@@ -4,11 +4,10 @@ Writes the built-in dataset once with 4N training images, takes the first N as t
 ``mmue protect`` on each in a fresh process (short settings: memory, not protection, is measured) and
 prints a table of peak RSS and its growth, next to what images + noise would take if held in RAM.
 
-    python benchmarks/protect_memory.py [--n 1500] [--out /tmp/mmue-mem] [--model mmue-tiny-rn]
+    python benchmarks/protect_memory.py [--images 1500] [--out /tmp/mmue-mem] [--model mmue-tiny-rn]
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess
@@ -16,6 +15,8 @@ import sys
 from pathlib import Path
 
 from mmue import api
+
+from common import bench_parser
 
 MEASURE = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
@@ -45,11 +46,11 @@ def peak_rss_mib(cmd: list[str]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=1500)
+    ap = bench_parser(__doc__, images=1500)
+    ap.add_argument("--n", type=int, dest="images", help="the same as --images (N and 4N images are protected)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmue-mem"))
-    ap.add_argument("--model", default="mmue-tiny-rn")
     args = ap.parse_args()
+    args.n = args.images
     data = args.out / "data"
     if not (data / "train.csv").exists():
         api.synth(data, n_train=4 * args.n, n_test=10)

@@ -8,23 +8,15 @@ candidate, as the reference code does. Prints pairs/s of a data pass (text step 
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import time
 
 import torch
 
-from mmue.data.encoded import EncodedPairs
 from mmue.models import create_model
 from mmue.protect import MEMEngine, resolve
 
-
-def fake_pairs(n: int, size: int, codec, seed: int = 0) -> EncodedPairs:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    words = ["red", "circle", "blue", "square", "a", "large", "small", "star", "and", "green"]
-    bodies = [codec.encode(" ".join(words[int(j)] for j in torch.randint(10, (8,), generator=g))) for _ in range(n)]
-    return EncodedPairs(images, bodies, list(range(n)), [[i] for i in range(n)])
+from common import bench_parser, fake_pairs, quiet
+from naive_engine import NaiveMEMEngine
 
 
 def time_pass(engine: MEMEngine, state, rounds: int = 1) -> float:
@@ -37,16 +29,12 @@ def time_pass(engine: MEMEngine, state, rounds: int = 1) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="mmue-tiny-rn")
-    ap.add_argument("--images", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap = bench_parser(__doc__)
     ap.add_argument("--pgd-steps", type=int, default=8)
     ap.add_argument("--candidates", type=int, default=16)
     ap.add_argument("--trigger-len", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    logging.getLogger().setLevel(logging.ERROR)
+    quiet()
     dev = torch.device(args.device)
     torch.manual_seed(0)
     model = create_model(args.model, device=dev)
@@ -54,10 +42,10 @@ def main() -> None:
         model = model.to(memory_format=torch.channels_last)
     data = fake_pairs(args.images, model.image_size, model.codec)
     rows = []
-    for form in ("efficient", "naive"):
-        cfg = resolve("mem", batch_size=args.batch_size, pgd_steps=args.pgd_steps, candidates=args.candidates,
-                      trigger_len=args.trigger_len, formulation=form)
-        eng = MEMEngine(model, data, cfg, dev)
+    cfg = resolve("mem-3", batch_size=args.batch_size, pgd_steps=args.pgd_steps, candidates=args.candidates,
+                  trigger_len=args.trigger_len)
+    for form, engine in (("efficient", MEMEngine), ("naive", NaiveMEMEngine)):
+        eng = engine(model, data, cfg, dev)
         state = eng.init_state()
         time_pass(eng, state)  # warm-up (and trigger vocabulary)
         secs = time_pass(eng, eng.init_state())

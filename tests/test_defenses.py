@@ -4,7 +4,7 @@ from PIL import Image
 
 from mmue.data import read_pairs
 from mmue.defenses import apply_defense, transform_captions, transform_image, validate
-from mmue.train import rrc_flip
+from mmue.augment import rrc_flip
 
 
 def test_validate_names():

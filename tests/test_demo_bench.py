@@ -61,7 +61,7 @@ def test_bench_config_rejects_unknown_keys(tmp_path):
 
 def test_ssim():
     import torch
-    from mmue.report import ssim
+    from mmue.quality import ssim
     g = torch.Generator().manual_seed(0)
     a = torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
     assert ssim(a, a) == pytest.approx(1.0)

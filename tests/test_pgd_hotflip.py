@@ -3,7 +3,8 @@ import torch
 
 from mmue.protect.hotflip import greedy_rerank, hotflip_candidates, trigger_options
 from mmue.protect.jpeg import diff_jpeg, quant_table
-from mmue.protect.pgd import apply_noise, project, psnr, quantise, random_noise, sign_step
+from mmue.protect.pgd import apply_noise, project, quantise, random_noise, sign_step
+from mmue.quality import psnr
 
 
 def test_projection_bounds():

@@ -1,4 +1,6 @@
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,10 +11,12 @@ from mmue.data import read_pairs
 from mmue.data.encoded import EncodedPairs
 from mmue.models import create_model
 from mmue.protect import MEMEngine, ProtectionState, resolve
-from mmue.protect.engine import clip_loss_options
 from mmue.protect.placement import insert_trigger, trigger_positions
 from mmue.protect.vocab import dataset_vocab
-from mmue.losses import clip_loss
+from mmue.losses import clip_loss, clip_loss_options
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from naive_engine import NaiveMEMEngine  # noqa: E402  (the reference formulation, outside the library)
 
 FAST = dict(rounds=2, surrogate_steps=3, pgd_steps=2, text_rounds=2, candidates=4, batch_size=32)
 
@@ -61,9 +65,9 @@ def test_efficient_and_naive_formulations_agree(tiny_synth, method, extra):
     data = EncodedPairs.build(read_pairs(tiny_synth / "train.csv"), model.image_size, model.codec.encode, False,
                               words=True)
     out = {}
-    for form in ("efficient", "naive"):
-        cfg = resolve(method, **{**FAST, **extra, "formulation": form, "candidates": 3})
-        eng = MEMEngine(model, data, cfg)
+    cfg = resolve(method, **{**FAST, **extra, "candidates": 3})
+    for form, engine in (("efficient", MEMEngine), ("naive", NaiveMEMEngine)):
+        eng = engine(model, data, cfg)
         model.eval()
         state = eng.init_state()
         g = torch.Generator().manual_seed(5)

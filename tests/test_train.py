@@ -10,7 +10,8 @@ from mmue.data.encoded import EncodedPairs
 from mmue.metrics import random_guess
 from mmue.models import create_model, load_model
 from mmue.runs import RunDir, RunDirError
-from mmue.train import TrainConfig, evaluate, lr_at, param_groups
+from mmue.optim import lr_at, param_groups
+from mmue.train import TrainConfig, evaluate
 
 CFG = dict(epochs=6, batch_size=32, lr=2e-3, wd=0.1, warmup=3, seed=0)
 

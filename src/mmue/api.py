@@ -1,27 +1,27 @@
 """The public Python API: every CLI subcommand is one call here."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from . import __version__, distributed
 from .data import read_pairs, write_synth
 from .data.encoded import EncodedPairs
 from .metrics import random_guess
-from .models import DEFAULT_MODEL, create_model, load_model, save_model
+from .models import DEFAULT_MODEL, create_model, load_model
+from .device import resolve_device
 from .protect import MEMEngine, ProtectionState, resolve
 from .protect.export import export
-from .runs import RunDir, atomic_torch_save, atomic_write_text
-from .train import TrainConfig, evaluate, resolve_device, train_clip
+from .protect.run import ProtectionRun
+from .protect.triggers import TriggerPolicy
+from .runs import RunDir
+from .train import TrainConfig, evaluate, train_clip
 
 log = logging.getLogger(__name__)
 
@@ -85,27 +85,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     return metrics
 
 
-STATE_DIR = ".mmue_state"
-
-
-def _check_output_dir(out: Path, source_csv: Path, resume: bool, overwrite: bool) -> None:
-    src = source_csv.resolve().parent
-    o = out.resolve()
-    if o == src or o in src.parents:
-        raise ValueError(f"--out {out} contains the input data ({source_csv}); originals are never modified: "
-                         "choose an output folder outside it")
-    if resume:
-        if not (out / STATE_DIR / "params.json").exists() and not (out / "manifest.json").exists():
-            raise ValueError(f"{out}: nothing to resume; drop --resume to start")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{out} already exists; pass --resume to continue an interrupted run "
-                             "or --overwrite to replace it")
-        shutil.rmtree(out)
-
-
-def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str = "mem", strength: str = "high",
+def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str = "mem-3", strength: str = "high",
             surrogate: str = DEFAULT_MODEL, surrogate_pretrained: str | None = None, device: str = "auto",
             resume: bool = False, overwrite: bool = False, csv_img_key: str | None = None,
             csv_caption_key: str | None = None, csv_separator: str | None = None, progress: bool = True,
@@ -115,96 +95,53 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     ``out_format``: ``files`` (PNGs + CSV) or ``webdataset`` (tar shards). ``settings`` override the
     method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed images,
     the int8 noise (both on disk, so RAM stays flat) and the round checkpoints live in ``out/.mmue_state``
-    until the export has finished.
+    until the export has finished (``ProtectionRun``).
     """
-    out = Path(out)
-    source = Path(train_data)
-    state_dir = out / STATE_DIR
+    run, source = ProtectionRun(out), Path(train_data)
     d, dev = distributed.setup(resolve_device(device))
 
-    def prepare() -> dict:  # rank 0 checks the folders and records the run; every rank gets the outcome
-        _check_output_dir(out, source, resume, overwrite)
-        if resume and (out / "manifest.json").exists() and not state_dir.exists():
-            return {"finished": json.loads((out / "manifest.json").read_text())}
-        if resume:  # the stored parameters win, so a resumed run finishes the run that was started
-            stored = json.loads((state_dir / "params.json").read_text())
-            if Path(stored["train_data"]).resolve() != source.resolve():
-                raise ValueError(f"{out} protects {stored['train_data']}, not {source}; "
-                                 "resume with the same --train-data")
-            return {"params": {**stored, "device": dev.type, "world_size": d.world}}
+    def new_params() -> dict:
         cfg = resolve(method, strength, **settings)
-        params = {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
-                  "out_format": out_format, "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained,
-                  "device": dev.type, "world_size": d.world, "versions": versions()}
-        state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(state_dir / "params.json", json.dumps(params, indent=2))
-        return {"params": params}
-
-    prep = distributed.on_main(prepare)
+        return {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
+                "out_format": out_format, "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained,
+                "device": dev.type, "world_size": d.world, "versions": versions()}
+    prep = distributed.on_main(lambda: run.prepare(source, resume, overwrite, new_params() if not resume else {}))
     if "finished" in prep:
         log.info("%s is already finished", out)
         return prep["finished"]
-    params = prep["params"]
-    cfg = resolve(params["config"]["method"], "high",
-                  **{k: v for k, v in params["config"].items() if k not in ("method", "eps_px")})
+    params = {**prep["params"], "device": dev.type, "world_size": d.world}
+    cfg = ProtectionRun.config(params)
     log.info("protect %s -> %s with %r%s", source, out, cfg, f" on {d.world} ranks" if d.enabled else "")
 
-    t0 = time.time()
     pairs = read_pairs(source, csv_img_key, csv_caption_key, csv_separator)
     torch.manual_seed(cfg.seed)
     model = create_model(params["surrogate"], pretrained=params["surrogate_pretrained"], device=dev)
-    show = progress and d.is_main
-    built: dict = {}  # rank 0 preprocesses the images into the on-disk cache; the others then open it
+    built: dict = {}
 
-    # mid-caption triggers and triggers from the dataset's own words need the word boundaries
-    words = cfg.trigger_position != "prefix" or cfg.trigger_vocab_min_images > 0
-
-    def build() -> None:
-        built["data"] = EncodedPairs.build(pairs, model.image_size, model.codec.encode, show, state_dir / "images.u8",
-                                           words)
-    distributed.on_main(build)
-    data = built.get("data") or EncodedPairs.build(pairs, model.image_size, model.codec.encode, False,
-                                                   state_dir / "images.u8", words)
+    def encode(show: bool = False) -> EncodedPairs:  # rank 0 fills the on-disk image cache; the others open it
+        built["data"] = EncodedPairs.build(pairs, model.image_size, model.codec.encode, show,
+                                           run.state_dir / "images.u8", TriggerPolicy.needs_words_for(cfg))
+        return built["data"]
+    distributed.on_main(lambda: encode(progress) and None)   # nothing to broadcast: the cache is on disk
+    data = built.get("data") or encode()
     engine = MEMEngine(model, data, cfg, dev)
     states: dict = {}
 
-    def start_state() -> int:  # rank 0 loads or creates the state; a fresh one is checkpointed as round 0
-        if resume and ProtectionState.exists(state_dir):
-            st = ProtectionState.load(state_dir)
-        else:
-            st = engine.init_state(state_dir)
-            st.save(state_dir)
-        states["main"] = st
-        return st.rounds_done
-    rounds_done = distributed.on_main(start_state)
-    state = states.get("main") or ProtectionState.attach(state_dir)
-    if rounds_done > 0:
-        engine.model.clip.load_state_dict(load_file(str(state_dir / "surrogate.safetensors")))
-        engine.optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
-        log.info("resuming after round %d/%d", rounds_done, cfg.rounds)
-
-    def checkpoint(st: ProtectionState, stats: dict) -> None:  # rank 0 only (the engine sees to it)
-        with open(state_dir / "rounds.jsonl", "a") as f:
-            f.write(json.dumps({**stats, "elapsed_s": round(time.time() - t0, 1)}) + "\n")
-        save_model(engine.model, state_dir, "surrogate")
-        atomic_torch_save(engine.optimizer.state_dict(), state_dir / "optimizer.pt")
-        st.save(state_dir)  # last: its state.json marks the round as done
-
-    engine.run(state, checkpoint, show)
-    gen_time = time.time() - t0
+    def start() -> int:
+        states["main"] = run.start_state(engine, resume)
+        return states["main"].rounds_done
+    rounds_done = distributed.on_main(start)
+    state = states.get("main") or ProtectionState.attach(run.state_dir)
+    run.restore(engine, rounds_done)
+    engine.run(state, lambda st, stats: run.checkpoint(engine, st, stats), progress and d.is_main)
+    gen_time = time.time() - run.t0
 
     def finish() -> dict:
-        rounds_log: dict[int, dict] = {}  # by round: a round redone after a crash keeps its last record
-        if (state_dir / "rounds.jsonl").exists():
-            for line in (state_dir / "rounds.jsonl").read_text().splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    rounds_log[rec["round"]] = rec
         manifest = export(pairs, state, model.codec, out, cfg.eps_px,
-                          {**params, "generation_s": round(gen_time, 1), "rounds_log": list(rounds_log.values())},
-                          show, out_format=params.get("out_format", "files"), trigger_words=engine.trigger_words)
-        shutil.rmtree(state_dir)
+                          {**params, "generation_s": round(gen_time, 1), "rounds_log": run.round_log()},
+                          progress, out_format=params.get("out_format", "files"), trigger_words=engine.trigger_words)
+        run.close()
         log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, out,
-                 manifest["mean_psnr_db"] or float("inf"), time.time() - t0)
+                 manifest["mean_psnr_db"] or float("inf"), time.time() - run.t0)
         return manifest
     return distributed.on_main(finish)

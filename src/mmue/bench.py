@@ -15,8 +15,10 @@ from pathlib import Path
 from . import api
 from .defenses import apply_defense
 from .defenses import validate as validate_defense
-from .demo import train_victim, victim_metrics
-from .metrics import KS, random_guess
+from .experiments import ensure_protected, random_guess_of, train_victim, victim_metrics
+from .fileio import append_jsonl, atomic_write_json, read_jsonl
+from .metrics import KS
+from .protect.registry import get_method, method_order
 from .models import DEFAULT_MODEL
 from .report import write_report
 from .train import TrainConfig
@@ -43,7 +45,15 @@ class BenchConfig:
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**raw)
+        return cls(**raw).validate()
+
+    def validate(self) -> "BenchConfig":
+        for m in self.methods:
+            if m != "clean":
+                get_method(m)   # names the known methods (`mmue methods`) when it is not one
+        for d in self.defenses:
+            validate_defense(d)
+        return self
 
 
 def _cell_key(method: str, victim: str, seed: int, defense: str = "none") -> str:
@@ -53,18 +63,14 @@ def _cell_key(method: str, victim: str, seed: int, defense: str = "none") -> str
 def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_config.json").write_text(json.dumps(cfg.__dict__, indent=2))
+    cfg.validate()
+    atomic_write_json(out / "bench_config.json", cfg.__dict__)
     data = Path(cfg.data) if cfg.data else out / "data"
     if not cfg.data and not (data / "test.csv").exists():
         api.synth(data)
     train_csv, test_csv = data / "train.csv", data / "test.csv"
     results_file = out / "results.jsonl"
-    done = set()
-    if results_file.exists():
-        done = {_cell_key(r["method"], r["victim"], r["seed"], r.get("defense", "none"))
-                for r in map(json.loads, results_file.read_text().splitlines())}
-    for d in cfg.defenses:
-        validate_defense(d)
+    done = {_cell_key(r["method"], r["victim"], r["seed"], r.get("defense", "none")) for r in read_jsonl(results_file)}
     rows = []
     for seed in cfg.seeds:
         for method in cfg.methods:
@@ -75,11 +81,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     victim_train, protection = train_csv, {}
                 else:
                     prot = out / "protected" / f"{method}-{cfg.strength}-{cfg.surrogate}-s{seed}"
-                    if not (prot / "manifest.json").exists() or (prot / api.STATE_DIR).exists():
-                        api.protect(train_csv, prot, method=method, strength=cfg.strength, surrogate=cfg.surrogate,
-                                    device=device, resume=(prot / api.STATE_DIR / "params.json").exists(),
-                                    seed=seed, **cfg.protect)
-                    man = json.loads((prot / "manifest.json").read_text())
+                    man = ensure_protected(train_csv, prot, method, cfg.strength, seed, device,
+                                           surrogate=cfg.surrogate, **cfg.protect)
                     # manifests name their dataset under "data" (CSV or shards); older ones only under "csv"
                     victim_train = prot / man.get("data", man.get("csv", train_csv.name))
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
@@ -97,10 +100,9 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                        **{f"last/{k}": v for k, v in m.items() if k != "best"},
                        **{f"best/{k}": v for k, v in m["best"].items()},
                        **{f"init/{k}": v for k, v in m.get("init", {}).items()}}
-                with open(results_file, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_jsonl(results_file, row)
                 rows.append(row)
-    rows = [json.loads(x) for x in results_file.read_text().splitlines()]
+    rows = read_jsonl(results_file)
     seed0 = cfg.seeds[0]
     tables = {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")}
     if len({r.get("defense", "none") for r in rows}) > 1:
@@ -121,12 +123,6 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                         "towers) and evaluated on the clean test split; tables cover every finished cell in "
                         "results.jsonl"])
     return rows
-
-
-def _random_guess(test_csv: Path) -> dict[str, float]:
-    from .data import read_pairs
-    p = read_pairs(test_csv, check_files=False)
-    return random_guess(p.caption_image, p.n_images)
 
 
 def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | None = None) -> str:
@@ -153,7 +149,7 @@ def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | N
             row += f"{f'{i2t:.1f} / {t2i:.1f} ({len(rs)})':>{w}}"
         lines.append(row)
     if test_csv is not None:
-        rg = _random_guess(test_csv)
+        rg = random_guess_of(test_csv)
         g = f"{100 * rg[f'image_to_text_R@{k}']:.2f} / {100 * rg[f'text_to_image_R@{k}']:.2f}"
         lines.append(f"{'random guess':<14}{g:>{w}}")
     return "\n".join(lines)
@@ -173,9 +169,7 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
     title = ("(learning gain: last epoch minus before training, points of %, mean ± half-range over seeds)"
              if which == "gain" else f"({which} epoch, %, mean ± half-range over seeds)")
     lines = [title, head]
-    order = {m: i for i, m in enumerate(["clean", "random", "em", "trigger-only", "mem-3", "mem", "mem-5",
-                                         "mem-3-anypos", "mem-3-drop", "mem-3-robust"])}
-    groups = dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])))
+    groups = dict(sorted(groups.items(), key=lambda kv: (method_order(kv[0][0]), kv[0][1])))
     for (method, victim, defense), rs in groups.items():
         if which == "gain":
             rs = [r for r in rs if f"init/{keys[0]}" in r]
@@ -191,6 +185,6 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
         lines.append(f"{method:<14}{victim:<19}{defense if dw else '':<{dw}}{len(rs):>3}"
                      + "".join(f"{c:>13}" for c in cells))
     if test_csv is not None:
-        rg = _random_guess(test_csv)
+        rg = random_guess_of(test_csv)
         lines.append(f"{'random guess':<{36 + dw}}" + "".join(f"{100 * rg[k]:>13.2f}" for k in keys))
     return "\n".join(lines)

@@ -23,9 +23,37 @@ def _csv_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv-separator", default=None, help="field separator (default: from extension, else sniffed)")
 
 
+def _knob_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ``ProtectConfig`` knob, generated from its metadata; default None = the preset's value."""
+    from .protect.config import ProtectConfig, knobs
+    default = ProtectConfig()
+    for f in knobs():
+        m, flag = f.metadata, "--" + f.name.replace("_", "-")
+        shown = getattr(default, f.name)
+        shown = f"{round(shown * 255, 6):g}" if m["unit"] == "px" else shown
+        unit = " (pixel units)" if m["unit"] == "px" else ""
+        help = f"{m['help']}{unit}; default: the preset's ({f.name}={shown} unless it sets one)"
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            p.add_argument(flag, type=kind, default=None, choices=m["choices"], help=help)
+
+
+def knob_settings(args: argparse.Namespace) -> dict:
+    """The knobs given on the command line, in library units (the rest stay None: the preset decides)."""
+    from .protect.config import knobs
+    out = {}
+    for f in knobs():
+        v = getattr(args, f.name)
+        out[f.name] = v / 255 if v is not None and f.metadata["unit"] == "px" else v
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import DEFAULT_MODEL
-    from .protect import METHODS, STRENGTHS
+    from .protect import list_methods, list_strengths
+    from .protect.registry import get_strength
     from .train import TrainConfig
     d = TrainConfig()
     ap = argparse.ArgumentParser(prog="mmue", description="Multimodal Unlearnable Examples: protect image-caption "
@@ -72,37 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder (images/ + the CSV, or shards/; manifest.json)")
     p.add_argument("--out-format", default="files", choices=["files", "webdataset"],
                    help="files: lossless PNGs + a CSV like the input; webdataset: tar shards (key.png/txt/json)")
-    p.add_argument("--method", default="mem", choices=list(METHODS), help="mem (=mem-3), mem-5, em, random, trigger-only; "
-                   "robustness variants mem-3-anypos, mem-3-drop, mem-3-robust (survives trigger stripping, "
-                   "weaker when undefended), mem-3-blend (mem-3-robust with triggers from the dataset's own "
-                   "words); see docs/results.md")
-    p.add_argument("--strength", default="high", choices=list(STRENGTHS),
-                   help="preset: high = reference constants (20 rounds x 200 steps); low/mid are faster")
-    p.add_argument("--eps", type=float, default=None, help="L-inf bound in pixel units (default 8)")
-    p.add_argument("--alpha", type=float, default=None, help="PGD step in pixel units (default 1)")
-    p.add_argument("--pgd-steps", type=int, default=None, help="PGD steps per batch visit (default 8)")
-    p.add_argument("--trigger-len", type=int, default=None, help="trigger tokens (default 3; 5 for MEM-5)")
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--surrogate-steps", type=int, default=None, help="surrogate training steps per round")
-    p.add_argument("--text-rounds", type=int, default=None, help="rounds with a trigger update (default 5)")
-    p.add_argument("--candidates", type=int, default=None, help="HotFlip candidates per position (default 16)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--surrogate-lr", type=float, default=None)
-    p.add_argument("--no-shuffle", action="store_true", help="ablation: no caption shuffling in the image step")
-    p.add_argument("--trigger-position", default=None, choices=["prefix", "random"],
-                   help="trigger before the first word (MEM) or at a random word of each caption")
-    p.add_argument("--trigger-dropout", type=float, default=None,
-                   help="rate at which captions are seen without their trigger while optimising (default 0)")
-    p.add_argument("--trigger-vocab-min-images", type=int, default=None, metavar="N",
-                   help="trigger words only from those the dataset's captions use in >= N images, so that dropping "
-                        "rare words does not remove them (default 0: any word)")
-    p.add_argument("--eot", default=None, choices=["none", "rrc-flip", "jpeg"],
-                   help="optimise the noise through random crops and flips, or through JPEG re-saves (default none)")
-    p.add_argument("--grad-blur", type=float, default=None, metavar="SIGMA",
-                   help="Gaussian sigma (px) on the PGD gradient: low-frequency noise that survives JPEG (default 0)")
+    p.add_argument("--method", default="mem-3", choices=list_methods(include_aliases=True), metavar="METHOD",
+                   help="protection preset: " + ", ".join(list_methods()) + " (`mmue methods` says what each is, "
+                   "what it costs and where it is measured)")
+    p.add_argument("--strength", default="high", choices=list_strengths(),
+                   help="; ".join(f"{s}: {get_strength(s).summary}" for s in list_strengths()))
+    _knob_flags(p)
     p.add_argument("--surrogate", default=DEFAULT_MODEL, help="surrogate architecture")
     p.add_argument("--surrogate-pretrained", default=None, help="local weights for the surrogate")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -111,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="end to end on the built-in data: clean vs protected victim")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (rerun resumes)")
-    p.add_argument("--method", default="mem-3", choices=list(METHODS))
-    p.add_argument("--strength", default="low", choices=list(STRENGTHS), help="protection preset (default low: CPU)")
+    p.add_argument("--method", default="mem-3", choices=list_methods(include_aliases=True), metavar="METHOD",
+                   help="protection preset (`mmue methods`)")
+    p.add_argument("--strength", default="low", choices=list_strengths(), help="protection preset (default low: CPU)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="victim and surrogate architecture")
     p.add_argument("--epochs", type=int, default=None, help="victim epochs (default 12: the demo fits 10 minutes "
                    "on 2 CPU cores; `mmue train` defaults to 20)")
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=int, default=64, help="side of the square images written")
     q.add_argument("--n-test", type=int, default=1000, help="test images (at most a fifth of the data)")
 
+    sub.add_parser("methods", help="list the protection presets: what each is, what it costs, where it is measured")
     sub.add_parser("models", help="list model architectures")
     return ap
 
@@ -174,13 +181,7 @@ def _run(args) -> int:
             print(f"metrics written to {args.json}")
         return 0
     if args.command == "protect":
-        px = lambda v: None if v is None else v / 255  # noqa: E731  (CLI: pixel units; library: [0,1])
-        settings = dict(eps=px(args.eps), alpha=px(args.alpha), pgd_steps=args.pgd_steps, trigger_len=args.trigger_len,
-                        rounds=args.rounds, surrogate_steps=args.surrogate_steps, text_rounds=args.text_rounds,
-                        candidates=args.candidates, batch_size=args.batch_size, surrogate_lr=args.surrogate_lr,
-                        seed=args.seed, shuffle=False if args.no_shuffle else None,
-                        trigger_position=args.trigger_position, trigger_dropout=args.trigger_dropout, eot=args.eot,
-                        grad_blur=args.grad_blur, trigger_vocab_min_images=args.trigger_vocab_min_images)
+        settings = knob_settings(args)
         from .protect import resolve
         if not args.resume:
             cfg = resolve(args.method, args.strength, **settings)
@@ -220,6 +221,10 @@ def _run(args) -> int:
         print(f"wrote {args.out_dir / 'train.csv'} ({counts['train']} images) and {args.out_dir / 'test.csv'} "
               f"({counts['test']}); dropped: " + ", ".join(f"{k} {v}" for k, v in counts.items()
                                                           if k not in ("found", "train", "test")))
+        return 0
+    if args.command == "methods":
+        from .protect import describe_methods
+        print(describe_methods())
         return 0
     if args.command == "models":
         from .models import list_models, tiny_models

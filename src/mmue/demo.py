@@ -4,41 +4,20 @@ it was interrupted, so rerunning the demo after a crash loses nothing.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 from . import api
-from .metrics import format_table, random_guess
+from .experiments import ensure_protected, random_guess_of, train_victim, victim_metrics
+from .fileio import atomic_write_json
+from .metrics import format_table
+from .models import DEFAULT_MODEL
 from .report import write_report
-from .models import DEFAULT_MODEL, load_model
-from .train import TrainConfig, evaluate, resolve_device
+from .train import TrainConfig
 
 log = logging.getLogger(__name__)
 DEMO_EPOCHS = 12   # victims: 12 of `mmue train`'s 20 epochs keep the demo well under 10 minutes on 2 CPU cores
-
-
-def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: TrainConfig, device: str) -> None:
-    if (run / "summary.json").exists():
-        log.info("victim %s already trained", run)
-        return
-    api.train(train_csv, run, model=model, val_data=test_csv, config=cfg, device=device,
-              resume=(run / "params.json").exists())
-
-
-def victim_metrics(run: Path, test_csv: Path, device: str) -> dict:
-    """Clean-test metrics of a victim's last epoch, with its best epoch's beside (early stopping)."""
-    dev = resolve_device(device)
-    out, enc = {}, None
-    for which in ("last", "best"):
-        model = load_model(run, dev, which=which)
-        enc = enc or api.load_encoded(test_csv, model)  # same architecture: encode the test split once
-        out[which] = evaluate(model, enc, dev)
-    summary = json.loads((run / "summary.json").read_text())
-    init = run / "init_metrics.json"   # before training (the learning gain's baseline)
-    extra = {"init": json.loads(init.read_text())} if init.exists() else {}
-    return {**out["last"], "best_epoch": summary["best_epoch"], "best": out["best"], **extra}
 
 
 def run_demo(out: str | Path = "demo_out", method: str = "mem-3", strength: str = "low", model: str = DEFAULT_MODEL,
@@ -55,22 +34,17 @@ def run_demo(out: str | Path = "demo_out", method: str = "mem-3", strength: str 
 
     train_victim(train_csv, test_csv, out / "victims" / "clean", model, cfg, device)
     protected = out / "protected" / method
-    manifest_path = protected / "manifest.json"
-    if not manifest_path.exists() or (protected / api.STATE_DIR).exists():
-        api.protect(train_csv, protected, method=method, strength=strength, seed=seed, device=device,
-                    resume=(protected / api.STATE_DIR / "params.json").exists(), **protect_settings)
-    manifest = json.loads(manifest_path.read_text())
+    manifest = ensure_protected(train_csv, protected, method, strength, seed, device, **protect_settings)
     train_victim(protected / train_csv.name, test_csv, out / "victims" / method, model, cfg, device)
 
     results = {name: victim_metrics(out / "victims" / name, test_csv, device) for name in ("clean", method)}
     first = results["clean"]
     results["n_test_images"] = first["n_images"]
-    from .data import read_pairs
-    results["random_guess"] = random_guess(read_pairs(test_csv, check_files=False).caption_image, first["n_images"])
+    results["random_guess"] = random_guess_of(test_csv)
     results["protection"] = {"method": method, "strength": strength, "mean_psnr_db": manifest["mean_psnr_db"],
                              "max_linf_px": manifest["max_linf_px"], "generation_s": manifest["generation_s"]}
     results["demo_s"] = round(time.time() - t0, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write_json(out / "results.json", results)
     write_report(out, f"MMUE demo: {method} ({strength}) on the built-in data",
                  {f"Retrieval on the clean test split ({results['n_test_images']} images), %": demo_table(results)},
                  {name: out / "victims" / name for name in ("clean", method)}, protected, train_csv,

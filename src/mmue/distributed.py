@@ -35,6 +35,14 @@ class DistInfo:
         per = n // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 
+    def my_slice(self, *batch):
+        """This rank's share of each tensor of a global batch (all of it outside torchrun); the remainder of
+        a batch that does not divide by the world size is dropped, so every rank holds the same count."""
+        if not self.enabled:
+            return batch
+        keep = self.shard(len(batch[0]) - len(batch[0]) % self.world)
+        return tuple(t[keep] for t in batch)
+
 
 def info() -> DistInfo:
     if dist.is_available() and dist.is_initialized():

@@ -13,33 +13,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from .data.images import load_rgb
 from .data.pairs import read_pairs
-
-
-def ssim(a_u8: torch.Tensor, b_u8: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
-    """Mean SSIM of two uint8 images [3,H,W] (Wang et al. 2004, Gaussian window, per channel)."""
-    a, b = a_u8.float()[None], b_u8.float()[None]
-    window = min(window, a.shape[-1], a.shape[-2])
-    x = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = (g / g.sum())[:, None] @ (g / g.sum())[None, :]
-    k = g.expand(3, 1, window, window)
-    mu_a, mu_b = F.conv2d(a, k, groups=3), F.conv2d(b, k, groups=3)
-    var_a = F.conv2d(a * a, k, groups=3) - mu_a ** 2
-    var_b = F.conv2d(b * b, k, groups=3) - mu_b ** 2
-    cov = F.conv2d(a * b, k, groups=3) - mu_a * mu_b
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    return float(s.mean())
-
-
-def _u8(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+from .data.types import load_rgb, pil_to_u8
+from .fileio import read_jsonl
+from .quality import ssim
 
 
 def image_quality(protected_dir: Path, source_csv: Path, limit: int | None = None) -> dict:
@@ -47,7 +26,8 @@ def image_quality(protected_dir: Path, source_csv: Path, limit: int | None = Non
     manifest = json.loads((protected_dir / "manifest.json").read_text())
     root = source_csv.parent
     entries = manifest["images"][:limit] if limit else manifest["images"]
-    ssims = [ssim(_u8(load_rgb(root / e["source"])), _u8(load_rgb(protected_dir / e["file"]))) for e in entries]
+    ssims = [ssim(pil_to_u8(load_rgb(root / e["source"])), pil_to_u8(load_rgb(protected_dir / e["file"])))
+             for e in entries]
     return {"mean_psnr_db": manifest["mean_psnr_db"], "min_psnr_db": manifest["min_psnr_db"],
             "mean_ssim": float(np.mean(ssims)), "min_ssim": float(np.min(ssims)), "n_ssim": len(ssims),
             "max_linf_px": manifest["max_linf_px"], "generation_s": manifest["generation_s"]}
@@ -61,10 +41,7 @@ def plot_curves(runs: dict[str, Path], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     plotted = False
     for name, run in runs.items():
-        f = run / "results.jsonl"
-        if not f.exists():
-            continue
-        rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        rows = read_jsonl(run / "results.jsonl")
         if not rows or "val/image_to_text_R@1" not in rows[0]:
             continue
         ep = [r["epoch"] for r in rows]

@@ -4,28 +4,38 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
-from typing import Any
 
-import torch
+from .fileio import append_jsonl, atomic_write_text, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
 
-class RunDirError(RuntimeError):
-    pass
+class RunDirError(ValueError):
+    """An output folder that cannot be used as asked (exists, holds the input, nothing to resume)."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def check_out_dir(out: Path, resume: bool, resumable: bool, kind: str = "run", overwrite: bool = False,
+                  source: Path | None = None) -> None:
+    """The one check of an output folder before a run writes into it: never inside the input data, never
+    over an existing run unless ``resume`` (which needs something ``resumable``) or ``overwrite``."""
+    out = Path(out)
+    if source is not None:
+        src, o = Path(source).resolve().parent, out.resolve()
+        if o == src or o in src.parents:
+            raise RunDirError(f"--out {out} contains the input data ({source}); originals are never modified: "
+                              "choose an output folder outside it")
+    if resume:
+        if not resumable:
+            raise RunDirError(f"{out}: nothing to resume; drop --resume to start a new {kind}")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RunDirError(f"{out} already exists; pass --resume to continue it"
+                              + (", --overwrite to replace it," if source is not None else "")
+                              + " or choose another --out")
+        shutil.rmtree(out)
 
 
 class RunDir:
@@ -39,10 +49,7 @@ class RunDir:
     def open(cls, path: str | os.PathLike, params: dict, resume: bool, kind: str = "run") -> "RunDir":
         run = cls(path)
         exists = run.params_file.exists()
-        if resume and not exists:
-            raise RunDirError(f"{run.path}: nothing to resume (no params.json); drop --resume to start a new {kind}")
-        if not resume and run.path.exists() and any(run.path.iterdir()):
-            raise RunDirError(f"{run.path} already exists; pass --resume to continue it, or choose another --out")
+        check_out_dir(run.path, resume, exists, kind)
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         if not exists:
             atomic_write_text(run.params_file, json.dumps(params, indent=2, sort_keys=True, default=str))
@@ -76,16 +83,12 @@ class RunDir:
                 h.close()
 
     def append_result(self, record: dict) -> None:
-        with open(self.path / "results.jsonl", "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        append_jsonl(self.path / "results.jsonl", record)
 
     def results(self) -> list[dict]:
-        p = self.path / "results.jsonl"
-        if not p.exists():
-            return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path / "results.jsonl")
 
     def truncate_results(self, last_epoch: int) -> None:
         """Drop result lines written after the last checkpoint (a run killed between the two writes)."""
         keep = [r for r in self.results() if r.get("epoch", 0) <= last_epoch]
-        atomic_write_text(self.path / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        write_jsonl(self.path / "results.jsonl", keep)

@@ -7,9 +7,7 @@ Under torchrun every rank trains on its slice of each global batch (DDP); rank 0
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -19,13 +17,16 @@ from tqdm.auto import tqdm
 from . import distributed
 from .data.encoded import EncodedPairs
 from .data.images import to_float
-from .losses import clip_loss
+from .augment import rrc_flip
+from .device import autocast
 from .metrics import mean_recall, retrieval_metrics
 from .models import ClipModel, save_model
-from .runs import RunDir, atomic_torch_save, atomic_write_text
+from .optim import clip_train_step, lr_at, make_optimizer
+from .fileio import atomic_torch_save, atomic_write_json
+from .runs import RunDir
+from .seeding import generator
 
 log = logging.getLogger(__name__)
-MAX_LOGIT_SCALE = math.log(100.0)
 
 
 @dataclass
@@ -48,61 +49,6 @@ class TrainConfig:
         if self.lr <= 0 or self.wd < 0 or self.warmup < 0:
             raise ValueError(f"lr must be > 0, wd and warmup >= 0 (got lr={self.lr}, wd={self.wd}, warmup={self.warmup})")
         return self
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(device)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (no grad scaler needed); a no-op on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-
-
-def param_groups(model: torch.nn.Module, wd: float) -> list[dict]:
-    """No weight decay on gains, biases, norms and the logit scale (as open_clip and the reference)."""
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exclude = p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
-        (no_decay if exclude else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": wd}]
-
-
-def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(model: ClipModel, lr: float, wd: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, wd), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-
-
-def clip_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, ids: torch.Tensor,
-                    device: torch.device) -> float:
-    """One optimiser step on a batch; gradients are zeroed first (the reference forgets to).
-
-    ``model`` may be DDP-wrapped: each rank then passes its slice of the global batch, and the loss is over
-    the features gathered from all ranks (the same value on every rank, the single-process loss of the batch).
-    """
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(device):
-        img, txt, scale = model(pixels, ids)
-    img, txt = distributed.gather_features(img.float(), txt.float())
-    loss = clip_loss(img, txt, scale.float())
-    loss.backward()
-    optimizer.step()
-    with torch.no_grad():
-        distributed.unwrap(model).logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-    return loss.item()
 
 
 @torch.no_grad()
@@ -135,28 +81,10 @@ def evaluate(model: ClipModel, data: EncodedPairs, device: torch.device | str = 
     return retrieval_metrics(img, txt, data.caption_image)
 
 
-def rrc_flip(pixels: torch.Tensor, g: torch.Generator, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """Random-resized-crop + horizontal flip, independently per image, from a seeded generator."""
-    from torchvision.transforms.v2 import functional as TF
-    n, _, h, w = pixels.shape
-    out = torch.empty_like(pixels)
-    for i in range(n):
-        r = torch.rand(4, generator=g).tolist()
-        area = h * w * (scale[0] + r[0] * (scale[1] - scale[0]))
-        aspect = math.exp(math.log(ratio[0]) + r[1] * (math.log(ratio[1]) - math.log(ratio[0])))
-        ch = min(h, max(1, round(math.sqrt(area / aspect))))
-        cw = min(w, max(1, round(math.sqrt(area * aspect))))
-        top, left = int(r[2] * (h - ch + 1)), int(r[3] * (w - cw + 1))
-        crop = TF.resized_crop(pixels[i], top, left, ch, cw, [h, w], antialias=True)
-        out[i] = TF.horizontal_flip(crop) if torch.rand(1, generator=g).item() < 0.5 else crop
-    return out.clamp_(0, 1)
-
-
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
     """The image order of an epoch: a permutation seeded by (seed, epoch); the last partial batch is dropped
     when the data holds at least one full batch (open_clip does the same)."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n, generator=g)
+    perm = torch.randperm(n, generator=generator(seed, "batch order", epoch))
     bs = min(batch_size, n)
     return [perm[s:s + bs] for s in range(0, n - bs + 1, bs)]
 
@@ -190,13 +118,13 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
     if val is not None and start_epoch == 0 and d.is_main:
         # recall before any training: the baseline of the learning gain (matters for pretrained towers)
         init = evaluate(model, val, device, cfg.eval_batch_size)
-        atomic_write_text(run.path / "init_metrics.json", json.dumps(init, indent=2))
+        atomic_write_json(run.path / "init_metrics.json", init)
         log.info("before training: val i2t R@1 %.1f%% t2i R@1 %.1f%%", 100 * init["image_to_text_R@1"],
                  100 * init["text_to_image_R@1"])
     t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7)          # captions: same on every rank
-        g_aug = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7 + 1_000_003 * (d.rank + 1))
+        g = generator(cfg.seed, "captions", epoch)                 # the same on every rank
+        g_aug = generator(cfg.seed, "augmentation", epoch, d.rank)  # each rank crops its own slice
         batches = epoch_batches(train.n_images, cfg.batch_size, cfg.seed, epoch)
         losses = []
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if show else True, leave=False)
@@ -205,9 +133,7 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup, total_steps)
             caps = train.sample_captions(idx, g)
-            if d.enabled:  # this rank's slice of the global batch
-                keep = d.shard(len(idx) - len(idx) % d.world)
-                idx, caps = idx[keep], caps[keep]
+            idx, caps = d.my_slice(idx, caps)
             if cfg.augment == "rrc-flip":
                 pixels = rrc_flip(to_float(train.images[idx]), g_aug).to(device, non_blocking=True)
             else:  # uint8 over the bus, float on the device: a quarter of the transfer
@@ -243,5 +169,5 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
     summary = {"epochs": cfg.epochs, "best_epoch": best["epoch"], "last": results[-1] if results else None,
                "best": next((r for r in results if r["epoch"] == best["epoch"]), None)}
     if d.is_main:
-        atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2))
+        atomic_write_json(run.path / "summary.json", summary)
     return summary

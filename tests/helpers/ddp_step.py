@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from mmue import distributed
 from mmue.models import create_model
-from mmue.train import clip_train_step
+from mmue.optim import clip_train_step
 
 d, device = distributed.setup(torch.device("cpu"))
 torch.manual_seed(0)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..fileio import atomic_write
+
 _TORCH = {np.dtype("int8"): torch.int8, np.dtype("uint8"): torch.uint8, np.dtype("int32"): torch.int32,
           np.dtype("int64"): torch.int64, np.dtype("float32"): torch.float32}
 
@@ -73,9 +75,9 @@ class DiskArray:
     def copy_to(self, path: str | os.PathLike) -> "DiskArray":
         """An atomic copy at ``path`` (streamed, so memory stays flat)."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.copyfile(self.path, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        def copy(tmp: Path) -> None:
+            shutil.copyfile(self.path, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        atomic_write(path, copy)
         return DiskArray(path, self.shape, self.dtype)

@@ -1,4 +1,4 @@
-"""Safe image loading and the model's preprocessing (resize shorter side, center crop) to [0,1] tensors.
+"""The model's preprocessing (resize shorter side, center crop) to [0,1] tensors.
 
 Images are kept as uint8 [N,3,S,S] in memory (12 KB each at 64 px); conversion to float happens per batch.
 """
@@ -6,32 +6,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
 from .diskarray import DiskArray
-from .pairs import DataError, PairSet
-
-
-def load_rgb(path: str | Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: image not found") from e
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: unreadable image ({e}); replace or remove it") from e
+from .types import PairSet, pil_to_u8
 
 
 def preprocess(img: Image.Image, size: int) -> torch.Tensor:
     """uint8 [3,size,size]: bicubic resize of the shorter side to ``size``, then center crop (open_clip's eval)."""
     if img.size != (size, size):
         img = TF.center_crop(TF.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True), size)
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    return pil_to_u8(img)
 
 
 def load_images(pairs: PairSet, size: int, progress: bool = True, cache: str | Path | None = None):

@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .pairs import DataError
+from .types import DataError
 
 log = logging.getLogger(__name__)
 

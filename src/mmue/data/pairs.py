@@ -1,93 +1,13 @@
-"""Image-caption pairs from CSV/TSV files, grouped by image.
-
-Rows that share an image path are one image with several captions (Flickr and COCO have 5). Paths are
-relative to the CSV's folder. Every problem is reported with the file, the row and the flag that fixes it.
-"""
+"""The format chooser: ``read_pairs`` reads a CSV/TSV (``csvfile``) or WebDataset shards (``webdataset``)."""
 from __future__ import annotations
 
-import csv
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
-if TYPE_CHECKING:
-    from PIL import Image
+from .csvfile import read_csv, write_pairs
+from .types import DataError, PairSet
+from .webdataset import is_webdataset, read_shards
 
-IMAGE_KEYS = ("filepath", "image", "images", "image_path", "img", "file", "path", "filename")
-CAPTION_KEYS = ("caption", "title", "text", "captions", "sentence", "raw")
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, the row and the fix."""
-
-
-@dataclass
-class PairSet:
-    """Captions (one per CSV row) and the unique images they describe."""
-
-    source: Path                      # the CSV file
-    root: Path                        # image paths are relative to this folder
-    image_key: str
-    caption_key: str
-    separator: str
-    fieldnames: list[str]
-    rows: list[dict]                  # the original rows, in file order (for writing a protected copy)
-    images: list[str]                 # unique image paths as written in the CSV, in first-seen order
-    captions: list[str]               # one per row
-    caption_image: list[int]          # image index of each caption
-    image_captions: list[list[int]] = field(default_factory=list)  # caption indices of each image
-    opener: Callable[[int], "Image.Image"] | None = None  # reads image i when it is not a plain file (shards)
-
-    def __post_init__(self):
-        if not self.image_captions:
-            self.image_captions = [[] for _ in self.images]
-            for c, i in enumerate(self.caption_image):
-                self.image_captions[i].append(c)
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    @property
-    def n_images(self) -> int:
-        return len(self.images)
-
-    def image_path(self, i: int) -> Path:
-        return self.root / self.images[i]
-
-    def open_image(self, i: int) -> "Image.Image":
-        """Image i as RGB, from its file or its shard."""
-        if self.opener is not None:
-            return self.opener(i)
-        from .images import load_rgb
-        return load_rgb(self.image_path(i))
-
-    def __repr__(self) -> str:
-        return f"PairSet({self.source}, images={self.n_images}, captions={len(self.captions)})"
-
-
-def _separator(path: Path, sample: str, separator: str | None) -> str:
-    if separator:
-        return "\t" if separator in ("\\t", "tab") else separator
-    if path.suffix.lower() == ".tsv":
-        return "\t"
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
-    except csv.Error:
-        return ","
-
-
-def _pick(fieldnames: list[str], wanted: str | None, defaults: tuple[str, ...], what: str, flag: str, path: Path) -> str:
-    if wanted is not None:
-        if wanted in fieldnames:
-            return wanted
-        raise DataError(f"{path}: no column {wanted!r} (given by {flag}); columns found: {fieldnames}")
-    lower = {f.lower().strip(): f for f in fieldnames}
-    for k in defaults:
-        if k in lower:
-            return lower[k]
-    raise DataError(f"{path}: cannot find the {what} column; columns found: {fieldnames}. "
-                    f"Name it with {flag} COLUMN (auto-detected names: {', '.join(defaults)})")
+__all__ = ["DataError", "PairSet", "read_pairs", "write_pairs"]
 
 
 def read_pairs(path: str | os.PathLike, img_key: str | None = None, caption_key: str | None = None,
@@ -96,59 +16,6 @@ def read_pairs(path: str | os.PathLike, img_key: str | None = None, caption_key:
 
     ``img_key``/``caption_key`` default to auto-detection; ``separator`` to the extension (.tsv) or a sniff.
     """
-    from .webdataset import is_webdataset, read_shards
     if is_webdataset(path):
         return read_shards(path)
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (give the CSV with --train-data/--data)")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e}); re-save the CSV as UTF-8") from e
-    sep = _separator(path, text[:8192], separator)
-    reader = csv.DictReader(text.splitlines(), delimiter=sep)
-    fieldnames = [f for f in (reader.fieldnames or [])]
-    if not fieldnames:
-        raise DataError(f"{path}: empty file or no header row (expected e.g. 'filepath,caption')")
-    ik = _pick(fieldnames, img_key, IMAGE_KEYS, "image path", "--csv-img-key", path)
-    ck = _pick(fieldnames, caption_key, CAPTION_KEYS, "caption", "--csv-caption-key", path)
-    rows, images, captions, caption_image = [], [], [], []
-    index: dict[str, int] = {}
-    for line, row in enumerate(reader, start=2):  # line 1 is the header
-        img = (row.get(ik) or "").strip()
-        cap = (row.get(ck) or "").strip()
-        if not img:
-            raise DataError(f"{path}, row {line}: empty image path in column {ik!r}; fill it in or drop the row")
-        if not cap:
-            raise DataError(f"{path}, row {line}: empty caption in column {ck!r} for {img}; "
-                            f"fill it in, drop the row, or point --csv-caption-key at the right column")
-        if img not in index:
-            if check_files and not (path.parent / img).is_file():
-                raise DataError(f"{path}, row {line}: image {img!r} not found (looked for {path.parent / img}); "
-                                "paths are relative to the CSV's folder")
-            index[img] = len(images)
-            images.append(img)
-        rows.append(row)
-        captions.append(cap)
-        caption_image.append(index[img])
-    if not rows:
-        raise DataError(f"{path}: header only, no rows")
-    return PairSet(path, path.parent, ik, ck, sep, fieldnames, rows, images, captions, caption_image)
-
-
-def write_pairs(pairs: PairSet, path: str | os.PathLike, captions: list[str] | None = None,
-                images: list[str] | None = None) -> Path:
-    """Write ``pairs`` with the same columns and separator, optionally replacing captions and image paths
-    (one of each per row)."""
-    path = Path(path)
-    captions = pairs.captions if captions is None else captions
-    images = [pairs.images[i] for i in pairs.caption_image] if images is None else images
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=pairs.fieldnames, delimiter=pairs.separator)
-        w.writeheader()
-        for row, cap, img in zip(pairs.rows, captions, images):
-            w.writerow({**row, pairs.caption_key: cap, pairs.image_key: img})
-    os.replace(tmp, path)
-    return path
+    return read_csv(path, img_key, caption_key, separator, check_files)

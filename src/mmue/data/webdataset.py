@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .pairs import DataError, PairSet
+from .types import DataError, PairSet
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp")
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")

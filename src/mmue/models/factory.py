@@ -16,6 +16,8 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..fileio import atomic_write
+
 from .tokens import HFTokenizerAdapter, TokenCodec
 from .wrapper import ClipModel
 
@@ -159,10 +161,8 @@ def save_model(model: ClipModel, directory: str | os.PathLike, stem: str = "mode
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{stem}.safetensors"
-    tmp = target.with_suffix(".safetensors.tmp")
     sd = {k: v.detach().contiguous().cpu() for k, v in model.clip.state_dict().items()}
-    save_file(sd, str(tmp))
-    os.replace(tmp, target)
+    atomic_write(target, lambda tmp: save_file(sd, str(tmp)))
     cfg_path = directory / CONFIG_FILE
     if not cfg_path.exists():
         cfg_path.write_text(json.dumps({"model": model.name, "model_cfg": model.model_cfg}, indent=2))

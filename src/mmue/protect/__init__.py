@@ -1,6 +1,8 @@
-"""Protection: the MEM engine, its method presets, the noise/trigger store and the exporter."""
+"""Protection: the MEM engine and its parts, presets as data, the protected copy's export."""
+from .config import ProtectConfig
 from .engine import MEMEngine
-from .methods import METHODS, STRENGTHS, ProtectConfig, resolve
+from .registry import describe_methods, get_method, list_methods, list_strengths, resolve
 from .store import ProtectionState
 
-__all__ = ["MEMEngine", "METHODS", "STRENGTHS", "ProtectConfig", "ProtectionState", "resolve"]
+__all__ = ["MEMEngine", "ProtectConfig", "ProtectionState", "describe_methods", "get_method", "list_methods",
+           "list_strengths", "resolve"]

@@ -1,4 +1,4 @@
-"""Multi-step Error Minimization (MEM), as in shared/docs/method.md.
+"""Multi-step Error Minimization (MEM), as described in docs/method.md.
 
     for each round:
         train the surrogate CLIP on the currently protected data      (surrogate_steps steps)
@@ -6,11 +6,11 @@
             text step  (first text_rounds rounds): HotFlip on the k trigger tokens
             image step: PGD on the noise, caption bodies shuffled within the batch, triggers kept
 
-Robustness options (issue #5, off in the faithful presets): triggers at a random word boundary of each caption
-instead of the prefix (``trigger_position``), captions seen without their trigger at a rate (``trigger_dropout``,
-so the noise must carry the shortcut on its own), PGD through random crops and flips or a differentiable JPEG
-(``eot``, see ``jpeg.py``), a Gaussian-smoothed PGD direction (``grad_blur``: low-frequency noise), trigger words
-drawn only from the dataset's own frequent words (``trigger_vocab_min_images``, see ``vocab.py``).
+The variation points are parts, each a small object with its own test: the *trigger policy* (``triggers.py``:
+vocabulary, placement, dropout), the *view* the surrogate sees of a noisy image during PGD (``views.py``:
+identity, crop + flip, differentiable JPEG, resize, a random choice), the *gradient filter* applied before the
+sign step (``filters.py``), and the *noise parameterisation* (``noise.py``: per-image pixels). The engine has
+one path through each step.
 
 Under torchrun, surrogate training is data parallel (DDP over slices of each global batch, features gathered)
 and the data pass is sharded by image: each rank optimises the noise and triggers of its own images.
@@ -18,48 +18,39 @@ and the data pass is sharded by image: each rank optimises the noise and trigger
 The engine reads no files and parses no flags: it takes a surrogate, encoded pairs and a ``ProtectConfig``,
 and works on a ``ProtectionState`` (int8 noise + trigger ids) that the caller checkpoints and exports.
 
-Efficient formulation (default): image features are constant during the text step and text features are
+Efficient formulation: image features are constant during the text step and text features are
 constant during the image step, so each is computed once per batch; all candidates of a trigger position go
 through the text tower in one batched forward, and all shuffled texts of a PGD visit in another.
-The ``naive`` formulation recomputes both encoders for every candidate and every PGD step, as the reference
-code does; it exists for the benchmark and the equivalence test.
+(The reference code's naive formulation, which recomputes both encoders everywhere, lives in
+``benchmarks/naive_engine.py``; a test checks that both give the same noise and triggers.)
 """
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import distributed
 from ..data.encoded import EncodedPairs
-from ..losses import clip_loss
+from ..device import autocast
+from ..losses import clip_loss, clip_loss_options
 from ..models import ClipModel
-from ..train import autocast, clip_train_step, make_optimizer, rrc_flip
+from ..optim import clip_train_step, make_optimizer
+from ..seeding import generator
+from .config import ProtectConfig
+from .filters import make_filter
 from .hotflip import greedy_rerank, hotflip_candidates
-from .jpeg import diff_jpeg
-from .methods import ProtectConfig
-from .placement import trigger_positions
-from .pgd import apply_noise, quantise, random_noise, sign_step
+from .noise import PixelNoise
+from .pgd import apply_noise, random_noise, sign_step
 from .store import ProtectionState
-from .vocab import dataset_vocab
+from .triggers import TriggerPolicy
+from .views import parse_view
 
 log = logging.getLogger(__name__)
-
-
-def clip_loss_options(image_features: torch.Tensor, text_options: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Batch CLIP loss of each text option: image [B,D], texts [O,B,D] -> [O]."""
-    logits = logit_scale * torch.einsum("bd,ocd->obc", image_features, text_options)   # [O,B,B]
-    o, b, _ = logits.shape
-    labels = torch.arange(b, device=logits.device).repeat(o)
-    i2t = F.cross_entropy(logits.reshape(o * b, b), labels, reduction="none").view(o, b).mean(1)
-    t2i = F.cross_entropy(logits.transpose(1, 2).reshape(o * b, b), labels, reduction="none").view(o, b).mean(1)
-    return (i2t + t2i) / 2
 
 
 def _loss_text(x: float, digits: int = 4) -> str:
@@ -130,32 +121,22 @@ class MEMEngine:
         self.model = distributed.unwrap(self.fwd)
         self.dist = distributed.info()
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
-        self.vocab, self._allowed = None, None   # trigger word ids (CPU, for drawing) and on the device (HotFlip)
-        if cfg.trigger_len:
-            self.vocab = dataset_vocab(data.caption_bodies, data.word_starts, data.image_captions,
-                                       self.model.codec.trigger_vocab, cfg.trigger_vocab_min_images)
-            self._allowed = self.vocab.to(self.device)
-        self.trigger_words, self.trigger_at = self._placement()
-
-    def _placement(self) -> tuple[list[int], list[int]]:
-        """Word index (for the published text) and token offset (for the model) of each caption's trigger."""
-        cfg, n = self.cfg, len(self.data.caption_bodies)
-        if cfg.trigger_position == "prefix" or not cfg.trigger_len:
-            return [0] * n, [0] * n
-        if self.data.word_starts is None:
-            raise ValueError("trigger_position='random' needs word boundaries: build the data with "
-                             "EncodedPairs.build(..., words=True)")
-        words = trigger_positions(self.data.word_starts, cfg.trigger_len, self.model.codec.context_length,
-                                  cfg.trigger_position, cfg.seed)
-        return words, [starts[w] for starts, w in zip(self.data.word_starts, words)]
+        self.triggers = TriggerPolicy.build(cfg, data, self.model.codec)
+        self.view = parse_view(cfg.eot)
+        self.grad_filter = make_filter(cfg.grad_blur)
+        self.noise = PixelNoise(cfg.eps_px)
+        self._allowed = self.triggers.vocab.to(self.device) if self.triggers.vocab is not None else None
+        self.trigger_words, self.trigger_at = self.triggers.placement(
+            data.word_starts, len(data.caption_bodies), self.model.codec.context_length)
 
     def __repr__(self) -> str:
-        return f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images})"
+        return (f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images}, "
+                f"{self.triggers!r}, view={self.view!r}, filter={self.grad_filter!r}, noise={self.noise!r})")
 
     # ----------------------------------------------------------------------------------------- state
     def init_state(self, folder=None) -> ProtectionState:
         """Fresh state: noise in memory, or in ``folder`` on disk (flat RAM for large datasets)."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + 1)
+        g = generator(self.cfg.seed, "initial noise and triggers")
         n, shape = self.data.n_images, tuple(self.data.images.shape[1:])
         noise = ProtectionState.new_noise((n, *shape), folder)
         if self.cfg.noise == "random":
@@ -163,21 +144,15 @@ class MEMEngine:
                 x = self.data.images[s:s + 1024]
                 r = random_noise(tuple(x.shape), self.cfg.eps_px, g)
                 noise[s:s + len(x)] = (apply_noise(x, r).to(torch.int16) - x.to(torch.int16)).to(torch.int8)
-        k = self.cfg.trigger_len
-        if k:
-            triggers = self.vocab[torch.randint(len(self.vocab), (n, k), generator=g)]
-        else:
-            triggers = torch.zeros((n, 0), dtype=torch.long)
-        return ProtectionState(noise=noise, triggers=triggers, rounds_done=0)
+        return ProtectionState(noise=noise, triggers=self.triggers.initial(n, g), rounds_done=0)
 
     # ----------------------------------------------------------------------------------------- batches
     def make_batch(self, index: torch.Tensor, g: torch.Generator, shard: bool = False) -> Batch:
         """The batch of images ``index`` with one random caption each; ``shard``: only this rank's slice of
         that global batch (captions are drawn for all of it, so the generator stays in step on every rank)."""
         caps = self.data.sample_captions(index, g)
-        if shard and self.dist.enabled:
-            keep = self.dist.shard(len(index) - len(index) % self.dist.world)
-            index, caps = index[keep], caps[keep]
+        if shard:
+            index, caps = self.dist.my_slice(index, caps)
         k, codec = self.cfg.trigger_len, self.model.codec
         bodies = [self.data.caption_bodies[c] for c in caps]
         at = [self.trigger_at[c] for c in caps]
@@ -188,10 +163,7 @@ class MEMEngine:
                      slots.to(self.device), plain)
 
     def _dropped(self, b: int, g: torch.Generator) -> torch.Tensor | None:
-        """Which of ``b`` captions go without their trigger this time (None: trigger dropout is off)."""
-        if not self.cfg.drops_triggers:
-            return None
-        return (torch.rand(b, generator=g) < self.cfg.trigger_dropout).to(self.device)
+        return self.triggers.dropped(b, g, self.device)
 
     def _pixels(self, batch: Batch, delta: torch.Tensor) -> torch.Tensor:
         return batch.x_u8.float() / 255 + delta
@@ -204,14 +176,14 @@ class MEMEngine:
             idx = torch.randperm(n, generator=g)[:bs]
             batch = self.make_batch(idx, g, shard=True)
             idx = batch.index
-            pixels = apply_noise(batch.x_u8, state.noise[idx].to(self.device)).float() / 255
+            pixels = self.noise.protected(state, idx, batch.x_u8)
             ids = batch.ids(state.triggers[idx].to(self.device), drop=self._dropped(len(idx), g))
             losses.append(clip_train_step(self.fwd, self.optimizer, pixels, ids, self.device))
         return sum(losses) / max(1, len(losses))
 
     # ----------------------------------------------------------------------------------------- text step
     def text_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor) -> tuple[torch.Tensor, float]:
-        m, cfg = self.model, self.cfg
+        m = self.model
         with torch.no_grad(), autocast(self.device):
             img_f = m.encode_image(self._pixels(batch, delta)).float()       # constant during the text step
         scale = m.logit_scale.exp().detach()
@@ -221,23 +193,16 @@ class MEMEngine:
             loss = clip_loss(img_f, m.encode_text_embeds(emb, ids).float(), scale)
             (grad,) = torch.autograd.grad(loss, emb)
         cands = hotflip_candidates(batch.at_slots(grad), m.token_embedding.weight.detach(), self._allowed,
-                                   cfg.candidates)
+                                   self.cfg.candidates)
+        return greedy_rerank(triggers, cands, self._options_loss(batch, delta, img_f, scale))
 
-        if cfg.formulation == "efficient":
-            def batch_loss(options: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad(), autocast(self.device):
-                    txt = m.encode_text(batch.option_ids(options)).float()
-                return clip_loss_options(img_f, txt.view(options.shape[0], len(batch.index), -1), scale)
-        else:
-            def batch_loss(options: torch.Tensor) -> torch.Tensor:
-                out = []
-                for opt in options:  # reference: both encoders again for every candidate
-                    with torch.no_grad(), autocast(self.device):
-                        i = m.encode_image(self._pixels(batch, delta)).float()
-                        t = m.encode_text(batch.ids(opt), trim=False).float()
-                    out.append(clip_loss(i, t, scale))
-                return torch.stack(out)
-        return greedy_rerank(triggers, cands, batch_loss)
+    def _options_loss(self, batch: Batch, delta: torch.Tensor, img_f: torch.Tensor, scale: torch.Tensor):
+        """The exact batch loss of each trigger option [O,B,k] -> [O], all options in one text forward."""
+        def batch_loss(options: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad(), autocast(self.device):
+                txt = self.model.encode_text(batch.option_ids(options)).float()
+            return clip_loss_options(img_f, txt.view(options.shape[0], len(batch.index), -1), scale)
+        return batch_loss
 
     # ----------------------------------------------------------------------------------------- image step
     def _step_rows(self, batch: Batch, triggers: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
@@ -252,24 +217,6 @@ class MEMEngine:
             rows.append(batch.ids(triggers, order, self._dropped(b, g)))
         return rows
 
-    def _view(self, pixels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """What the surrogate sees of the noisy images in a PGD step: under ``eot``, a random crop + flip or a
-        JPEG round trip at a quality drawn from 10..95."""
-        if self.cfg.eot == "rrc-flip":
-            return rrc_flip(pixels, g)
-        if self.cfg.eot == "jpeg":
-            return diff_jpeg(pixels, int(torch.randint(10, 96, (1,), generator=g)))
-        return pixels
-
-    def _smooth(self, grad: torch.Tensor) -> torch.Tensor:
-        """The PGD direction, Gaussian-smoothed under ``grad_blur`` (translation-invariant attacks): the sign
-        of a smooth gradient is spatially coherent noise, low-frequency enough to survive JPEG and resizing."""
-        s = self.cfg.grad_blur
-        if not s:
-            return grad
-        from torchvision.transforms.v2 import functional as TF
-        return TF.gaussian_blur(grad, [2 * math.ceil(3 * s) + 1] * 2, [s, s])
-
     def image_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor, g: torch.Generator
                    ) -> tuple[torch.Tensor, float]:
         m, cfg = self.model, self.cfg
@@ -277,31 +224,18 @@ class MEMEngine:
         rows = self._step_rows(batch, triggers, g)
         scale = m.logit_scale.exp().detach()
         loss = torch.tensor(float("nan"))
-        if cfg.formulation == "efficient":
-            # all texts of this visit in one forward; they do not depend on the noise
-            with torch.no_grad(), autocast(self.device):
-                txt = m.encode_text(torch.cat(rows)).float()
-            txt = txt.view(len(rows), len(batch.index), -1)
-            with frozen(m):
-                for s in range(cfg.pgd_steps):
-                    delta = delta.detach().requires_grad_(True)
-                    with autocast(self.device):
-                        img_f = m.encode_image(self._view(x + delta, g)).float()
-                    loss = clip_loss(img_f, txt[s % len(rows)], scale)
-                    (grad,) = torch.autograd.grad(loss, delta)
-                    delta = sign_step(delta.detach(), self._smooth(grad), cfg.alpha, x, cfg.eps)
-        else:
-            for s in range(cfg.pgd_steps):  # reference: both encoders, with weight gradients, every step
+        # all texts of this visit in one forward; they do not depend on the noise
+        with torch.no_grad(), autocast(self.device):
+            txt = m.encode_text(torch.cat(rows)).float()
+        txt = txt.view(len(rows), len(batch.index), -1)
+        with frozen(m):
+            for s in range(cfg.pgd_steps):
                 delta = delta.detach().requires_grad_(True)
                 with autocast(self.device):
-                    img_f = m.encode_image(self._view(x + delta, g))
-                    txt_f = m.encode_text(rows[s % len(rows)], trim=False)
-                    scale_ = m.logit_scale.exp()
-                loss = clip_loss(img_f.float(), txt_f.float(), scale_.float().detach())
-                m.zero_grad(set_to_none=True)
-                loss.backward()
-                delta = sign_step(delta.detach(), self._smooth(delta.grad), cfg.alpha, x, cfg.eps)
-            m.zero_grad(set_to_none=True)
+                    img_f = m.encode_image(self.view(x + delta, g)).float()
+                loss = clip_loss(img_f, txt[s % len(rows)], scale)
+                (grad,) = torch.autograd.grad(loss, delta)
+                delta = sign_step(delta.detach(), self.grad_filter(grad), cfg.alpha, x, cfg.eps)
         return delta.detach(), float(loss.detach())
 
     # ----------------------------------------------------------------------------------------- a round
@@ -328,13 +262,13 @@ class MEMEngine:
         was_training = self.model.training
         self.model.eval()  # no batch-norm statistics updates while optimising the data
         text_losses, image_losses = [], []
-        mine = torch.randperm(self.data.n_images, generator=g)[d.rank::d.world]
-        g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)) + d.rank)
+        mine = torch.randperm(self.data.n_images, generator=g)[d.rank::d.world]   # the same order on every rank
+        g = generator(cfg.seed, "data pass", round_idx, d.rank)                  # this rank's own draws
         try:
             for idx in tqdm(self._batches(mine), desc=f"round {round_idx + 1} data", leave=False,
                             disable=None if progress and d.is_main else True):
                 batch = self.make_batch(idx, g)
-                delta = state.noise[idx].to(self.device).float() / 255
+                delta = self.noise.delta(state, idx, self.device)
                 triggers = state.triggers[idx].to(self.device)
                 if do_text:
                     triggers, tl = self.text_step(batch, delta, triggers)
@@ -343,7 +277,7 @@ class MEMEngine:
                 if do_image:
                     delta, il = self.image_step(batch, delta, triggers, g)
                     image_losses.append(il)
-                    state.noise[idx] = quantise(batch.x_u8, delta, cfg.eps_px).cpu()
+                    self.noise.store(state, idx, batch.x_u8, delta)
                 visits[idx] += 1
         finally:
             self.model.train(was_training)
@@ -377,7 +311,7 @@ class MEMEngine:
         bar = tqdm(range(state.rounds_done, last_round), desc="protect", initial=state.rounds_done, total=last_round,
                    disable=None if progress and self.dist.is_main else True)
         for r in bar:
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r)
+            g = generator(cfg.seed, "round", r)
             sl = self.train_surrogate(state, g)
             tl, il, visits = self.data_pass(state, r, g, progress)
             if visits.max() > 0 and not (visits.min() == visits.max() == 1):

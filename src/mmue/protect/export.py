@@ -14,16 +14,18 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.pairs import PairSet, write_pairs
+from ..data.types import pil_to_u8
 from ..data.webdataset import ShardWriter
+from ..fileio import atomic_write, atomic_write_json
 from ..models.tokens import TokenCodec
-from .pgd import apply_noise, psnr
+from ..quality import psnr
+from .pgd import apply_noise
 from .placement import insert_trigger
 from .store import ProtectionState
 
@@ -73,7 +75,7 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
     per_image, psnrs = [], []
     for i in tqdm(range(pairs.n_images), desc="write images", disable=None if progress else True, leave=False):
         src = pairs.open_image(i)
-        x = torch.from_numpy(np.asarray(src, dtype=np.uint8).copy()).permute(2, 0, 1)
+        x = pil_to_u8(src)
         noise = native_noise(state.noise[i], src.width, src.height, eps_px)
         y = apply_noise(x, noise)
         buf = io.BytesIO()
@@ -82,9 +84,7 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
         if writer is None:
             target = out / rel_out[i]
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_bytes(png)
-            os.replace(tmp, target)
+            atomic_write(target, lambda tmp: tmp.write_bytes(png))
         else:
             caps = [captions[c] for c in pairs.image_captions[i]]
             writer.write(rel_out[i], {"png": png, "txt": caps[0].encode(),
@@ -110,7 +110,5 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
         "max_linf_px": max(r["linf_px"] for r in per_image),
         "images": per_image,
     }
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / "manifest.json")
+    atomic_write_json(out / "manifest.json", manifest)
     return manifest

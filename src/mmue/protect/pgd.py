@@ -31,8 +31,3 @@ def apply_noise(x_u8: torch.Tensor, noise_i8: torch.Tensor) -> torch.Tensor:
 def random_noise(shape, eps_px: int, generator: torch.Generator) -> torch.Tensor:
     """Uniform integer noise in [-eps_px, eps_px] (the 'random' baseline)."""
     return torch.randint(-eps_px, eps_px + 1, shape, generator=generator, dtype=torch.int16).to(torch.int8)
-
-
-def psnr(a_u8: torch.Tensor, b_u8: torch.Tensor) -> float:
-    mse = (a_u8.float() - b_u8.float()).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(255.0 ** 2 / mse)).item()

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from ..seeding import generator
+
 POSITIONS = ("prefix", "random")
 
 
@@ -24,7 +26,7 @@ def trigger_positions(starts: Sequence[Sequence[int]], k: int, context_length: i
     if mode == "prefix" or k == 0:
         return [0] * len(starts)
     room = context_length - 2 - k  # body tokens that fit beside the trigger
-    g = torch.Generator().manual_seed(seed * 31 + 17)
+    g = generator(seed, "trigger positions")
     out = []
     for s in starts:
         fits = sum(1 for offset in s if offset <= room)   # word boundaries before which the trigger fits

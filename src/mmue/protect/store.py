@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..data.diskarray import DiskArray
+from ..fileio import atomic_write, atomic_write_json
 
 NOISE_FILE, NOISE_CKPT, TRIGGERS_FILE, STATE_FILE = "noise.i8", "noise.ckpt.i8", "triggers.safetensors", "state.json"
 
@@ -41,16 +42,13 @@ class ProtectionState:
         if isinstance(self.noise, DiskArray):
             self.noise.copy_to(folder / NOISE_CKPT)
         else:
-            tmp = folder / (NOISE_CKPT + ".tmp")
-            DiskArray(tmp, tuple(self.noise.shape), "int8", create=True)[:] = self.noise
-            os.replace(tmp, folder / NOISE_CKPT)
-        tmp = folder / (TRIGGERS_FILE + ".tmp")
-        save_file({"triggers": self.triggers.to(torch.int32).contiguous()}, str(tmp))
-        os.replace(tmp, folder / TRIGGERS_FILE)
-        meta = {"rounds_done": self.rounds_done, "noise_shape": list(self.noise.shape)}
-        tmp = folder / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, folder / STATE_FILE)
+            def write_noise(tmp: Path) -> None:
+                DiskArray(tmp, tuple(self.noise.shape), "int8", create=True)[:] = self.noise
+            atomic_write(folder / NOISE_CKPT, write_noise)
+        triggers = {"triggers": self.triggers.to(torch.int32).contiguous()}
+        atomic_write(folder / TRIGGERS_FILE, lambda tmp: save_file(triggers, str(tmp)))
+        # last: state.json marks the checkpoint complete
+        atomic_write_json(folder / STATE_FILE, {"rounds_done": self.rounds_done, "noise_shape": list(self.noise.shape)})
 
     @staticmethod
     def exists(folder: str | os.PathLike) -> bool:

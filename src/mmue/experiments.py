@@ -1,0 +1,56 @@
+"""The building blocks of an experiment, shared by ``mmue demo`` and ``mmue bench``: protect unless already
+protected, train a victim unless already trained, a victim's metrics, the random-guess level of a test split.
+Every block skips finished work and resumes interrupted work, so a rerun loses nothing."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from . import api
+from .data import read_pairs
+from .device import resolve_device
+from .metrics import random_guess
+from .models import load_model
+from .protect.run import ProtectionRun
+from .train import TrainConfig, evaluate
+
+log = logging.getLogger(__name__)
+
+
+def ensure_protected(train_csv: Path, out: Path, method: str, strength: str, seed: int, device: str,
+                     **settings) -> dict:
+    """The manifest of ``out``, protecting ``train_csv`` into it first unless that already finished."""
+    run = ProtectionRun(out)
+    if not run.finished:
+        api.protect(train_csv, out, method=method, strength=strength, seed=seed, device=device,
+                    resume=run.started, **settings)
+    return run.manifest()
+
+
+def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: TrainConfig, device: str) -> None:
+    if (run / "summary.json").exists():
+        log.info("victim %s already trained", run)
+        return
+    api.train(train_csv, run, model=model, val_data=test_csv, config=cfg, device=device,
+              resume=(run / "params.json").exists())
+
+
+def victim_metrics(run: Path, test_csv: Path, device: str) -> dict:
+    """Clean-test metrics of a victim's last epoch, with its best epoch's beside (early stopping)."""
+    dev = resolve_device(device)
+    out, enc = {}, None
+    for which in ("last", "best"):
+        model = load_model(run, dev, which=which)
+        enc = enc or api.load_encoded(test_csv, model)  # same architecture: encode the test split once
+        out[which] = evaluate(model, enc, dev)
+    summary = json.loads((run / "summary.json").read_text())
+    init = run / "init_metrics.json"   # before training (the learning gain's baseline)
+    extra = {"init": json.loads(init.read_text())} if init.exists() else {}
+    return {**out["last"], "best_epoch": summary["best_epoch"], "best": out["best"], **extra}
+
+
+def random_guess_of(test_csv: Path) -> dict[str, float]:
+    """The recall of a random ranking on a test split (its image/caption structure only; no file is read)."""
+    p = read_pairs(test_csv, check_files=False)
+    return random_guess(p.caption_image, p.n_images)

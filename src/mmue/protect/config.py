@@ -1,0 +1,100 @@
+"""``ProtectConfig``: every knob of the engine, once. Each field carries its own metadata (help text, CLI unit,
+allowed values or range), from which the CLI flags, validation and ``repr`` are generated, so adding a knob is
+adding one field here.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+
+def knob(default, help: str, *, choices: tuple | None = None, min: float | None = None, max: float | None = None,
+         gt: float | None = None, unit: str | None = None, cli: bool = True, show: bool = False):
+    """A config field with its metadata. ``unit="px"``: the CLI takes pixel units (/255 in the library);
+    ``min``/``max`` are inclusive bounds, ``gt`` an exclusive lower bound; ``show``: always in ``repr``."""
+    meta = dict(help=help, choices=choices, min=min, max=max, gt=gt, unit=unit, cli=cli, show=show)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ProtectConfig:
+    """All knobs of the engine, in library units (eps/alpha as fractions of 1)."""
+
+    method: str = knob("mem-3", "preset this configuration started from", cli=False, show=True)
+    eps: float = knob(8 / 255, "L-inf bound of the image noise", gt=0, max=1, unit="px", show=True)
+    alpha: float = knob(1 / 255, "PGD step size", gt=0, unit="px")
+    pgd_steps: int = knob(8, "PGD steps per visit of a batch", min=0, show=True)
+    noise: str = knob("pgd", "image noise: pgd (error-minimising), random (uniform +-eps) or none",
+                      choices=("pgd", "random", "none"), show=True)
+    trigger_len: int = knob(3, "trigger tokens per caption (0: no trigger)", min=0, show=True)
+    shuffle: bool = knob(True, "shuffle caption bodies within the batch during the image step", show=True)
+    trigger_position: str = knob("prefix", "where the trigger goes: before the first word (MEM) or at a random "
+                                 "word of each caption", choices=("prefix", "random"))
+    trigger_dropout: float = knob(0.0, "rate at which captions are seen without their trigger while optimising",
+                                  min=0, max=0.99)
+    trigger_vocab_min_images: int = knob(0, "trigger words only from those the dataset's captions use in >= N "
+                                         "images (0: any whole word)", min=0)
+    eot: str = knob("none", "view the surrogate sees of the noisy image during PGD: none, rrc-flip (random "
+                    "resized crop + flip), jpeg (differentiable JPEG, quality 10..95), resize-S (to S px and "
+                    "back), or several joined by '|' (one drawn per step)", show=False)
+    grad_blur: float = knob(0.0, "Gaussian sigma (px) on the PGD gradient: low-frequency noise", min=0, max=10)
+    rounds: int = knob(20, "rounds (surrogate training + a data pass)", min=0, show=True)
+    surrogate_steps: int = knob(200, "surrogate training steps per round", min=0, show=True)
+    text_rounds: int = knob(5, "rounds with a trigger (HotFlip) update, the first ones", min=0, show=True)
+    candidates: int = knob(16, "HotFlip candidates per trigger position", min=1, show=True)
+    batch_size: int = knob(128, "batch size of surrogate steps and data passes", min=1)
+    surrogate_lr: float = knob(1e-4, "surrogate learning rate", gt=0)
+    surrogate_wd: float = knob(0.2, "surrogate weight decay", min=0)
+    seed: int = knob(0, "seed of every random draw of the run", min=0)
+
+    @property
+    def eps_px(self) -> int:
+        return int(round(self.eps * 255))
+
+    @property
+    def drops_triggers(self) -> bool:
+        return bool(self.trigger_dropout and self.trigger_len)
+
+    @property
+    def optimises(self) -> bool:
+        return self.noise == "pgd" or self.trigger_len > 0
+
+    def validate(self) -> "ProtectConfig":
+        problems = []
+        for f in fields(self):
+            m, v = f.metadata, getattr(self, f.name)
+            if m.get("choices") and v not in m["choices"]:
+                problems.append(f"{f.name} must be {'|'.join(m['choices'])} (got {v!r})")
+            if m.get("min") is not None and v < m["min"]:
+                problems.append(f"{f.name} must be >= {m['min']} (got {v})")
+            if m.get("max") is not None and v > m["max"]:
+                problems.append(f"{f.name} must be <= {m['max']} (got {v})")
+            if m.get("gt") is not None and not v > m["gt"]:
+                problems.append(f"{f.name} must be > {m['gt']} (got {v})")
+        from .views import parse_view   # the view spec is checked by the part that reads it
+        try:
+            parse_view(self.eot)
+        except ValueError as e:
+            problems.append(str(e))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "eps_px": self.eps_px}
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.metadata.get("show") or (f.default is not MISSING and v != f.default):
+                if f.metadata.get("unit") == "px":
+                    v = f"{round(v * 255, 3):g}/255"
+                elif isinstance(v, str):
+                    v = repr(v)
+                parts.append(f"{f.name}={v}")
+        return f"ProtectConfig({', '.join(parts)})"
+
+
+def knobs() -> list:
+    """The fields a user may set (CLI flags, bench ``protect`` settings), in declaration order."""
+    return [f for f in fields(ProtectConfig) if f.metadata.get("cli")]

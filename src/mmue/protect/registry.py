@@ -1,0 +1,111 @@
+"""Method and strength presets, as JSON data files beside this module (``presets/methods``,
+``presets/strengths``), found by name or alias. A new preset is one JSON file:
+
+    {"name": "mem-3-noshuffle", "aliases": [], "kind": "paper", "order": 12,
+     "summary": "...", "cost": "...", "measured": "...",
+     "settings": {"noise": "pgd", "trigger_len": 3, "shuffle": false}}
+
+``settings`` are ``ProtectConfig`` fields in library units; ``kind`` is paper | baseline | robust | research.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+from functools import lru_cache
+from pathlib import Path
+
+from .config import ProtectConfig
+
+PRESET_DIR = Path(__file__).parent / "presets"
+KINDS = ("paper", "baseline", "robust", "research")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    settings: dict
+    summary: str = ""
+    cost: str = ""
+    measured: str = ""
+    kind: str = "research"
+    order: int = 99
+    aliases: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        return f"{self.name:<20}{self.kind:<10}{self.summary}"
+
+
+def _load(folder: Path) -> dict[str, Preset]:
+    known = {f.name for f in fields(ProtectConfig)}
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        raw = json.loads(path.read_text())
+        bad = set(raw.get("settings", {})) - known
+        if bad or raw.get("name") != path.stem:
+            raise ValueError(f"{path}: name must be {path.stem!r} and settings ProtectConfig fields "
+                             f"(unknown: {sorted(bad)})")
+        out[path.stem] = Preset(**{**raw, "aliases": tuple(raw.get("aliases", ()))})
+    return out
+
+
+@lru_cache(maxsize=None)
+def _methods() -> dict[str, Preset]:
+    return dict(sorted(_load(PRESET_DIR / "methods").items(), key=lambda kv: (kv[1].order, kv[0])))
+
+
+@lru_cache(maxsize=None)
+def _strengths() -> dict[str, Preset]:
+    return _load(PRESET_DIR / "strengths")
+
+
+def list_methods(include_aliases: bool = False) -> list[str]:
+    """Method names in table order (baselines, the paper's, robust presets, research variants)."""
+    names = list(_methods())
+    return names + [a for p in _methods().values() for a in p.aliases] if include_aliases else names
+
+
+def list_strengths() -> list[str]:
+    return [s for s in ("low", "mid", "high") if s in _strengths()] + sorted(set(_strengths()) - {"low", "mid", "high"})
+
+
+def get_method(name: str) -> Preset:
+    for p in _methods().values():
+        if name == p.name or name in p.aliases:
+            return p
+    raise ValueError(f"unknown method {name!r}; choose one of {', '.join(list_methods(True))} (`mmue methods`)")
+
+
+def get_strength(name: str) -> Preset:
+    if name not in _strengths():
+        raise ValueError(f"unknown strength {name!r}; choose one of {', '.join(list_strengths())}")
+    return _strengths()[name]
+
+
+def method_order(name: str) -> int:
+    """Sort key of a method in tables (unknown names, e.g. ``clean``, first)."""
+    try:
+        return get_method(name).order
+    except ValueError:
+        return -1
+
+
+def resolve(method: str = "mem-3", strength: str = "high", **overrides) -> ProtectConfig:
+    """Strength preset, then method preset, then explicit overrides (``None`` values are ignored)."""
+    preset, power = get_method(method), get_strength(strength)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in fields(ProtectConfig)}
+    if unknown:
+        raise ValueError(f"unknown settings: {sorted(unknown)}")
+    cfg = replace(ProtectConfig(), **power.settings)
+    cfg = replace(cfg, **preset.settings, method=preset.name)
+    return replace(cfg, **overrides).validate()
+
+
+def describe_methods() -> str:
+    """One line per method (``mmue methods``), then each one's cost and where it is measured."""
+    lines = [f"{'method':<20}{'kind':<10}what it is", ""]
+    for p in _methods().values():
+        alias = f" (alias: {', '.join(p.aliases)})" if p.aliases else ""
+        lines += [p.line() + alias, f"{'':<30}cost: {p.cost}", f"{'':<30}measured: {p.measured}"]
+    lines += ["", "strengths:"] + [f"  {s:<8}{get_strength(s).summary}" for s in list_strengths()]
+    return "\n".join(lines)

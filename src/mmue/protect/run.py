@@ -1,0 +1,113 @@
+"""``ProtectionRun``: the folder of one protection, the counterpart of ``RunDir`` for training.
+
+It owns ``OUT/.mmue_state/`` while the protection runs: the resolved parameters (``params.json``), the
+round log (``rounds.jsonl``), the checkpoints (surrogate, optimiser, noise and triggers, written after every
+round) and the resume logic. When the export has finished, the state folder is removed and ``manifest.json``
+marks the run complete; a rerun with ``resume`` then returns that manifest.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..fileio import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl
+from ..models import save_model
+from ..runs import RunDirError, check_out_dir
+from .config import ProtectConfig
+from .registry import resolve
+from .store import ProtectionState
+
+log = logging.getLogger(__name__)
+STATE_DIR = ".mmue_state"
+
+
+class ProtectionRun:
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.state_dir = self.out / STATE_DIR
+        self.t0 = time.time()
+
+    # ------------------------------------------------------------------------------------ folder and params
+    @property
+    def params_file(self) -> Path:
+        return self.state_dir / "params.json"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.out / "manifest.json"
+
+    @property
+    def finished(self) -> bool:
+        return self.manifest_file.exists() and not self.state_dir.exists()
+
+    @property
+    def started(self) -> bool:
+        return self.params_file.exists()
+
+    def prepare(self, source: Path, resume: bool, overwrite: bool, new_params: dict) -> dict:
+        """Check the folder and record the run (rank 0). Returns ``{"finished": manifest}`` for a finished run,
+        else ``{"params": ...}``: the stored ones when resuming (so a resumed run finishes the run that was
+        started), or ``new_params``."""
+        check_out_dir(self.out, resume, self.started or self.manifest_file.exists(), "protection",
+                      overwrite, source)
+        if resume and self.finished:
+            return {"finished": self.manifest()}
+        if resume:
+            stored = json.loads(self.params_file.read_text())
+            if Path(stored["train_data"]).resolve() != Path(source).resolve():
+                raise RunDirError(f"{self.out} protects {stored['train_data']}, not {source}; "
+                                  "resume with the same --train-data")
+            return {"params": stored}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.params_file, new_params)
+        return {"params": new_params}
+
+    def manifest(self) -> dict:
+        return json.loads(self.manifest_file.read_text())
+
+    @staticmethod
+    def config(params: dict) -> ProtectConfig:
+        """The run's ``ProtectConfig`` from its stored parameters (settings of older versions that no longer
+        exist, such as ``formulation``, are ignored)."""
+        stored = params["config"]
+        known = {f.name for f in fields(ProtectConfig)} - {"method"}
+        return resolve(stored["method"], "high", **{k: v for k, v in stored.items() if k in known})
+
+    # ------------------------------------------------------------------------------------ state and rounds
+    def start_state(self, engine, resume: bool) -> ProtectionState:
+        """The state to continue (rank 0): the last checkpoint when resuming, else a fresh one, checkpointed
+        as round 0 (so its random starting point survives a crash in round 1)."""
+        if resume and ProtectionState.exists(self.state_dir):
+            return ProtectionState.load(self.state_dir)
+        st = engine.init_state(self.state_dir)
+        st.save(self.state_dir)
+        return st
+
+    def restore(self, engine, rounds_done: int) -> None:
+        """Surrogate and optimiser as they were after the last finished round."""
+        if rounds_done > 0:
+            engine.model.clip.load_state_dict(load_file(str(self.state_dir / "surrogate.safetensors")))
+            engine.optimizer.load_state_dict(torch.load(self.state_dir / "optimizer.pt", weights_only=True))
+            log.info("resuming after round %d/%d", rounds_done, engine.cfg.rounds)
+
+    def checkpoint(self, engine, state: ProtectionState, stats: dict) -> None:
+        """After a round (rank 0): its log line, surrogate, optimiser, then the state (which marks it done)."""
+        append_jsonl(self.state_dir / "rounds.jsonl", {**stats, "elapsed_s": round(time.time() - self.t0, 1)})
+        save_model(engine.model, self.state_dir, "surrogate")
+        atomic_torch_save(engine.optimizer.state_dict(), self.state_dir / "optimizer.pt")
+        state.save(self.state_dir)
+
+    def round_log(self) -> list[dict]:
+        """One record per round; a round redone after a crash keeps its last record."""
+        return list({r["round"]: r for r in read_jsonl(self.state_dir / "rounds.jsonl")}.values())
+
+    def close(self) -> None:
+        """The protected copy is written: the working state goes."""
+        shutil.rmtree(self.state_dir)

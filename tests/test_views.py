@@ -1,0 +1,55 @@
+"""The PGD views and gradient filters: each a small callable with a readable repr."""
+import pytest
+import torch
+
+from mmue.protect.filters import GaussianBlur, GradientFilter, make_filter
+from mmue.protect.views import CropFlip, Identity, Jpeg, RandomChoice, Resize, parse_view
+
+
+def test_parse_view_specs():
+    assert isinstance(parse_view("none"), Identity)
+    assert isinstance(parse_view("rrc-flip"), CropFlip)
+    assert isinstance(parse_view("jpeg"), Jpeg) and repr(parse_view("jpeg")) == "Jpeg(quality=10..95)"
+    assert repr(parse_view("resize-32")) == "Resize(32)"
+    mix = parse_view("rrc-flip|jpeg|resize-48")
+    assert isinstance(mix, RandomChoice) and len(mix.views) == 3
+    for bad in ("png", "resize-2", "jpeg|", ""):
+        with pytest.raises(ValueError, match="eot must be"):
+            parse_view(bad)
+
+
+@pytest.mark.parametrize("spec", ["none", "rrc-flip", "jpeg", "resize-16", "rrc-flip|jpeg|resize-16"])
+def test_views_keep_shape_range_and_gradient(spec):
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    y = parse_view(spec)(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.min() >= -1e-3 and y.max() <= 1 + 1e-3
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_resize_view_removes_what_a_downscale_removes():
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2   # 1-pixel checkerboard
+    x = checker.float().expand(1, 3, 32, 32)
+    y = Resize(16)(x, torch.Generator())
+    assert (y - 0.5).abs().max() < 0.05     # the finest pattern does not survive 16 px
+    smooth = torch.linspace(0, 1, 32).expand(1, 3, 32, 32)
+    assert (Resize(16)(smooth, torch.Generator()) - smooth).abs().max() < 0.05
+
+
+def test_random_choice_draws_from_its_generator():
+    mix = RandomChoice([Identity(), Resize(8)])
+    x = torch.rand(1, 3, 32, 32)
+    a = [not torch.equal(mix(x, g), x) for g in [torch.Generator().manual_seed(0)] for _ in range(20)]
+    b = [not torch.equal(mix(x, g), x) for g in [torch.Generator().manual_seed(0)] for _ in range(20)]
+    assert a == b and 0 < sum(a) < 20
+
+
+def test_gradient_filters():
+    g = torch.randn(2, 3, 32, 32)
+    assert make_filter(0).__class__ is GradientFilter and torch.equal(make_filter(0)(g), g)
+    blur = make_filter(2.0)
+    assert isinstance(blur, GaussianBlur) and repr(blur) == "GaussianBlur(sigma=2.0)"
+    out = blur(g)
+    # neighbouring signs agree far more often after smoothing (low-frequency noise)
+    agree = lambda t: (t[..., 1:].sign() == t[..., :-1].sign()).float().mean()  # noqa: E731
+    assert agree(out) > 0.8 > agree(g) + 0.2
