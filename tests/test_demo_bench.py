@@ -68,3 +68,20 @@ def test_ssim():
     b = (a.int() + torch.randint(-8, 9, a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
     c = (a.int() + torch.randint(-60, 61, a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
     assert 1.0 > ssim(a, b) > ssim(a, c)
+
+
+def test_bench_zeroshot_table_tap_and_unknown_methods(tmp_path):
+    from mmue import api
+    data = tmp_path / "data"
+    api.synth(data, n_train=48, n_test=24, captions_per_image=2, zeroshot_per_class=2)
+    cfg = BenchConfig(data=str(data), methods=["clean", "tap"], seeds=[0], epochs=1, protect=TINY_PROTECT)
+    rows = run_bench(cfg, tmp_path / "b", device="cpu")
+    assert {r["method"] for r in rows} == {"clean", "tap"}
+    for r in rows:
+        assert 0 <= r["last/zeroshot_acc1"] <= r["last/zeroshot_acc5"] <= 1
+        assert r["last/zeroshot_chance_acc1"] == pytest.approx(1 / 12)
+    tap = next(r for r in rows if r["method"] == "tap")
+    assert 1 <= tap["max_linf_px"] <= 8 and tap["mean_psnr_db"] < 60   # error-maximising noise was written
+    assert "zero-shot classification" in (tmp_path / "b" / "report.md").read_text()
+    with pytest.raises(ValueError, match="mmue methods"):
+        run_bench(BenchConfig(data=str(data), methods=["mem-9"]), tmp_path / "c", device="cpu")

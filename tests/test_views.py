@@ -53,3 +53,11 @@ def test_gradient_filters():
     # neighbouring signs agree far more often after smoothing (low-frequency noise)
     agree = lambda t: (t[..., 1:].sign() == t[..., :-1].sign()).float().mean()  # noqa: E731
     assert agree(out) > 0.8 > agree(g) + 0.2
+
+
+def test_ascend_filter_turns_the_step_around():
+    from mmue.protect.filters import Ascend
+    g = torch.randn(1, 3, 8, 8)
+    up = make_filter(0, "maximise")
+    assert isinstance(up, Ascend) and torch.equal(up(g), -g) and repr(up) == "Ascend(Identity())"
+    assert repr(make_filter(1.5, "maximise")) == "Ascend(GaussianBlur(sigma=1.5))"

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed
-from .data import read_pairs, write_synth
+from .data import read_pairs, write_synth, write_zeroshot_split
 from .data.encoded import EncodedPairs
 from .metrics import random_guess
 from .models import DEFAULT_MODEL, create_model, load_model
@@ -33,8 +33,11 @@ def versions() -> dict:
 
 
 def synth(out_dir: str | os.PathLike, n_train: int = 2000, n_test: int = 1000, captions_per_image: int = 5,
-          image_size: int = 64, seed: int = 0) -> dict[str, Path]:
-    return write_synth(out_dir, n_train, n_test, captions_per_image, image_size, seed)
+          image_size: int = 64, seed: int = 0, zeroshot_per_class: int = 50) -> dict[str, Path]:
+    """The built-in dataset: train/test CSVs, and a zero-shot classification split (``zeroshot/<shape>/``)
+    written first, since ``test.csv`` marks the whole folder complete."""
+    extra = {"zeroshot": write_zeroshot_split(out_dir, zeroshot_per_class, image_size, seed)} if zeroshot_per_class else {}
+    return {**write_synth(out_dir, n_train, n_test, captions_per_image, image_size, seed), **extra}
 
 
 def load_encoded(csv_path, model, img_key=None, caption_key=None, separator=None) -> EncodedPairs:
@@ -83,6 +86,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     metrics = evaluate(net, enc, dev, batch_size, progress=True)
     metrics["random_guess"] = random_guess(enc.caption_image, enc.n_images)
     return metrics
+
+
+def evaluate_zeroshot(checkpoint: str | os.PathLike, data: str | os.PathLike, which: str = "best",
+                      device: str = "auto", label_key: str = "label", img_key: str = "filepath") -> dict:
+    """Zero-shot classification accuracy of a trained model on an ImageFolder folder or a labelled CSV."""
+    from .zeroshot import evaluate_zeroshot as run, read_classification
+    dev = resolve_device(device)
+    return run(load_model(checkpoint, dev, which=which), read_classification(data, label_key, img_key), dev)
 
 
 def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str = "mem-3", strength: str = "high",

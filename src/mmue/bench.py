@@ -16,12 +16,14 @@ from . import api
 from .defenses import apply_defense
 from .defenses import validate as validate_defense
 from .experiments import ensure_protected, random_guess_of, train_victim, victim_metrics
-from .fileio import append_jsonl, atomic_write_json, read_jsonl
+from .device import resolve_device
+from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 from .metrics import KS
 from .protect.registry import get_method, method_order
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, load_model
 from .report import write_report
 from .train import TrainConfig
+from .zeroshot import evaluate_zeroshot, read_classification
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,27 @@ def _cell_key(method: str, victim: str, seed: int, defense: str = "none") -> str
     return f"{method}|{victim}|{seed}|{defense}"
 
 
+def _victim_dir(out: Path, method: str, victim: str, seed: int, defense: str = "none") -> Path:
+    return out / "victims" / (f"{method}-{victim}-s{seed}" + ("" if defense == "none" else f"-{defense}"))
+
+
+def _with_zeroshot(rows: list[dict], out: Path, zeroshot: Path, device: str) -> list[dict]:
+    """Rows of cells finished before the data had a zero-shot split gain its accuracy (results.jsonl rewritten)."""
+    missing = [r for r in rows if "last/zeroshot_acc1" not in r and zeroshot.is_dir()
+               and (_victim_dir(out, r["method"], r["victim"], r["seed"], r.get("defense", "none"))
+                    / "summary.json").exists()]
+    if not missing:
+        return rows
+    dev = resolve_device(device)
+    data = read_classification(zeroshot)
+    for r in missing:
+        run = _victim_dir(out, r["method"], r["victim"], r["seed"], r.get("defense", "none"))
+        z = evaluate_zeroshot(load_model(run, dev, which="last"), data, dev)
+        r.update({f"last/zeroshot_{k}": v for k, v in z.items() if k != "per_class_acc1"})
+    write_jsonl(out / "results.jsonl", rows)
+    return rows
+
+
 def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,26 +112,28 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                                   "generation_s": man["generation_s"]}
                 released = victim_train.parent.name if method != "clean" else f"clean-s{seed}"
                 defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed)
-                suffix = "" if defense == "none" else f"-{defense}"
-                run = out / "victims" / f"{method}-{victim}-s{seed}{suffix}"
+                run = _victim_dir(out, method, victim, seed, defense)
                 tcfg = TrainConfig(**{"seed": seed, "augment": "rrc-flip" if defense == "rrc-flip" else "none",
                                       **({"epochs": cfg.epochs} if cfg.epochs else {}), **cfg.train})
                 train_victim(defended, test_csv, run, victim, tcfg, device)
-                m = victim_metrics(run, test_csv, device)
+                m = victim_metrics(run, test_csv, device, data / "zeroshot")
                 row = {"method": method, "victim": victim, "seed": seed, "defense": defense, "surrogate": cfg.surrogate,
                        "strength": cfg.strength, **protection,
                        **{f"last/{k}": v for k, v in m.items() if k != "best"},
                        **{f"best/{k}": v for k, v in m["best"].items()},
-                       **{f"init/{k}": v for k, v in m.get("init", {}).items()}}
+                       **{f"init/{k}": v for k, v in m.get("init", {}).items()},
+                       **{f"last/zeroshot_{k}": v for k, v in m.get("zeroshot", {}).items()}}
                 append_jsonl(results_file, row)
                 rows.append(row)
-    rows = read_jsonl(results_file)
+    rows = _with_zeroshot(read_jsonl(results_file), out, data / "zeroshot", device)
     seed0 = cfg.seeds[0]
     tables = {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")}
     if len({r.get("defense", "none") for r in rows}) > 1:
         for v in dict.fromkeys(r["victim"] for r in rows):
             for k in (1, 10):
                 tables[f"methods x defenses, {v}, R@{k}"] = defense_matrix(rows, v, k, test_csv)
+    if any("last/zeroshot_acc1" in r for r in rows):
+        tables["zero-shot classification (last epoch)"] = zeroshot_table(rows)
     if any("init/image_to_text_R@1" in r for r in rows):
         tables["learning gain (last epoch minus before training)"] = summary_table(rows, None, "gain")
     # the released images of the first MEM method (else the first protected one): noise and triggers both show
@@ -187,4 +212,24 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
     if test_csv is not None:
         rg = random_guess_of(test_csv)
         lines.append(f"{'random guess':<{36 + dw}}" + "".join(f"{100 * rg[k]:>13.2f}" for k in keys))
+    return "\n".join(lines)
+
+
+def zeroshot_table(rows: list[dict]) -> str:
+    """Zero-shot top-1 / top-5 accuracy in %, mean ± half-range over seeds, chance level beside."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        if "last/zeroshot_acc1" in r:
+            groups.setdefault((r["method"], r["victim"], r.get("defense", "none")), []).append(r)
+    groups = dict(sorted(groups.items(), key=lambda kv: (method_order(kv[0][0]), kv[0][1])))
+    lines = ["(zero-shot classification of the last epoch, %, mean ± half-range over seeds)",
+             f"{'method':<18}{'victim':<19}{'defense':<14}{'n':>3}{'top-1':>14}{'top-5':>14}"]
+    for (m, v, d), rs in groups.items():
+        cells = []
+        for k in ("acc1", "acc5"):
+            x = [100 * r[f"last/zeroshot_{k}"] for r in rs]
+            cells.append(f"{statistics.mean(x):5.1f} ± {(max(x) - min(x)) / 2:3.1f}")
+        lines.append(f"{m:<18}{v:<19}{d:<14}{len(rs):>3}" + "".join(f"{c:>14}" for c in cells))
+    r0 = next(iter(groups.values()))[0]
+    lines.append(f"{'chance':<54}{100 * r0['last/zeroshot_chance_acc1']:>14.1f}{100 * r0['last/zeroshot_chance_acc5']:>14.1f}")
     return "\n".join(lines)

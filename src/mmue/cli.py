@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--captions-per-image", type=int, default=5)
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--zeroshot-per-class", type=int, default=50,
+                   help="images per class of the zero-shot split zeroshot/<shape>/ (0: none)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train", help="train a CLIP model on image-caption data")
@@ -88,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="image<->text retrieval of a trained model")
     p.add_argument("--checkpoint", required=True, type=Path, help="run directory or .safetensors file")
-    p.add_argument("--data", required=True, type=Path, help="CSV/TSV or shards to evaluate on")
+    p.add_argument("--data", type=Path, default=None, help="CSV/TSV or shards: image<->text retrieval")
+    p.add_argument("--zeroshot", type=Path, default=None, metavar="DIR",
+                   help="zero-shot classification: an ImageFolder folder (one subfolder per class) or a CSV with "
+                        "filepath and label columns; prompts from a small template ensemble")
     p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of a run directory")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics to this file")
     p.add_argument("--batch-size", type=int, default=256)
@@ -155,8 +160,10 @@ def _run(args) -> int:
     from . import api
     if args.command == "synth":
         t = time.time()
-        paths = api.synth(args.out_dir, args.n_train, args.n_test, args.captions_per_image, args.image_size, args.seed)
-        print(f"wrote {paths['train']} and {paths['test']} in {time.time() - t:.0f}s")
+        paths = api.synth(args.out_dir, args.n_train, args.n_test, args.captions_per_image, args.image_size, args.seed,
+                          args.zeroshot_per_class)
+        print(f"wrote {paths['train']} and {paths['test']}" + (f" and {paths['zeroshot']}/" if "zeroshot" in paths else "")
+              + f" in {time.time() - t:.0f}s")
         return 0
     if args.command == "train":
         from .train import TrainConfig
@@ -173,11 +180,22 @@ def _run(args) -> int:
                       f"t2i R@1 {100 * r['val/text_to_image_R@1']:.1f}%")
         return 0
     if args.command == "eval":
-        m = api.evaluate_checkpoint(args.checkpoint, args.data, args.which, args.device, args.batch_size,
-                                    args.csv_img_key, args.csv_caption_key, args.csv_separator)
-        _print_metrics(str(args.checkpoint), m)
+        if args.data is None and args.zeroshot is None:
+            raise ValueError("give --data (retrieval) and/or --zeroshot (classification)")
+        out = {}
+        if args.data is not None:
+            out = api.evaluate_checkpoint(args.checkpoint, args.data, args.which, args.device, args.batch_size,
+                                          args.csv_img_key, args.csv_caption_key, args.csv_separator)
+            _print_metrics(str(args.checkpoint), out)
+        if args.zeroshot is not None:
+            z = api.evaluate_zeroshot(args.checkpoint, args.zeroshot, args.which, args.device)
+            print(f"zero-shot on {args.zeroshot} ({z['n_images']} images, {z['n_classes']} classes): "
+                  f"top-1 {100 * z['acc1']:.1f}%  top-5 {100 * z['acc5']:.1f}%  mean per-class recall "
+                  f"{100 * z['mean_per_class_recall']:.1f}%  (chance {100 * z['chance_acc1']:.1f}% / "
+                  f"{100 * z['chance_acc5']:.1f}%)")
+            out = {**out, "zeroshot": z} if out else z
         if args.json:
-            args.json.write_text(json.dumps(m, indent=2))
+            args.json.write_text(json.dumps(out, indent=2))
             print(f"metrics written to {args.json}")
         return 0
     if args.command == "protect":
@@ -200,6 +218,11 @@ def _run(args) -> int:
         print(f"\nImage<->text retrieval on the clean test split ({r['n_test_images']} images), %:")
         print(demo_table(r))
         p = r["protection"]
+        zs = {k: r[k]["zeroshot"] for k in ("clean", args.method) if "zeroshot" in r.get(k, {})}
+        if zs:
+            z0 = next(iter(zs.values()))
+            print("zero-shot classification (12 shapes), top-1: " + ", ".join(
+                f"{k} {100 * z['acc1']:.1f}%" for k, z in zs.items()) + f" (chance {100 * z0['chance_acc1']:.1f}%)")
         print(f"\nprotection: {p['method']} ({p['strength']}), max |noise| {p['max_linf_px']}/255, "
               f"mean PSNR {p['mean_psnr_db']} dB, generated in {p['generation_s']:.0f}s")
         print(f"demo took {r['demo_s']:.0f}s; results in {args.out / 'results.json'}, report in "

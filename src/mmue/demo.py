@@ -37,7 +37,8 @@ def run_demo(out: str | Path = "demo_out", method: str = "mem-3", strength: str 
     manifest = ensure_protected(train_csv, protected, method, strength, seed, device, **protect_settings)
     train_victim(protected / train_csv.name, test_csv, out / "victims" / method, model, cfg, device)
 
-    results = {name: victim_metrics(out / "victims" / name, test_csv, device) for name in ("clean", method)}
+    results = {name: victim_metrics(out / "victims" / name, test_csv, device, data / "zeroshot")
+               for name in ("clean", method)}
     first = results["clean"]
     results["n_test_images"] = first["n_images"]
     results["random_guess"] = random_guess_of(test_csv)

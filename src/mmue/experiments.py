@@ -14,6 +14,7 @@ from .metrics import random_guess
 from .models import load_model
 from .protect.run import ProtectionRun
 from .train import TrainConfig, evaluate
+from .zeroshot import evaluate_zeroshot, read_classification
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: Tr
               resume=(run / "params.json").exists())
 
 
-def victim_metrics(run: Path, test_csv: Path, device: str) -> dict:
-    """Clean-test metrics of a victim's last epoch, with its best epoch's beside (early stopping)."""
+def victim_metrics(run: Path, test_csv: Path, device: str, zeroshot: Path | None = None) -> dict:
+    """Clean-test metrics of a victim's last epoch, with its best epoch's beside (early stopping), and the
+    last epoch's zero-shot accuracy on ``zeroshot`` (a classification folder) when given."""
     dev = resolve_device(device)
     out, enc = {}, None
     for which in ("last", "best"):
@@ -47,6 +49,9 @@ def victim_metrics(run: Path, test_csv: Path, device: str) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     init = run / "init_metrics.json"   # before training (the learning gain's baseline)
     extra = {"init": json.loads(init.read_text())} if init.exists() else {}
+    if zeroshot is not None and Path(zeroshot).is_dir():
+        zs = evaluate_zeroshot(load_model(run, dev, which="last"), read_classification(zeroshot), dev)
+        extra["zeroshot"] = {k: v for k, v in zs.items() if k != "per_class_acc1"}
     return {**out["last"], "best_epoch": summary["best_epoch"], "best": out["best"], **extra}
 
 

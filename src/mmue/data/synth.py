@@ -163,12 +163,14 @@ def _place(rng, n: int) -> list[tuple[float, float, float, str]]:
     return out
 
 
-def render_scene(rng: np.random.Generator, image_size: int = 64) -> tuple[Image.Image, list[Obj], str]:
+def render_scene(rng: np.random.Generator, image_size: int = 64, shape: str | None = None
+                 ) -> tuple[Image.Image, list[Obj], str]:
+    """A scene of 2-3 objects; with ``shape``, a single object of that shape (the zero-shot split)."""
     size = image_size * SCALE
     img, bg = _background(rng, size)
     objs = []
-    for x, y, r, sz in _place(rng, int(rng.integers(2, 4))):
-        o = Obj(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))], sz,
+    for x, y, r, sz in _place(rng, 1 if shape else int(rng.integers(2, 4))):
+        o = Obj(shape or SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))], sz,
                 TEXTURES[rng.choice(4, p=[0.55, 0.15, 0.15, 0.15])], x, y, r)
         mask = _texture_mask(o.texture, o.shape, x * size, y * size, r * size, size, rng.uniform(0, 2 * np.pi))
         img.paste(Image.new("RGB", (size, size), _jitter(COLOURS[o.colour], rng)), (0, 0), mask)
@@ -233,7 +235,7 @@ def make_captions(objs: list[Obj], bg: str, rng: np.random.Generator, n: int = 5
     return caps
 
 
-SPLITS = {"train": 0, "test": 1}
+SPLITS = {"train": 0, "test": 1, "zeroshot": 2}
 
 
 def write_synth(out_dir: str | Path, n_train: int = 2000, n_test: int = 1000, captions_per_image: int = 5,
@@ -257,3 +259,16 @@ def write_synth(out_dir: str | Path, n_train: int = 2000, n_test: int = 1000, ca
             w.writerows(rows)
         written[split] = path
     return written
+
+
+def write_zeroshot_split(out_dir: str | Path, per_class: int = 50, image_size: int = 64, seed: int = 0,
+                         progress: bool = True) -> Path:
+    """A zero-shot classification split: ``zeroshot/<shape>/<i>.png``, one object of that shape per image on the
+    same cluttered backgrounds (12 classes, chance 1/12). Returns the folder."""
+    root = Path(out_dir) / "zeroshot"
+    for c, shape in enumerate(tqdm(SHAPES, desc="synth zeroshot", disable=None if progress else True, leave=False)):
+        (root / shape).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img, _, _ = render_scene(np.random.default_rng((seed, SPLITS["zeroshot"], c, i)), image_size, shape)
+            img.save(root / shape / f"{i:04d}.png")
+    return root

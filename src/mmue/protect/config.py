@@ -37,6 +37,8 @@ class ProtectConfig:
                     "resized crop + flip), jpeg (differentiable JPEG, quality 10..95), resize-S (to S px and "
                     "back), or several joined by '|' (one drawn per step)", show=False)
     grad_blur: float = knob(0.0, "Gaussian sigma (px) on the PGD gradient: low-frequency noise", min=0, max=10)
+    objective: str = knob("minimise", "what PGD does to the surrogate's CLIP loss: minimise it (error-minimising "
+                          "noise: EM, MEM) or maximise it (error-maximising noise: TAP)", choices=("minimise", "maximise"))
     rounds: int = knob(20, "rounds (surrogate training + a data pass)", min=0, show=True)
     surrogate_steps: int = knob(200, "surrogate training steps per round", min=0, show=True)
     text_rounds: int = knob(5, "rounds with a trigger (HotFlip) update, the first ones", min=0, show=True)

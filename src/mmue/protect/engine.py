@@ -123,7 +123,7 @@ class MEMEngine:
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
         self.triggers = TriggerPolicy.build(cfg, data, self.model.codec)
         self.view = parse_view(cfg.eot)
-        self.grad_filter = make_filter(cfg.grad_blur)
+        self.grad_filter = make_filter(cfg.grad_blur, cfg.objective)
         self.noise = PixelNoise(cfg.eps_px)
         self._allowed = self.triggers.vocab.to(self.device) if self.triggers.vocab is not None else None
         self.trigger_words, self.trigger_at = self.triggers.placement(

@@ -1,7 +1,9 @@
-"""Gradient filters: what PGD does to the gradient before taking its sign.
+"""Gradient filters: what PGD does to the gradient before taking its sign (the step goes *against* the
+filtered gradient).
 
 ``sign(grad)`` gives per-pixel noise; ``sign(blur(grad))`` gives spatially coherent, low-frequency noise that
-survives JPEG and resizing better (translation-invariant attacks).
+survives JPEG and resizing better (translation-invariant attacks); ``Ascend`` negates the gradient, so the
+same step maximises the loss (error-maximising noise, TAP).
 """
 from __future__ import annotations
 
@@ -31,5 +33,17 @@ class GaussianBlur(GradientFilter):
         return f"GaussianBlur(sigma={self.sigma})"
 
 
-def make_filter(grad_blur: float) -> GradientFilter:
-    return GaussianBlur(grad_blur) if grad_blur else GradientFilter()
+class Ascend(GradientFilter):
+    def __init__(self, inner: GradientFilter):
+        self.inner = inner
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        return -self.inner(grad)
+
+    def __repr__(self) -> str:
+        return f"Ascend({self.inner!r})"
+
+
+def make_filter(grad_blur: float = 0.0, objective: str = "minimise") -> GradientFilter:
+    f = GaussianBlur(grad_blur) if grad_blur else GradientFilter()
+    return Ascend(f) if objective == "maximise" else f
