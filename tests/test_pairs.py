@@ -86,3 +86,11 @@ def test_preprocess_resizes_shorter_side_then_crops():
     t = preprocess(im, 16)
     assert t.shape == (3, 16, 16) and t.dtype.name == "uint8" if hasattr(t.dtype, "name") else True
     assert int(t[0].float().mean()) > 240 and int(t[1].float().mean()) < 15
+
+
+def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+    from mmue.data import load_rgb
+    Image.new("RGB", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)      # 4096 px > 2x the limit: Pillow's bomb error
+    with pytest.raises(DataError, match="big.png: .*decompression bomb"):
+        load_rgb(tmp_path / "big.png")

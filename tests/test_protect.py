@@ -114,6 +114,9 @@ def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["eps_px"] == 8 and manifest["max_linf_px"] <= 8
     assert manifest["mean_psnr_db"] >= 30
+    # the round log says how many triggers each text round changed (FAST: text step in both rounds)
+    changed = [r["triggers_changed"] for r in manifest["rounds_log"]]
+    assert len(changed) == 2 and all(0 <= c <= src.n_images for c in changed)
     for i, entry in enumerate(manifest["images"]):
         trig = entry["trigger"]
         assert len(codec.encode(trig)) == 3
@@ -257,3 +260,25 @@ def test_output_paths_mirror_relative_folders(tmp_path):
     pairs = PairSet(tmp_path / "d.csv", tmp_path, "filepath", "caption", ",", ["filepath", "caption"], [{}, {}],
                     ["imgs/a/x.jpg", "imgs/b/y.png"], ["c1", "c2"], [0, 1])
     assert output_paths(pairs) == ["images/a/x.png", "images/b/y.png"]
+
+
+def test_distinct_sources_never_share_an_output_file(tmp_path):
+    from mmue.data.pairs import PairSet
+    from mmue.protect.export import output_paths
+    names = ["p/photo.png", "p/photo.jpg", "p/other.jpg", "p/Photo.JPG", "p/photo.jpeg"]
+    pairs = PairSet(tmp_path / "d.csv", tmp_path, "filepath", "caption", ",", ["filepath", "caption"],
+                    [{}] * 5, names, [f"c{i}" for i in range(5)], list(range(5)))
+    out = output_paths(pairs)
+    assert out[2] == "images/other.png"                                     # no clash: name kept
+    assert out[0] == "images/photo-png.png" and out[1] == "images/photo-jpg.png"
+    assert len({o.lower() for o in out}) == 5 and out == output_paths(pairs)   # distinct and deterministic
+
+
+def test_one_image_under_two_spellings_is_one_image(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "imgs" / "a.png")
+    Image.new("RGB", (8, 8), (30, 20, 10)).save(tmp_path / "imgs" / "b.png")
+    (tmp_path / "d.csv").write_text("filepath,caption\nimgs/a.png,first\nimgs/../imgs/a.png,second\n"
+                                    f"{tmp_path / 'imgs' / 'a.png'},third\nimgs/b.png,fourth\n")
+    p = read_pairs(tmp_path / "d.csv")
+    assert p.n_images == 2 and p.caption_image == [0, 0, 0, 1] and p.images[0] == "imgs/a.png"

@@ -70,15 +70,17 @@ def read_csv(path: str | os.PathLike, img_key: str | None = None, caption_key: s
         if not cap:
             raise DataError(f"{path}, row {line}: empty caption in column {ck!r} for {img}; "
                             f"fill it in, drop the row, or point --csv-caption-key at the right column")
-        if img not in index:
+        # one image however its path is spelled (relative or absolute, "a/../b.png", a link): one noise, one trigger
+        key = os.path.realpath(path.parent / img)
+        if key not in index:
             if check_files and not (path.parent / img).is_file():
                 raise DataError(f"{path}, row {line}: image {img!r} not found (looked for {path.parent / img}); "
                                 "paths are relative to the CSV's folder")
-            index[img] = len(images)
+            index[key] = len(images)
             images.append(img)
         rows.append(row)
         captions.append(cap)
-        caption_image.append(index[img])
+        caption_image.append(index[key])
     if not rows:
         raise DataError(f"{path}: header only, no rows")
     return PairSet(path, path.parent, ik, ck, sep, fieldnames, rows, images, captions, caption_image)

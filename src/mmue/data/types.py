@@ -65,6 +65,9 @@ def load_rgb(path: str | Path) -> Image.Image:
             return im.convert("RGB")
     except FileNotFoundError as e:
         raise DataError(f"{path}: image not found") from e
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: {e}; an image this large is refused as a possible decompression bomb: "
+                        "downscale it, or remove it from the CSV") from e
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{path}: unreadable image ({e}); replace or remove it") from e
 

@@ -249,19 +249,20 @@ class MEMEngine:
         return [b for b in out if len(b) > 1]
 
     def data_pass(self, state: ProtectionState, round_idx: int, g: torch.Generator, progress: bool = False
-                  ) -> tuple[float, float, torch.Tensor]:
+                  ) -> tuple[float, float, torch.Tensor, int]:
         """One shuffled pass over the images: text step and/or image step per batch. Under torchrun each rank
         takes every world-th image of the shuffled order (its own images) and the results are merged.
-        Returns the mean text and image losses and how many times each image was optimised (all ranks)."""
+        Returns the mean text and image losses, how many times each image was optimised (all ranks), and how
+        many images the text step gave another trigger (HotFlip may keep every trigger as it is)."""
         cfg, d = self.cfg, self.dist
         visits = torch.zeros(self.data.n_images, dtype=torch.int32)
         do_text = cfg.trigger_len > 0 and round_idx < cfg.text_rounds
         do_image = cfg.noise == "pgd" and cfg.pgd_steps > 0
         if not (do_text or do_image):
-            return float("nan"), float("nan"), visits
+            return float("nan"), float("nan"), visits, 0
         was_training = self.model.training
         self.model.eval()  # no batch-norm statistics updates while optimising the data
-        text_losses, image_losses = [], []
+        text_losses, image_losses, changed = [], [], 0
         mine = torch.randperm(self.data.n_images, generator=g)[d.rank::d.world]   # the same order on every rank
         g = generator(cfg.seed, "data pass", round_idx, d.rank)                  # this rank's own draws
         try:
@@ -271,8 +272,10 @@ class MEMEngine:
                 delta = self.noise.delta(state, idx, self.device)
                 triggers = state.triggers[idx].to(self.device)
                 if do_text:
+                    before = triggers
                     triggers, tl = self.text_step(batch, delta, triggers)
                     text_losses.append(tl)
+                    changed += int((triggers != before).any(1).sum())
                     state.triggers[idx] = triggers.cpu()
                 if do_image:
                     delta, il = self.image_step(batch, delta, triggers, g)
@@ -284,11 +287,12 @@ class MEMEngine:
         if d.enabled:
             self._merge_ranks(state, visits > 0, do_text, do_image)
             distributed.all_reduce_sum(visits)
-        losses = torch.tensor([sum(text_losses), len(text_losses), sum(image_losses), len(image_losses)],
+        losses = torch.tensor([sum(text_losses), len(text_losses), sum(image_losses), len(image_losses), changed],
                               dtype=torch.float64)
         distributed.all_reduce_sum(losses)
         mean = lambda total, n: total / n if n else float("nan")  # noqa: E731
-        return mean(losses[0].item(), losses[1].item()), mean(losses[2].item(), losses[3].item()), visits
+        return (mean(losses[0].item(), losses[1].item()), mean(losses[2].item(), losses[3].item()), visits,
+                int(losses[4].item()))
 
     def _merge_ranks(self, state: ProtectionState, mine: torch.Tensor, text: bool, image: bool) -> None:
         """Give every rank the triggers (and in-memory noise) that the others optimised. Noise in a
@@ -313,16 +317,18 @@ class MEMEngine:
         for r in bar:
             g = generator(cfg.seed, "round", r)
             sl = self.train_surrogate(state, g)
-            tl, il, visits = self.data_pass(state, r, g, progress)
+            tl, il, visits, changed = self.data_pass(state, r, g, progress)
             if visits.max() > 0 and not (visits.min() == visits.max() == 1):
                 raise RuntimeError(f"round {r + 1}: images optimised {int(visits.min())}..{int(visits.max())} times "
                                    "instead of exactly once (a sharding bug); state not saved")
             state.rounds_done = r + 1
             stats = {"round": r + 1, "surrogate_loss": sl, "text_loss": tl, "image_loss": il,
+                     "triggers_changed": changed if r < cfg.text_rounds and cfg.trigger_len else None,
                      "images_optimised": int((visits > 0).sum()), "world_size": self.dist.world}
             bar.set_postfix(surrogate=_loss_text(sl, 3), text=_loss_text(tl, 3), image=_loss_text(il, 3))
-            log.info("round %d/%d surrogate %s text %s image %s", r + 1, last_round,
-                     _loss_text(sl), _loss_text(tl), _loss_text(il))
+            log.info("round %d/%d surrogate %s text %s image %s%s", r + 1, last_round, _loss_text(sl),
+                     _loss_text(tl), _loss_text(il), f" triggers changed {changed}/{self.data.n_images}"
+                     if stats["triggers_changed"] is not None else "")
             distributed.barrier()  # every rank's noise rows are written before rank 0 checkpoints them
             if on_round is not None:
                 distributed.on_main(lambda: on_round(state, stats))

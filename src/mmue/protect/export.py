@@ -9,6 +9,7 @@ that the model's preprocessing crops); for images already at the model's size th
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 import io
 import json
 import os
@@ -31,10 +32,24 @@ from .store import ProtectionState
 
 
 def output_paths(pairs: PairSet) -> list[str]:
-    """Relative output path of each image: under images/, mirrored from their common folder, as .png."""
+    """Relative output path of each image: under images/, mirrored from their common folder, as .png. Distinct
+    sources never share an output: where two would (``photo.png`` and ``photo.jpg``), each keeps its own
+    extension in the name (``photo-png.png``, ``photo-jpg.png``); the manifest records source -> file."""
     absolute = [Path(os.path.normpath(pairs.root / p)) for p in pairs.images]
     common = Path(os.path.commonpath([str(a.parent) for a in absolute]))
-    return [str(Path("images") / a.relative_to(common).with_suffix(".png")) for a in absolute]
+    rel = [a.relative_to(common) for a in absolute]
+    plain = [r.with_suffix(".png") for r in rel]
+    taken = Counter(str(p).lower() for p in plain)   # case-insensitive: the copy may land on such a disk
+    out = [r.with_name(f"{r.stem}-{r.suffix.lstrip('.').lower() or 'noext'}.png") if taken[str(p).lower()] > 1 else p
+           for r, p in zip(rel, plain)]
+    seen: Counter = Counter()
+    for i, o in enumerate(out):   # still equal (photo.JPG and photo.jpg): a numbered suffix, in input order
+        seen[str(o).lower()] += 1
+        if seen[str(o).lower()] > 1:
+            out[i] = o.with_name(f"{o.stem}-{seen[str(o).lower()]}.png")
+    if len({str(o).lower() for o in out}) != len(out):
+        raise RuntimeError("output names still collide after disambiguation; please report this dataset's names")
+    return [str(Path("images") / o) for o in out]
 
 
 def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int) -> torch.Tensor:
