@@ -150,6 +150,11 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     return rows
 
 
+def _method_width(methods) -> int:
+    """The method column: 14 wide, or one more than the longest name (mem-3-anypos-blend)."""
+    return max([14] + [len(m) + 1 for m in methods])
+
+
 def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | None = None) -> str:
     """Methods x defenses for one victim: last-epoch i2t / t2i R@k in %, mean over seeds (n seeds beside)."""
     cells: dict[tuple[str, str], list[dict]] = {}
@@ -159,11 +164,11 @@ def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | N
     methods = list(dict.fromkeys(m for m, _ in cells))
     defenses = list(dict.fromkeys(d for _, d in cells))
     defenses.sort(key=lambda d: d != "none")
-    w = 18
+    w, mw = 18, _method_width(methods)
     lines = [f"(last epoch, {victim}: i2t / t2i R@{k} in %, mean over n seeds)",
-             f"{'method':<14}" + "".join(f"{d:>{w}}" for d in defenses)]
+             f"{'method':<{mw}}" + "".join(f"{d:>{w}}" for d in defenses)]
     for m in methods:
-        row = f"{m:<14}"
+        row = f"{m:<{mw}}"
         for d in defenses:
             rs = cells.get((m, d), [])
             if not rs:
@@ -176,7 +181,7 @@ def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | N
     if test_csv is not None:
         rg = random_guess_of(test_csv)
         g = f"{100 * rg[f'image_to_text_R@{k}']:.2f} / {100 * rg[f'text_to_image_R@{k}']:.2f}"
-        lines.append(f"{'random guess':<14}{g:>{w}}")
+        lines.append(f"{'random guess':<{mw}}{g:>{w}}")
     return "\n".join(lines)
 
 
@@ -189,7 +194,8 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
     keys = [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in KS]
     show_defense = any(d != "none" for _, _, d in groups)   # the column only where a defense was applied
     dw = 18 if show_defense else 0
-    head = (f"{'method':<14}{'victim':<19}{'defense' if dw else '':<{dw}}{'n':>3}"
+    mw = _method_width([m for m, _, _ in groups])
+    head = (f"{'method':<{mw}}{'victim':<19}{'defense' if dw else '':<{dw}}{'n':>3}"
             + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>13}" for k in keys))
     title = ("(learning gain: last epoch minus before training, points of %, mean ± half-range over seeds)"
              if which == "gain" else f"({which} epoch, %, mean ± half-range over seeds)")
@@ -207,11 +213,11 @@ def summary_table(rows: list[dict], test_csv: Path | None = None, which: str = "
             else:
                 v = [100 * r[f"{which}/{k}"] for r in rs]
             cells.append(f"{statistics.mean(v):5.1f} ± {(max(v) - min(v)) / 2:3.1f}")
-        lines.append(f"{method:<14}{victim:<19}{defense if dw else '':<{dw}}{len(rs):>3}"
+        lines.append(f"{method:<{mw}}{victim:<19}{defense if dw else '':<{dw}}{len(rs):>3}"
                      + "".join(f"{c:>13}" for c in cells))
     if test_csv is not None:
         rg = random_guess_of(test_csv)
-        lines.append(f"{'random guess':<{36 + dw}}" + "".join(f"{100 * rg[k]:>13.2f}" for k in keys))
+        lines.append(f"{'random guess':<{mw + 22 + dw}}" + "".join(f"{100 * rg[k]:>13.2f}" for k in keys))
     return "\n".join(lines)
 
 
