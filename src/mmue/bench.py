@@ -15,15 +15,13 @@ from pathlib import Path
 from . import api
 from .defenses import apply_defense
 from .defenses import validate as validate_defense
-from .experiments import ensure_protected, random_guess_of, train_victim, victim_metrics
-from .device import resolve_device
+from .experiments import ensure_protected, last_epoch_zeroshot, random_guess_of, train_victim, victim_metrics
 from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 from .metrics import KS
 from .protect.registry import get_method, method_order
-from .models import DEFAULT_MODEL, load_model
+from .models import DEFAULT_MODEL
 from .report import write_report
 from .train import TrainConfig
-from .zeroshot import evaluate_zeroshot, read_classification
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +71,9 @@ def _with_zeroshot(rows: list[dict], out: Path, zeroshot: Path, device: str) -> 
                     / "summary.json").exists()]
     if not missing:
         return rows
-    dev = resolve_device(device)
-    data = read_classification(zeroshot)
     for r in missing:
         run = _victim_dir(out, r["method"], r["victim"], r["seed"], r.get("defense", "none"))
-        z = evaluate_zeroshot(load_model(run, dev, which="last"), data, dev)
-        r.update({f"last/zeroshot_{k}": v for k, v in z.items() if k != "per_class_acc1"})
+        r.update({f"last/zeroshot_{k}": v for k, v in last_epoch_zeroshot(run, zeroshot, device).items()})
     write_jsonl(out / "results.jsonl", rows)
     return rows
 
@@ -237,5 +232,6 @@ def zeroshot_table(rows: list[dict]) -> str:
             cells.append(f"{statistics.mean(x):5.1f} ± {(max(x) - min(x)) / 2:3.1f}")
         lines.append(f"{m:<18}{v:<19}{d:<14}{len(rs):>3}" + "".join(f"{c:>14}" for c in cells))
     r0 = next(iter(groups.values()))[0]
-    lines.append(f"{'chance':<54}{100 * r0['last/zeroshot_chance_acc1']:>14.1f}{100 * r0['last/zeroshot_chance_acc5']:>14.1f}")
+    chance = [100 * r0[f"last/zeroshot_chance_{k}"] for k in ("acc1", "acc5")]
+    lines.append(f"{'chance':<54}" + "".join(f"{c:>14.1f}" for c in chance))
     return "\n".join(lines)

@@ -50,9 +50,15 @@ def victim_metrics(run: Path, test_csv: Path, device: str, zeroshot: Path | None
     init = run / "init_metrics.json"   # before training (the learning gain's baseline)
     extra = {"init": json.loads(init.read_text())} if init.exists() else {}
     if zeroshot is not None and Path(zeroshot).is_dir():
-        zs = evaluate_zeroshot(load_model(run, dev, which="last"), read_classification(zeroshot), dev)
-        extra["zeroshot"] = {k: v for k, v in zs.items() if k != "per_class_acc1"}
+        extra["zeroshot"] = last_epoch_zeroshot(run, zeroshot, device)
     return {**out["last"], "best_epoch": summary["best_epoch"], "best": out["best"], **extra}
+
+
+def last_epoch_zeroshot(run: Path, zeroshot: Path, device: str) -> dict:
+    """Zero-shot accuracy of a victim's last epoch on a classification folder (per-class figures left out)."""
+    dev = resolve_device(device)
+    z = evaluate_zeroshot(load_model(run, dev, which="last"), read_classification(zeroshot), dev)
+    return {k: v for k, v in z.items() if k != "per_class_acc1"}
 
 
 def random_guess_of(test_csv: Path) -> dict[str, float]:
