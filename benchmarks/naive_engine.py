@@ -26,7 +26,7 @@ class NaiveMEMEngine(MEMEngine):
             return torch.stack(out)
         return batch_loss
 
-    def image_step(self, batch, delta, triggers, g):
+    def image_step(self, batch, delta, triggers, g, state=None):
         m, cfg = self.model, self.cfg
         x = batch.x_u8.float() / 255
         rows = self._step_rows(batch, triggers, g)

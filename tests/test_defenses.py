@@ -9,9 +9,10 @@ from mmue.augment import rrc_flip
 
 def test_validate_names():
     for ok in ("none", "jpeg-50", "grayscale", "blur-0.5", "bits-3", "resize-0.5", "strip-3", "rare-5",
-               "shuffle-captions", "rrc-flip"):
+               "shuffle-captions", "rrc-flip", "oracle-captions", "rare-10+jpeg-75+rrc-flip"):
         assert validate(ok) == ok
-    for bad in ("jpeg-0", "bits-9", "resize-2", "strip-0", "rare-1", "sharpen"):
+    for bad in ("jpeg-0", "bits-9", "resize-2", "strip-0", "rare-1", "sharpen", "none+jpeg-75", "jpeg-75+jpeg-75",
+                "rare-10+sharpen"):
         with pytest.raises(ValueError):
             validate(bad)
 
@@ -64,3 +65,23 @@ def test_rrc_flip_is_seeded_and_in_range():
     b = rrc_flip(x, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.shape == x.shape and a.min() >= 0 and a.max() <= 1
     assert not torch.equal(a, x)
+
+
+def test_oracle_captions_and_composition(tiny_synth, tmp_path):
+    src = tiny_synth / "train.csv"
+    released = read_pairs(apply_defense(src, "strip-2", tmp_path / "released"))   # stands in for a protected copy
+    original = read_pairs(src)
+    with pytest.raises(ValueError, match="original CSV"):
+        apply_defense(released.source, "oracle-captions", tmp_path / "o0")
+    oracle = read_pairs(apply_defense(released.source, "oracle-captions", tmp_path / "o", original=src))
+    assert oracle.captions == original.captions and oracle.image_path(0).resolve() == released.image_path(0).resolve()
+    composed = apply_defense(released.source, "oracle-captions+jpeg-75+rrc-flip", tmp_path / "c", original=src)
+    pairs = read_pairs(composed)
+    assert pairs.captions == original.captions and pairs.images[0].endswith(".jpg")
+    assert composed.parent.name == "1-jpeg-75"
+    from mmue.defenses import uses_augment
+    assert uses_augment("oracle-captions+jpeg-75+rrc-flip") == "rrc-flip" and uses_augment("jpeg-75") == "none"
+    other = tmp_path / "one_row.csv"
+    other.write_text(f"filepath,caption\n{tiny_synth / 'images/train_00000.png'},a\n")
+    with pytest.raises(ValueError, match="not the data it was protected from"):
+        apply_defense(released.source, "oracle-captions", tmp_path / "o2", original=other)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from mmue.bench import BenchConfig, defense_matrix, run_bench, summary_table
+from mmue.bench import BenchConfig, defense_matrix, run_bench, summary_table, worst_case_table
 from mmue.demo import demo_table, run_demo
 
 TINY_PROTECT = dict(rounds=1, surrogate_steps=2, pgd_steps=1, candidates=2, batch_size=32)
@@ -44,12 +44,39 @@ def test_bench_grid_skips_finished_cells(tiny_synth, tmp_path):
     assert matrix[3].startswith("random") and (f"{100 * r['last/image_to_text_R@1']:.1f} / "
                                                f"{100 * r['last/text_to_image_R@1']:.1f} (1)") in matrix[3]
     assert "methods x defenses" in (tmp_path / "b" / "report.md").read_text()
+    assert "worst case over the attackers" in (tmp_path / "b" / "report.md").read_text()
     # every victim recorded its recall before training: the learning-gain table is last minus that
     assert all("init/image_to_text_R@1" in r for r in again)
     gain = summary_table(again, None, "gain")
     clean = next(r for r in again if r["method"] == "clean" and r["defense"] == "none")
     expected = 100 * (clean["last/image_to_text_R@1"] - clean["init/image_to_text_R@1"])
     assert f"{expected:5.1f} ±" in gain.splitlines()[2] and "learning gain" in gain
+
+
+def test_worst_case_takes_the_best_attacker_by_seed_mean():
+    def row(method, victim, defense, seed, r1, r10=0.5):
+        return {"method": method, "victim": victim, "defense": defense, "seed": seed,
+                **{f"last/{d}_R@{k}": (r1 if k == 1 else r10) for d in ("image_to_text", "text_to_image")
+                   for k in (1, 5, 10)}}
+    rows = [row("mem-3", "a", "none", 0, 0.01), row("mem-3", "a", "none", 1, 0.03),      # mean 2 %
+            row("mem-3", "a", "jpeg-75", 0, 0.05), row("mem-3", "a", "jpeg-75", 1, 0.0),  # mean 2.5 %: worst
+            row("mem-3", "b", "none", 0, 0.04)]                                             # max single, 1 seed
+    line = worst_case_table(rows).splitlines()[2].split()
+    assert line[:4] == ["mem-3", "3", "4.0", "b"]      # 4 % by b / none beats the 2-seed means
+    rows[-1] = row("mem-3", "b", "none", 0, 0.02)
+    line = worst_case_table(rows).splitlines()[2].split()
+    assert line[2:7] == ["2.5", "a", "/", "jpeg-75", "(2)"]
+
+
+def test_bench_victim_defenses(tmp_path):
+    cfg = BenchConfig(victims=["mmue-tiny-rn", "mmue-tiny-vit"], defenses=["none", "jpeg-75"],
+                      victim_defenses={"mmue-tiny-vit": ["rare-10+jpeg-75+rrc-flip"]}).validate()
+    assert cfg.cells() == [("mmue-tiny-rn", "none"), ("mmue-tiny-rn", "jpeg-75"),
+                           ("mmue-tiny-vit", "rare-10+jpeg-75+rrc-flip")]
+    with pytest.raises(ValueError, match="not among victims"):
+        BenchConfig(victim_defenses={"mmue-small-rn": ["none"]}).validate()
+    with pytest.raises(ValueError, match="unknown defense"):
+        BenchConfig(victim_defenses={"mmue-tiny-rn": ["jpeg-75+sharpen"]}).validate()
 
 
 def test_bench_config_rejects_unknown_keys(tmp_path):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import api
-from .defenses import apply_defense
+from .defenses import apply_defense, uses_augment
 from .defenses import validate as validate_defense
 from .experiments import ensure_protected, last_epoch_zeroshot, random_guess_of, train_victim, victim_metrics
 from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
@@ -38,6 +38,7 @@ class BenchConfig:
     protect: dict = field(default_factory=dict)   # extra engine settings (library units)
     defenses: list[str] = field(default_factory=lambda: ["none"])   # see mmue.defenses
     train: dict = field(default_factory=dict)     # victim TrainConfig overrides, e.g. {"lr": 1e-4} to fine-tune
+    victim_defenses: dict = field(default_factory=dict)  # per victim, its own defenses (else ``defenses``)
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchConfig":
@@ -51,9 +52,16 @@ class BenchConfig:
         for m in self.methods:
             if m != "clean":
                 get_method(m)   # names the known methods (`mmue methods`) when it is not one
-        for d in self.defenses:
+        for d in self.defenses + [d for ds in self.victim_defenses.values() for d in ds]:
             validate_defense(d)
+        stray = set(self.victim_defenses) - set(self.victims)
+        if stray:
+            raise ValueError(f"victim_defenses names {sorted(stray)}, which are not among victims {self.victims}")
         return self
+
+    def cells(self) -> list[tuple[str, str]]:
+        """(victim, defense) pairs of one method and seed, in run order."""
+        return [(v, d) for v in self.victims for d in self.victim_defenses.get(v, self.defenses)]
 
 
 def _cell_key(method: str, victim: str, seed: int, defense: str = "none") -> str:
@@ -92,7 +100,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     rows = []
     for seed in cfg.seeds:
         for method in cfg.methods:
-            for victim, defense in [(v, d) for v in cfg.victims for d in cfg.defenses]:
+            for victim, defense in cfg.cells():
                 if _cell_key(method, victim, seed, defense) in done:
                     continue
                 if method == "clean":
@@ -106,9 +114,10 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
                                   "generation_s": man["generation_s"]}
                 released = victim_train.parent.name if method != "clean" else f"clean-s{seed}"
-                defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed)
+                defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed,
+                                         original=train_csv)
                 run = _victim_dir(out, method, victim, seed, defense)
-                tcfg = TrainConfig(**{"seed": seed, "augment": "rrc-flip" if defense == "rrc-flip" else "none",
+                tcfg = TrainConfig(**{"seed": seed, "augment": uses_augment(defense),
                                       **({"epochs": cfg.epochs} if cfg.epochs else {}), **cfg.train})
                 train_victim(defended, test_csv, run, victim, tcfg, device)
                 m = victim_metrics(run, test_csv, device, data / "zeroshot")
@@ -127,6 +136,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
         for v in dict.fromkeys(r["victim"] for r in rows):
             for k in (1, 10):
                 tables[f"methods x defenses, {v}, R@{k}"] = defense_matrix(rows, v, k, test_csv)
+    if len({(r["victim"], r.get("defense", "none")) for r in rows}) > 1:
+        tables["worst case over the attackers (victims x defenses)"] = worst_case_table(rows, test_csv)
     if any("last/zeroshot_acc1" in r for r in rows):
         tables["zero-shot classification (last epoch)"] = zeroshot_table(rows)
     if any("init/image_to_text_R@1" in r for r in rows):
@@ -177,6 +188,40 @@ def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | N
         rg = random_guess_of(test_csv)
         g = f"{100 * rg[f'image_to_text_R@{k}']:.2f} / {100 * rg[f'text_to_image_R@{k}']:.2f}"
         lines.append(f"{'random guess':<{mw}}{g:>{w}}")
+    return "\n".join(lines)
+
+
+def worst_case(rows: list[dict], method: str, key: str, which: str = "last") -> tuple[float, str, int]:
+    """The attacker (victim / defense) that learns most from ``method``'s release on ``key``, by mean over
+    seeds: (value in %, "victim / defense", seeds averaged)."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        if r["method"] == method:
+            cells.setdefault((r["victim"], r.get("defense", "none")), []).append(100 * r[f"{which}/{key}"])
+    (v, d), xs = max(cells.items(), key=lambda kv: statistics.mean(kv[1]))
+    return statistics.mean(xs), f"{v} / {d}", len(xs)
+
+
+def worst_case_table(rows: list[dict], test_csv: Path | None = None, which: str = "last") -> str:
+    """Per method, the worst case over every victim x defense measured: the highest mean-over-seeds recall
+    in each direction at R@1 and R@10, and which attacker reached it."""
+    methods = sorted(dict.fromkeys(r["method"] for r in rows), key=method_order)
+    n_att = {m: len({(r["victim"], r.get("defense", "none")) for r in rows if r["method"] == m}) for m in methods}
+    keys = [f"{d}_R@{k}" for k in (1, 10) for d in ("image_to_text", "text_to_image")]
+    mw = _method_width(methods)
+    lines = [f"({which} epoch, %: the highest mean over seeds among the attackers measured; attacker = victim / "
+             "defense that reached it)",
+             f"{'method':<{mw}}{'attackers':>10}" + "".join(
+                 f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>10}  {'by':<34}" for k in keys)]
+    for m in methods:
+        row = f"{m:<{mw}}{n_att[m]:>10}"
+        for k in keys:
+            v, who, n = worst_case(rows, m, k, which)
+            row += f"{v:>10.1f}  {f'{who} ({n})':<34}"
+        lines.append(row.rstrip())
+    if test_csv is not None:
+        rg = random_guess_of(test_csv)
+        lines.append(f"{'random guess':<{mw + 10}}" + "".join(f"{100 * rg[k]:>10.2f}  {'':<34}" for k in keys).rstrip())
     return "\n".join(lines)
 
 

@@ -4,8 +4,10 @@ Each defense is a name: ``none``, ``jpeg-Q`` (re-save as JPEG at quality Q), ``g
 sigma S px), ``bits-B`` (B-bit colour depth), ``resize-F`` (down by F then back up, bicubic), ``strip-K`` (drop
 the first K words of every caption: trigger stripping), ``rare-N`` (drop every word that occurs in the captions
 of fewer than N images: an attacker who knows triggers are rare words, wherever they sit), ``shuffle-captions``
-(permute captions among an image's captions), and ``rrc-flip`` (random-resized-crop + flip augmentation during
-victim training, no file change).
+(permute captions among an image's captions), ``oracle-captions`` (the released images with their *original*
+captions: the bound for any caption cleaning, which measures what the image noise does alone), and ``rrc-flip``
+(random-resized-crop + flip augmentation during victim training, no file change). Defenses compose with ``+``,
+applied left to right (``rare-10+jpeg-75+rrc-flip``: the cheap attacker's pipeline).
 File defenses write a defended copy of the dataset; the originals and the released copy are only read.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .data.pairs import read_pairs, write_pairs
+from .data.types import PairSet
 
 TRAINING_DEFENSES = {"rrc-flip"}
 _PATTERNS = {
@@ -26,11 +29,28 @@ _PATTERNS = {
     "resize": re.compile(r"^resize-([\d.]+)$"), "strip": re.compile(r"^strip-(\d+)$"),
     "rare": re.compile(r"^rare-(\d+)$"),
 }
-CAPTION_DEFENSES = ("strip", "rare", "shuffle-captions")
+CAPTION_DEFENSES = ("strip", "rare", "shuffle-captions", "oracle-captions")
+
+
+def parts(name: str) -> list[str]:
+    """The single defenses of a composed name, in the order they are applied."""
+    return name.split("+")
+
+
+def uses_augment(name: str) -> str:
+    """The victim's training augmentation under defense ``name`` ("rrc-flip" or "none")."""
+    return "rrc-flip" if "rrc-flip" in parts(name) else "none"
 
 
 def validate(name: str) -> str:
-    if name in ("none", "grayscale", "shuffle-captions") or name in TRAINING_DEFENSES:
+    if "+" in name:
+        ps = parts(name)
+        if "none" in ps or len(set(ps)) != len(ps):
+            raise ValueError(f"defense {name!r}: compose distinct defenses other than none")
+        for p in ps:
+            validate(p)
+        return name
+    if name in ("none", "grayscale", "shuffle-captions", "oracle-captions") or name in TRAINING_DEFENSES:
         return name
     for kind, pat in _PATTERNS.items():
         m = pat.match(name)
@@ -41,7 +61,8 @@ def validate(name: str) -> str:
             if ok:
                 return name
     raise ValueError(f"unknown defense {name!r}: use none, jpeg-Q, grayscale, blur-S, bits-B, resize-F (0<F<1), "
-                     "strip-K, rare-N (N>=2), shuffle-captions or rrc-flip")
+                     "strip-K, rare-N (N>=2), shuffle-captions, oracle-captions or rrc-flip, or several joined "
+                     "by '+'")
 
 
 def transform_image(img: Image.Image, name: str) -> tuple[Image.Image, str]:
@@ -100,17 +121,36 @@ def drop_rare_words(captions: list[str], image_captions: list[list[int]], min_im
     return out
 
 
-def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: int = 0) -> Path:
+def original_captions(released: PairSet, original_csv: str | Path) -> list[str]:
+    """The original caption of each released row (protection keeps rows in order and count)."""
+    orig = read_pairs(original_csv)
+    if len(orig.captions) != len(released.captions) or len(orig.images) != len(released.images):
+        raise ValueError(f"oracle-captions: {original_csv} has {len(orig.captions)} captions of "
+                         f"{len(orig.images)} images, the released copy {len(released.captions)} of "
+                         f"{len(released.images)}: not the data it was protected from")
+    return list(orig.captions)
+
+
+def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: int = 0,
+                  original: str | Path | None = None) -> Path:
     """Write the defended copy of the dataset at ``csv_path`` into ``out_dir``; returns its CSV.
-    ``none`` and training-time defenses return ``csv_path`` unchanged."""
+    ``none`` and training-time defenses return ``csv_path`` unchanged. ``original``: the CSV the release was
+    protected from (``oracle-captions`` needs it; for clean data it is ``csv_path`` itself). A composed defense
+    writes one folder per step under ``out_dir``."""
     name = validate(name)
     csv_path = Path(csv_path)
+    if "+" in name:
+        for i, part in enumerate(parts(name)):
+            csv_path = apply_defense(csv_path, part, Path(out_dir) / f"{i}-{part}", seed, original)
+        return csv_path
     if name == "none" or name in TRAINING_DEFENSES:
         return csv_path
     out = Path(out_dir)
     target = out / csv_path.name
     if target.exists():
         return target
+    if name == "oracle-captions" and original is None:
+        raise ValueError("oracle-captions needs the original CSV the release was protected from")
     pairs = read_pairs(csv_path)
     images = list(pairs.images)
     if not name.startswith(CAPTION_DEFENSES):
@@ -130,7 +170,8 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
             dst.parent.mkdir(parents=True, exist_ok=True)
             if not dst.exists():
                 dst.symlink_to(pairs.image_path(i).resolve())
-    captions = transform_captions(pairs.captions, pairs.image_captions, name, seed)
+    captions = (original_captions(pairs, original) if name == "oracle-captions"
+                else transform_captions(pairs.captions, pairs.image_captions, name, seed))
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (csv_path.name + ".partial")
     write_pairs(pairs, tmp, captions, images=[images[i] for i in pairs.caption_image])

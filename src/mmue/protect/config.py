@@ -39,6 +39,11 @@ class ProtectConfig:
     grad_blur: float = knob(0.0, "Gaussian sigma (px) on the PGD gradient: low-frequency noise", min=0, max=10)
     objective: str = knob("minimise", "what PGD does to the surrogate's CLIP loss: minimise it (error-minimising "
                           "noise: EM, MEM) or maximise it (error-maximising noise: TAP)", choices=("minimise", "maximise"))
+    share: str = knob("none", "what images of one caption cluster share: nothing, the noise pattern, the trigger, "
+                      "or both (a shared trigger is drawn per cluster and not changed by HotFlip)",
+                      choices=("none", "noise", "trigger", "noise+trigger"))
+    clusters: int = knob(64, "caption clusters (k-means on TF-IDF of each image's captions) when --share is set",
+                         min=1)
     rounds: int = knob(20, "rounds (surrogate training + a data pass)", min=0, show=True)
     surrogate_steps: int = knob(200, "surrogate training steps per round", min=0, show=True)
     text_rounds: int = knob(5, "rounds with a trigger (HotFlip) update, the first ones", min=0, show=True)
@@ -57,8 +62,17 @@ class ProtectConfig:
         return bool(self.trigger_dropout and self.trigger_len)
 
     @property
+    def shares_noise(self) -> bool:
+        return self.share in ("noise", "noise+trigger")
+
+    @property
+    def shares_trigger(self) -> bool:
+        return self.share in ("trigger", "noise+trigger") and self.trigger_len > 0
+
+    @property
     def optimises(self) -> bool:
-        return self.noise == "pgd" or self.trigger_len > 0
+        """Whether rounds change anything: PGD noise, or triggers that HotFlip may change."""
+        return self.noise == "pgd" or (self.trigger_len > 0 and self.text_rounds > 0 and not self.shares_trigger)
 
     def validate(self) -> "ProtectConfig":
         problems = []
@@ -72,6 +86,8 @@ class ProtectConfig:
                 problems.append(f"{f.name} must be <= {m['max']} (got {v})")
             if m.get("gt") is not None and not v > m["gt"]:
                 problems.append(f"{f.name} must be > {m['gt']} (got {v})")
+        if self.shares_noise and self.noise == "none":
+            problems.append(f"share={self.share} needs image noise (noise pgd or random)")
         from .views import parse_view   # the view spec is checked by the part that reads it
         try:
             parse_view(self.eot)

@@ -43,9 +43,10 @@ from ..optim import clip_train_step, make_optimizer
 from ..seeding import generator
 from .config import ProtectConfig
 from .filters import make_filter
+from .clusters import caption_clusters
 from .hotflip import greedy_rerank, hotflip_candidates
-from .noise import PixelNoise
-from .pgd import apply_noise, random_noise, sign_step
+from .noise import ClusterNoise, PixelNoise
+from .pgd import apply_noise, random_noise
 from .store import ProtectionState
 from .triggers import TriggerPolicy
 from .views import parse_view
@@ -124,7 +125,9 @@ class MEMEngine:
         self.triggers = TriggerPolicy.build(cfg, data, self.model.codec)
         self.view = parse_view(cfg.eot)
         self.grad_filter = make_filter(cfg.grad_blur, cfg.objective)
-        self.noise = PixelNoise(cfg.eps_px)
+        self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
+                         if cfg.share != "none" else None)
+        self.noise = ClusterNoise(cfg.eps_px, self.clusters) if cfg.shares_noise else PixelNoise(cfg.eps_px)
         self._allowed = self.triggers.vocab.to(self.device) if self.triggers.vocab is not None else None
         self.trigger_words, self.trigger_at = self.triggers.placement(
             data.word_starts, len(data.caption_bodies), self.model.codec.context_length)
@@ -139,12 +142,21 @@ class MEMEngine:
         g = generator(self.cfg.seed, "initial noise and triggers")
         n, shape = self.data.n_images, tuple(self.data.images.shape[1:])
         noise = ProtectionState.new_noise((n, *shape), folder)
-        if self.cfg.noise == "random":
+        if self.cfg.shares_noise:
+            state = ProtectionState(noise=noise, triggers=torch.zeros((n, 0), dtype=torch.long))
+            self.noise.init(state, g, random=self.cfg.noise == "random")
+            self.noise.write_all(state, self.data.images)
+        elif self.cfg.noise == "random":
             for s in range(0, n, 1024):  # in chunks: the images may live on disk too
                 x = self.data.images[s:s + 1024]
                 r = random_noise(tuple(x.shape), self.cfg.eps_px, g)
                 noise[s:s + len(x)] = (apply_noise(x, r).to(torch.int16) - x.to(torch.int16)).to(torch.int8)
-        return ProtectionState(noise=noise, triggers=self.triggers.initial(n, g), rounds_done=0)
+        if self.cfg.shares_trigger:   # one draw per cluster, the same words for all its images
+            triggers = self.triggers.initial(int(self.clusters.max()) + 1, g)[self.clusters]
+        else:
+            triggers = self.triggers.initial(n, g)
+        patterns = state.patterns if self.cfg.shares_noise else None
+        return ProtectionState(noise=noise, triggers=triggers, rounds_done=0, patterns=patterns)
 
     # ----------------------------------------------------------------------------------------- batches
     def make_batch(self, index: torch.Tensor, g: torch.Generator, shard: bool = False) -> Batch:
@@ -217,8 +229,8 @@ class MEMEngine:
             rows.append(batch.ids(triggers, order, self._dropped(b, g)))
         return rows
 
-    def image_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor, g: torch.Generator
-                   ) -> tuple[torch.Tensor, float]:
+    def image_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor, g: torch.Generator,
+                   state: ProtectionState | None = None) -> tuple[torch.Tensor, float]:
         m, cfg = self.model, self.cfg
         x = batch.x_u8.float() / 255
         rows = self._step_rows(batch, triggers, g)
@@ -235,7 +247,8 @@ class MEMEngine:
                     img_f = m.encode_image(self.view(x + delta, g)).float()
                 loss = clip_loss(img_f, txt[s % len(rows)], scale)
                 (grad,) = torch.autograd.grad(loss, delta)
-                delta = sign_step(delta.detach(), self.grad_filter(grad), cfg.alpha, x, cfg.eps)
+                delta = self.noise.step(state, batch.index, delta.detach(), self.grad_filter(grad), cfg.alpha, x,
+                                        cfg.eps)
         return delta.detach(), float(loss.detach())
 
     # ----------------------------------------------------------------------------------------- a round
@@ -256,7 +269,7 @@ class MEMEngine:
         many images the text step gave another trigger (HotFlip may keep every trigger as it is)."""
         cfg, d = self.cfg, self.dist
         visits = torch.zeros(self.data.n_images, dtype=torch.int32)
-        do_text = cfg.trigger_len > 0 and round_idx < cfg.text_rounds
+        do_text = cfg.trigger_len > 0 and round_idx < cfg.text_rounds and not cfg.shares_trigger
         do_image = cfg.noise == "pgd" and cfg.pgd_steps > 0
         if not (do_text or do_image):
             return float("nan"), float("nan"), visits, 0
@@ -278,7 +291,7 @@ class MEMEngine:
                     changed += int((triggers != before).any(1).sum())
                     state.triggers[idx] = triggers.cpu()
                 if do_image:
-                    delta, il = self.image_step(batch, delta, triggers, g)
+                    delta, il = self.image_step(batch, delta, triggers, g, state)
                     image_losses.append(il)
                     self.noise.store(state, idx, batch.x_u8, delta)
                 visits[idx] += 1
@@ -287,6 +300,10 @@ class MEMEngine:
         if d.enabled:
             self._merge_ranks(state, visits > 0, do_text, do_image)
             distributed.all_reduce_sum(visits)
+        if do_image and state.patterns is not None:
+            # patterns moved after their first images were written: every image gets its cluster's final one
+            # (each rank writes the same values; in a shared disk file the rows agree)
+            self.noise.write_all(state, self.data.images)
         losses = torch.tensor([sum(text_losses), len(text_losses), sum(image_losses), len(image_losses), changed],
                               dtype=torch.float64)
         distributed.all_reduce_sum(losses)
@@ -300,7 +317,9 @@ class MEMEngine:
         if text:
             t = torch.where(mine[:, None], state.triggers, torch.zeros_like(state.triggers))
             state.triggers = distributed.all_reduce_sum(t)
-        if image and isinstance(state.noise, torch.Tensor):
+        if image and state.patterns is not None:   # each rank stepped the shared patterns: their mean
+            state.patterns = distributed.all_reduce_sum(state.patterns.clone()) / self.dist.world
+        elif image and isinstance(state.noise, torch.Tensor):
             n = torch.where(mine[:, None, None, None], state.noise, torch.zeros_like(state.noise)).to(torch.int16)
             state.noise = distributed.all_reduce_sum(n).to(torch.int8)
 

@@ -5,7 +5,7 @@ what ``mmue protect`` uses), so peak RAM stays flat however many images are prot
 compact int32 array (k values per image).
 
 A checkpoint is a folder: ``noise.ckpt.i8`` (an atomic copy of the working noise file), ``triggers.safetensors``
-and last ``state.json``, whose presence marks the round as done. Loading copies the checkpointed noise back
+(and the shared noise patterns, if any) and last ``state.json``, whose presence marks the round as done. Loading copies the checkpointed noise back
 over the working file, so a round that died half-way restarts from the noise it started with.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ class ProtectionState:
     noise: torch.Tensor | DiskArray    # int8 [N,3,S,S], pixel units
     triggers: torch.Tensor             # long [N,k]
     rounds_done: int = 0
+    patterns: torch.Tensor | None = None   # float [K,3,S,S] in [-eps, eps]: shared noise, one per cluster
 
     @staticmethod
     def new_noise(shape: tuple[int, ...], folder: str | os.PathLike | None = None) -> torch.Tensor | DiskArray:
@@ -46,6 +47,8 @@ class ProtectionState:
                 DiskArray(tmp, tuple(self.noise.shape), "int8", create=True)[:] = self.noise
             atomic_write(folder / NOISE_CKPT, write_noise)
         triggers = {"triggers": self.triggers.to(torch.int32).contiguous()}
+        if self.patterns is not None:
+            triggers["patterns"] = self.patterns.float().contiguous()
         atomic_write(folder / TRIGGERS_FILE, lambda tmp: save_file(triggers, str(tmp)))
         # last: state.json marks the checkpoint complete
         atomic_write_json(folder / STATE_FILE, {"rounds_done": self.rounds_done, "noise_shape": list(self.noise.shape)})
@@ -71,5 +74,5 @@ class ProtectionState:
     def _read(cls, folder: Path, noise_file: str) -> "ProtectionState":
         meta = json.loads((folder / STATE_FILE).read_text())
         noise = DiskArray(folder / noise_file, tuple(meta["noise_shape"]), "int8")
-        triggers = load_file(str(folder / TRIGGERS_FILE))["triggers"].long()
-        return cls(noise, triggers, int(meta["rounds_done"]))
+        saved = load_file(str(folder / TRIGGERS_FILE))
+        return cls(noise, saved["triggers"].long(), int(meta["rounds_done"]), saved.get("patterns"))

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from mmue import api
+from mmue.protect import ProtectionState
+from mmue.protect.clusters import caption_clusters, kmeans
+from mmue.protect.noise import ClusterNoise
+
+FAST = dict(rounds=2, surrogate_steps=3, pgd_steps=2, batch_size=32, clusters=4)
+
+
+def test_kmeans_finds_separated_groups_and_leaves_none_empty():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(4)
+    x = centres.repeat_interleave(25, 0) + 0.05 * torch.randn(100, 4, generator=g)
+    x = x / x.norm(dim=1, keepdim=True)
+    a = kmeans(x, 4, seed=0)
+    for grp in range(4):   # each true group lands in exactly one cluster
+        assert len(set(a[grp * 25:(grp + 1) * 25].tolist())) == 1
+    assert len(set(a.tolist())) == 4
+    many = kmeans(x, 40, seed=0)   # more clusters than groups: none ends empty
+    assert torch.bincount(many, minlength=40).min() >= 1
+    assert torch.equal(kmeans(x, 4, seed=3), kmeans(x, 4, seed=3))
+
+
+def test_caption_clusters_group_shared_words():
+    bodies = [[1, 2, 3], [1, 2, 4], [7, 8, 9], [7, 8, 5], [1, 2, 3], [7, 9, 8]]
+    a = caption_clusters(bodies, [[i] for i in range(6)], 2, seed=0).tolist()
+    assert a[0] == a[1] == a[4] and a[2] == a[3] == a[5] and a[0] != a[2]
+
+
+def test_cluster_step_moves_one_pattern_per_cluster():
+    noise = ClusterNoise(8, torch.tensor([0, 0, 1, 1]))
+    state = ProtectionState(torch.zeros(4, 3, 2, 2, dtype=torch.int8), torch.zeros(4, 0, dtype=torch.long))
+    noise.init(state, torch.Generator().manual_seed(0), random=False)
+    x = torch.full((4, 3, 2, 2), 0.5)
+    grad = torch.tensor([1.0, 3.0, -1.0, 0.5]).view(4, 1, 1, 1).expand(4, 3, 2, 2)
+    delta = noise.step(state, torch.arange(4), torch.zeros(4, 3, 2, 2), grad, 1 / 255, x, 8 / 255)
+    assert torch.allclose(state.patterns[0], torch.full((3, 2, 2), -1 / 255))   # sign of 1 + 3
+    assert torch.allclose(state.patterns[1], torch.full((3, 2, 2), 1 / 255))    # sign of -1 + 0.5
+    assert torch.equal(delta[0], delta[1]) and torch.equal(delta[2], delta[3])
+
+
+@pytest.mark.parametrize("method", ["mem-3-cluster", "random-cluster"])
+def test_cluster_presets_share_noise_and_trigger(tiny_synth, tmp_path, method):
+    m = api.protect(tiny_synth / "train.csv", tmp_path / method, method, device="cpu", progress=False, **FAST)
+    from PIL import Image
+    from mmue.data import read_pairs
+    clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / method / "train.csv")
+    triggers = [e["trigger"] for e in m["images"]]
+    assert 1 < len(set(triggers)) <= 4 and "" not in triggers
+    # images with one trigger share one cluster, hence one noise pattern (up to clipping at 0 and 255)
+    by_trigger: dict[str, list[np.ndarray]] = {}
+    for i in range(len(clean.images)):
+        a = np.asarray(Image.open(clean.image_path(i)).convert("RGB"), dtype=np.int16)
+        b = np.asarray(Image.open(prot.image_path(i)).convert("RGB"), dtype=np.int16)
+        inside = (a >= 8) & (a <= 247)
+        by_trigger.setdefault(triggers[i], []).append(np.where(inside, b - a, 99))
+    for noises in by_trigger.values():
+        ref = noises[0]
+        for n in noises[1:]:
+            both = (ref != 99) & (n != 99)
+            assert (ref[both] == n[both]).mean() > 0.99
+    assert 0 < m["max_linf_px"] <= 8
