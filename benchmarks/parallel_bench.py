@@ -23,12 +23,31 @@ from pathlib import Path
 from mmue.fileio import read_jsonl, write_jsonl
 
 
-def split(config: Path) -> list[tuple[str, dict]]:
-    """One worker config per (method, seed), in the config's order: seed 0 of every method first."""
+def split(config: Path, by_victim: bool = False) -> list[tuple[str, dict, str | None]]:
+    """One worker config per (method, seed), in the config's order: seed 0 of every method first. With
+    ``by_victim``, one per (method, seed, victim): (name, config, name of the worker whose protection it
+    waits for and shares, or None)."""
     raw = json.loads(config.read_text())
     methods = raw.get("methods", ["clean"])
     seeds = raw.get("seeds", [0])
-    return [(f"{m}-s{s}", {**raw, "methods": [m], "seeds": [s]}) for s in seeds for m in methods]
+    victims = raw.get("victims", ["mmue-tiny-rn"])
+    per_victim = raw.get("victim_defenses", {})
+    out = []
+    for s in seeds:
+        for m in methods:
+            base = f"{m}-s{s}"
+            if not by_victim:
+                out.append((base, {**raw, "methods": [m], "seeds": [s]}, None))
+                continue
+            for i, v in enumerate(victims):
+                cfg = {**raw, "methods": [m], "seeds": [s], "victims": [v],
+                       "victim_defenses": {v: per_victim[v]} if v in per_victim else {}}
+                out.append((base if i == 0 else f"{base}-{v}", cfg, None if i == 0 or m == "clean" else base))
+    return out
+
+
+def _protection_done(worker: Path) -> bool:
+    return any((worker / "protected").glob("*/manifest.json"))
 
 
 def main() -> None:
@@ -38,23 +57,43 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=500, help="seconds before unfinished workers are stopped")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per worker (OMP_NUM_THREADS)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--by-victim", action="store_true",
+                    help="one worker per victim too; a method's victims after the first wait for its protection "
+                         "and share it (shorter chains: better balanced under a deadline)")
     args = ap.parse_args()
     start = time.monotonic()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONUNBUFFERED": "1"}
-    procs = []
+    procs, waiting = [], []
+
+    def launch(out: Path, cfg: dict, share_from: Path | None) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        if share_from is not None and not (out / "protected").exists():
+            (out / "protected").symlink_to((share_from / "protected").resolve(), target_is_directory=True)
+        (out / "worker_config.json").write_text(json.dumps(cfg, indent=1))
+        log = open(out / "worker.log", "a")
+        cmd = [sys.executable, "-m", "mmue", "bench", "--config", str(out / "worker_config.json"),
+               "--out", str(out), "--device", args.device]
+        procs.append((out, log, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                 start_new_session=True)))
+
     for config in args.configs:
-        for name, cfg in split(config):
+        for name, cfg, wait_for in split(config, args.by_victim):
             out = args.root / config.stem / name
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "worker_config.json").write_text(json.dumps(cfg, indent=1))
-            log = open(out / "worker.log", "a")
-            cmd = [sys.executable, "-m", "mmue", "bench", "--config", str(out / "worker_config.json"),
-                   "--out", str(out), "--device", args.device]
-            procs.append((out, log, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                     start_new_session=True)))
-    print(f"{len(procs)} workers started", flush=True)
-    while any(p.poll() is None for _, _, p in procs) and time.monotonic() - start < args.deadline:
+            if wait_for is None:
+                launch(out, cfg, None)
+            else:
+                waiting.append((out, cfg, args.root / config.stem / wait_for))
+    print(f"{len(procs)} workers started, {len(waiting)} waiting for a protection", flush=True)
+    while (any(p.poll() is None for _, _, p in procs) or waiting) and time.monotonic() - start < args.deadline:
+        for item in list(waiting):
+            out, cfg, src = item
+            if _protection_done(src):
+                waiting.remove(item)
+                launch(out, cfg, src)
+        if waiting and not any(p.poll() is None for _, _, p in procs):
+            print(f"{len(waiting)} workers never started: the protection they wait for failed", flush=True)
+            break
         time.sleep(5)
     stopped = [p for _, _, p in procs if p.poll() is None]
     for p in stopped:
@@ -67,7 +106,7 @@ def main() -> None:
         log.close()
     for config in args.configs:
         rows = []
-        for name, _ in split(config):
+        for name, _, _ in split(config, args.by_victim):
             f = args.root / config.stem / name / "results.jsonl"
             rows += read_jsonl(f)
         write_jsonl(args.root / config.stem / "results.jsonl", rows)

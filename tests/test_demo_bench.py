@@ -112,3 +112,20 @@ def test_bench_zeroshot_table_tap_and_unknown_methods(tmp_path):
     assert "zero-shot classification" in (tmp_path / "b" / "report.md").read_text()
     with pytest.raises(ValueError, match="mmue methods"):
         run_bench(BenchConfig(data=str(data), methods=["mem-9"]), tmp_path / "c", device="cpu")
+
+
+def test_parallel_bench_splits_by_victim_sharing_protections(tmp_path):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from parallel_bench import split
+    cfg = tmp_path / "g.json"
+    cfg.write_text(json.dumps({"methods": ["clean", "mem-3"], "seeds": [0], "victims": ["a", "b"],
+                               "defenses": ["none", "jpeg-75"], "victim_defenses": {"b": ["none"]}}))
+    assert [n for n, _, _ in split(cfg)] == ["clean-s0", "mem-3-s0"]
+    workers = split(cfg, by_victim=True)
+    assert [(n, w) for n, _, w in workers] == [("clean-s0", None), ("clean-s0-b", None),   # clean: nothing to wait for
+                                               ("mem-3-s0", None), ("mem-3-s0-b", "mem-3-s0")]
+    b = workers[-1][1]
+    assert b["victims"] == ["b"] and b["victim_defenses"] == {"b": ["none"]} and b["methods"] == ["mem-3"]
+    assert BenchConfig(**{k: v for k, v in workers[2][1].items()}).cells() == [("a", "none"), ("a", "jpeg-75")]
