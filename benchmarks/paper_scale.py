@@ -34,6 +34,7 @@ from mmue.experiments import random_guess_of
 from mmue.fileio import read_jsonl, write_jsonl
 from mmue.metrics import KS
 from mmue.protect import resolve
+from mmue.protect.export import MANIFEST, PUBLISH
 from mmue.protect.run import STATE_DIR
 
 import gpu_protect
@@ -231,14 +232,14 @@ def main() -> None:
         jobs.append(Job(f"protect {m}", py + ["protect", "--train-data", str(train_csv), "--out", str(prot),
                                               "--method", m, "--strength", strength, "--surrogate", args.surrogate,
                                               "--seed", "0", "--device", args.device] + extra_protect,
-                        prot / "manifest.json", prot / ".mmue_state" / "params.json"))
+                        prot / MANIFEST, prot / ".mmue_state" / "params.json"))
         for v in args.victims:
             run = out / "victims" / f"{m}-{v}"
             jobs.append(Job(f"victim {m}/{v}", [], run / "summary.json", run / "params.json", after=f"protect {m}"))
     for j in jobs:
         if j.name.startswith("victim"):
             method, victim = j.name.split(" ")[1].split("/")
-            data = train_csv if method == "clean" else out / "protected" / method / "train.csv"
+            data = train_csv if method == "clean" else out / "protected" / method / PUBLISH / "train.csv"
             lr = args.vit_lr if victim.startswith("ViT") else args.lr
             j.cmd = py + ["train", "--train-data", str(data), "--val-data", str(test_csv), "--out", str(j.done.parent),
                           "--model", victim, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
@@ -260,7 +261,7 @@ def main() -> None:
                "lr": args.vit_lr if victim.startswith("ViT") else args.lr, "batch_size": args.batch_size,
                "n_train": n_train, "n_test": test.n_images, **victim_row(j.done.parent)}
         if method != "clean":
-            man = json.loads((out / "protected" / method / "manifest.json").read_text())
+            man = json.loads((out / "protected" / method / MANIFEST).read_text())
             row.update(mean_psnr_db=man["mean_psnr_db"], max_linf_px=man["max_linf_px"],
                        generation_s=man["generation_s"])
         rows.append(row)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from mmue.fileio import read_jsonl, write_jsonl
+from mmue.protect.export import MANIFEST
 
 
 def split(config: Path, by_victim: bool = False) -> list[tuple[str, dict, str | None]]:
@@ -47,7 +48,7 @@ def split(config: Path, by_victim: bool = False) -> list[tuple[str, dict, str | 
 
 
 def _protection_done(worker: Path) -> bool:
-    return any((worker / "protected").glob("*/manifest.json"))
+    return any((worker / "protected").glob(f"*/{MANIFEST}"))
 
 
 def main() -> None:

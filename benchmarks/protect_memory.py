@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mmue import api
+from mmue.protect.export import MANIFEST
 
 from common import bench_parser
 
@@ -62,7 +63,7 @@ def main() -> None:
                "--overwrite", "--method", "mem", "--strength", "low", "--rounds", "1", "--surrogate-steps", "2",
                "--pgd-steps", "1", "--candidates", "2", "--surrogate", args.model, "--device", "cpu"]
         rss = peak_rss_mib(cmd)
-        m = json.loads((out / "manifest.json").read_text())
+        m = json.loads((out / MANIFEST).read_text())
         in_ram = 2 * n * 3 * 64 * 64 / 2**20  # uint8 images + int8 noise at the tiny models' 64 px
         rows.append((n, rss, in_ram, m["generation_s"]))
     base = rows[0][1]

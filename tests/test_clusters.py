@@ -47,7 +47,7 @@ def test_cluster_presets_share_noise_and_trigger(tiny_synth, tmp_path, method):
     m = api.protect(tiny_synth / "train.csv", tmp_path / method, method, device="cpu", progress=False, **FAST)
     from PIL import Image
     from mmue.data import read_pairs
-    clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / method / "train.csv")
+    clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / method / "publish/train.csv")
     triggers = [e["trigger"] for e in m["images"]]
     assert 1 < len(set(triggers)) <= 4 and "" not in triggers
     # images with one trigger share one cluster, hence one noise pattern (up to clipping at 0 and 255)

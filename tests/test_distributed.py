@@ -44,12 +44,12 @@ def test_two_ranks_protect_every_image_exactly_once(tiny_synth, tmp_path):
     torchrun(["-m", "mmue", "protect", "--train-data", str(tiny_synth / "train.csv"), "--out", str(out),
               "--method", "mem", "--strength", "low", "--rounds", "2", "--surrogate-steps", "2", "--pgd-steps", "1",
               "--candidates", "2", "--batch-size", "16", "--device", "cpu"], tmp_path)
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((out / "private/manifest.json").read_text())
     assert m["world_size"] == 2 and m["n_images"] == 96
     # the engine refuses a round where an image was optimised 0 or 2 times; here: all of them, each round
     assert [r["images_optimised"] for r in m["rounds_log"]] == [96, 96]
     assert all(0 < e["linf_px"] <= 8 for e in m["images"]) and all(e["trigger"] for e in m["images"])
     assert len({e["trigger"] for e in m["images"]}) > 1
-    assert not (out / ".mmue_state").exists() and len(list((out / "images").glob("*.png"))) == 96
-    lines = (out / "train.csv").read_text().splitlines()
+    assert not (out / ".mmue_state").exists() and len(list((out / "publish/images").glob("*.png"))) == 96
+    lines = (out / "publish/train.csv").read_text().splitlines()
     assert len(lines) == 1 + 96 * 5   # written once, not once per rank

@@ -106,12 +106,12 @@ def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
     assert (tiny_synth / "images/train_00000.png").read_bytes() == before        # original untouched
     assert not (out / ".mmue_state").exists()
     src = read_pairs(tiny_synth / "train.csv")
-    prot = read_pairs(out / "train.csv")                                            # own loader reads it back
+    prot = read_pairs(out / "publish/train.csv")                                    # own loader reads it back
     assert prot.n_images == src.n_images and len(prot.captions) == len(src.captions)
     assert prot.fieldnames == src.fieldnames
     model = create_model("mmue-tiny-rn")
     codec = model.codec
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "private/manifest.json").read_text())
     assert manifest["config"]["eps_px"] == 8 and manifest["max_linf_px"] <= 8
     assert manifest["mean_psnr_db"] >= 30
     # the round log says how many triggers each text round changed (FAST: text step in both rounds)
@@ -193,7 +193,7 @@ def test_protect_with_mid_caption_triggers(tiny_synth, tmp_path):
     """mem-3-blend = mem-3-robust (random positions, dropout) + trigger words from the dataset's own words."""
     m = api.protect(tiny_synth / "train.csv", tmp_path / "p", "mem-3-blend", device="cpu", progress=False,
                     **{**FAST, "eot": "rrc-flip"})
-    src, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "p/train.csv")
+    src, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "p/publish/train.csv")
     images_with = {}
     for caps in src.image_captions:
         for w in {w.strip(".,").lower() for c in caps for w in src.captions[c].split()}:
@@ -224,7 +224,7 @@ def test_baselines(tiny_synth, tmp_path, method):
 
 
 def test_resume_equals_uninterrupted(tiny_synth, tmp_path, monkeypatch):
-    cfg = dict(FAST, rounds=3)
+    cfg = dict(FAST, rounds=3, seed=0)
     a = api.protect(tiny_synth / "train.csv", tmp_path / "a", "mem", device="cpu", progress=False, **cfg)
     real_save = ProtectionState.save
     calls = {"n": 0}

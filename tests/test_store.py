@@ -41,4 +41,24 @@ def test_in_memory_state_saves_too(tmp_path):
     st.save(tmp_path)
     back = ProtectionState.load(tmp_path, in_memory=True)
     assert torch.equal(back.noise, st.noise) and back.triggers.shape == (2, 0)
-    assert np.fromfile(tmp_path / "noise.ckpt.i8", dtype=np.int8).sum() == 24
+    assert np.fromfile(tmp_path / "noise.ckpt.r1.i8", dtype=np.int8).sum() == 24
+
+
+def test_a_checkpoint_is_whole_until_its_state_file_names_it(tmp_path):
+    noise = ProtectionState.new_noise((2, 3, 2, 2), tmp_path)
+    st = ProtectionState(noise, torch.tensor([[1], [2]]), rounds_done=1)
+    st.save(tmp_path)
+    # round 2 writes its noise and triggers, then dies before state.json: round 1 stays what loads
+    noise[0] = torch.full((3, 2, 2), 7, dtype=torch.int8)
+    st.triggers, st.rounds_done = torch.tensor([[3], [4]]), 2
+    real = ProtectionState.save.__globals__["atomic_write_json"]
+    ProtectionState.save.__globals__["atomic_write_json"] = lambda *a: (_ for _ in ()).throw(KeyboardInterrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            st.save(tmp_path)
+    finally:
+        ProtectionState.save.__globals__["atomic_write_json"] = real
+    back = ProtectionState.load(tmp_path, in_memory=True)
+    assert back.rounds_done == 1 and back.triggers.tolist() == [[1], [2]] and int(back.noise[0].max()) == 0
+    st.save(tmp_path)                                                       # once named, the old files go
+    assert sorted(p.name for p in tmp_path.glob("*.r*.*")) == ["noise.ckpt.r2.i8", "triggers.r2.safetensors"]

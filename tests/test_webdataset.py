@@ -52,12 +52,13 @@ def test_bad_shards_are_named(tmp_path):
 def test_protect_writes_shards_that_train_reads_back(tiny_synth, tmp_path):
     m = api.protect(tiny_synth / "train.csv", tmp_path / "p", "mem", device="cpu", progress=False,
                     out_format="webdataset", **FAST)
-    assert m["data"] == "shards/00000.tar" and m["n_images"] == 96 and m["out_format"] == "webdataset"
+    assert m["data"] == "publish/shards/00000.tar" and m["n_images"] == 96 and m["out_format"] == "webdataset"
     back = read_pairs(tmp_path / "p" / m["data"])
     src = read_pairs(tiny_synth / "train.csv")
     assert back.n_images == src.n_images and len(back.captions) == len(src.captions)
     trig = m["images"][0]["trigger"]
     assert trig and all(c.startswith(trig + " ") for c in back.captions[:5])
+    assert api.check(tmp_path / "p")["ok"]                # shards hashed in the public manifest
     with tarfile.open(tmp_path / "p" / m["data"]) as tf:   # open_clip's view: key.png + key.txt
         assert tf.getnames()[:3] == ["00000000.png", "00000000.txt", "00000000.json"]
     from mmue.train import TrainConfig

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import secrets
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -13,11 +14,13 @@ import torch
 from . import __version__, distributed
 from .data import read_pairs, write_synth, write_zeroshot_split
 from .data.encoded import EncodedPairs
+from .data.images import bad_images
+from .data.types import DataError
 from .metrics import random_guess
 from .models import DEFAULT_MODEL, create_model, load_model
 from .device import resolve_device
 from .protect import MEMEngine, ProtectionState, resolve
-from .protect.export import export
+from .protect.export import check_published, export
 from .protect.run import ProtectionRun
 from .protect.triggers import TriggerPolicy
 from .runs import RunDir
@@ -100,8 +103,12 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
             surrogate: str = DEFAULT_MODEL, surrogate_pretrained: str | None = None, device: str = "auto",
             resume: bool = False, overwrite: bool = False, csv_img_key: str | None = None,
             csv_caption_key: str | None = None, csv_separator: str | None = None, progress: bool = True,
-            out_format: str = "files", **settings) -> dict:
-    """Protect the dataset ``train_data`` (CSV or WebDataset shards) into ``out``; returns the manifest.
+            out_format: str = "files", skip_bad_images: bool = False, **settings) -> dict:
+    """Protect the dataset ``train_data`` (CSV or WebDataset shards) into ``out``; returns the (private) manifest.
+
+    The published copy goes to ``out/publish``, the key (seed, triggers) to ``out/private``. Without an explicit
+    ``seed`` a secret one is drawn from the operating system. ``skip_bad_images``: leave out the images that
+    cannot be read (listed under ``skipped`` in the manifest) instead of stopping at the first.
 
     ``out_format``: ``files`` (PNGs + CSV) or ``webdataset`` (tar shards). ``settings`` override the
     method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed images,
@@ -112,19 +119,50 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     d, dev = distributed.setup(resolve_device(device))
 
     def new_params() -> dict:
-        cfg = resolve(method, strength, **settings)
+        explicit = settings.get("seed") is not None
+        # a seed nobody else knows: with a public one (0) anyone regenerates every trigger and deletes it exactly
+        seed = settings["seed"] if explicit else secrets.randbits(62)
+        cfg = resolve(method, strength, **{**settings, "seed": seed})
         return {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
-                "out_format": out_format, "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained,
+                "seed_source": "explicit: reproducible research, anyone who knows it can regenerate the triggers"
+                               if explicit else "drawn from the operating system (secret: in private/ only)",
+                "out_format": out_format, "skip_bad_images": skip_bad_images, "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained,
                 "device": dev.type, "world_size": d.world, "versions": versions()}
     prep = distributed.on_main(lambda: run.prepare(source, resume, overwrite, new_params() if not resume else {}))
     if "finished" in prep:
         log.info("%s is already finished", out)
         return prep["finished"]
+    try:
+        return _protect_locked(run, source, prep, d, dev, resume, csv_img_key, csv_caption_key, csv_separator,
+                               progress)
+    finally:
+        distributed.on_main(run.unlock)
+
+
+def check(folder: str | os.PathLike) -> dict:
+    """Verify a published copy (``mmue check``): every file against the hashes of its public manifest, no extra
+    files, nothing that carries the key. See ``protect.export.check_published``."""
+    return check_published(folder)
+
+
+def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume: bool, csv_img_key,
+                    csv_caption_key, csv_separator, progress: bool) -> dict:
+    """The protection itself, once ``run`` holds the output folder's lock."""
     params = {**prep["params"], "device": dev.type, "world_size": d.world}
     cfg = ProtectionRun.config(params)
-    log.info("protect %s -> %s with %r%s", source, out, cfg, f" on {d.world} ranks" if d.enabled else "")
+    log.info("protect %s -> %s with %r%s", source, run.out, cfg, f" on {d.world} ranks" if d.enabled else "")
 
     pairs = read_pairs(source, csv_img_key, csv_caption_key, csv_separator)
+    skipped = []
+    if params.get("skip_bad_images"):
+        skipped = bad_images(pairs, progress and d.is_main)
+        if len(skipped) == pairs.n_images:
+            raise DataError(f"{source}: none of the {pairs.n_images} images can be protected; first: "
+                            f"{skipped[0]['error']}")
+        for b in skipped:
+            log.warning("skipped %s (rows %s): %s", b["source"], b["rows"], b["error"])
+        gone = {b["index"] for b in skipped}
+        pairs = pairs.subset([i for i in range(pairs.n_images) if i not in gone])
     torch.manual_seed(cfg.seed)
     model = create_model(params["surrogate"], pretrained=params["surrogate_pretrained"], device=dev)
     built: dict = {}
@@ -148,11 +186,12 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     gen_time = time.time() - run.t0
 
     def finish() -> dict:
-        manifest = export(pairs, state, model.codec, out, cfg.eps_px,
-                          {**params, "generation_s": round(gen_time, 1), "rounds_log": run.round_log()},
+        manifest = export(pairs, state, model.codec, run.out, cfg.eps_px,
+                          {**params, "generation_s": round(gen_time, 1), "rounds_log": run.round_log(),
+                           "skipped": [{k: v for k, v in b.items() if k != "index"} for b in skipped]},
                           progress, out_format=params.get("out_format", "files"), trigger_words=engine.trigger_words)
         run.close()
-        log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, out,
+        log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, run.out,
                  manifest["mean_psnr_db"] or float("inf"), time.time() - run.t0)
         return manifest
     return distributed.on_main(finish)

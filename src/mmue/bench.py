@@ -18,6 +18,7 @@ from .defenses import validate as validate_defense
 from .experiments import ensure_protected, last_epoch_zeroshot, random_guess_of, train_victim, victim_metrics
 from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 from .metrics import KS
+from .protect.export import MANIFEST
 from .protect.registry import get_method, method_order
 from .models import DEFAULT_MODEL
 from .report import write_report
@@ -145,7 +146,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     # the released images of the first MEM method (else the first protected one): noise and triggers both show
     released = [out / "protected" / f"{m}-{cfg.strength}-{cfg.surrogate}-s{seed0}"
                 for m in sorted(cfg.methods, key=lambda m: not m.startswith("mem"))]
-    shown = next((p for p in released if (p / "manifest.json").exists()), None)
+    shown = next((p for p in released if (p / MANIFEST).exists()), None)
     write_report(out, f"MMUE bench ({cfg.strength}, surrogate {cfg.surrogate})", tables,
                  {f"{m} / {v}": out / "victims" / f"{m}-{v}-s{seed0}" for m in cfg.methods for v in cfg.victims},
                  shown, train_csv if shown else None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -21,6 +22,9 @@ def _csv_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv-img-key", default=None, help="image path column (default: auto-detect filepath/image/...)")
     p.add_argument("--csv-caption-key", default=None, help="caption column (default: auto-detect caption/title/text)")
     p.add_argument("--csv-separator", default=None, help="field separator (default: from extension, else sniffed)")
+
+
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def _knob_flags(p: argparse.ArgumentParser) -> None:
@@ -102,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("protect", help="protect a dataset with MEM (or a baseline) and write the protected copy")
     p.add_argument("--train-data", required=True, type=Path, help=DATA_HELP + " to protect")
-    p.add_argument("--out", required=True, type=Path, help="output folder (images/ + the CSV, or shards/; manifest.json)")
+    p.add_argument("--out", required=True, type=Path, help="output folder: publish/ (the protected copy to upload: images/ + the CSV, or shards/; a "
+                   "manifest of hashes) and private/ (the key: seed, triggers; never publish it)")
     p.add_argument("--out-format", default="files", choices=["files", "webdataset"],
                    help="files: lossless PNGs + a CSV like the input; webdataset: tar shards (key.png/txt/json)")
     p.add_argument("--method", default="mem-3", choices=list_methods(include_aliases=True), metavar="METHOD",
@@ -117,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out images that cannot be read (listed in private/manifest.json) instead of stopping")
     _csv_flags(p)
 
     p = sub.add_parser("demo", help="end to end on the built-in data: clean vs protected victim")
@@ -144,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--root", type=Path, default=Path("/usr/share/openclipart"), help="folder holding svg/ and png/")
     q.add_argument("--size", type=int, default=64, help="side of the square images written")
     q.add_argument("--n-test", type=int, default=1000, help="test images (at most a fifth of the data)")
+
+    p = sub.add_parser("check", help="verify a protected copy before and after publishing: every file against "
+                       "its manifest's hashes, no extra files, no trigger key inside")
+    p.add_argument("folder", type=Path, help="the --out folder of mmue protect, or its publish/ folder (or a copy)")
 
     sub.add_parser("methods", help="list the protection presets: what each is, what it costs, where it is measured")
     sub.add_parser("models", help="list model architectures")
@@ -206,10 +217,13 @@ def _run(args) -> int:
             print(f"resolved: {cfg!r}")
         m = api.protect(args.train_data, args.out, args.method, args.strength, args.surrogate,
                         args.surrogate_pretrained, args.device, args.resume, args.overwrite, args.csv_img_key,
-                        args.csv_caption_key, args.csv_separator, out_format=args.out_format, **settings)
+                        args.csv_caption_key, args.csv_separator, out_format=args.out_format,
+                        skip_bad_images=args.skip_bad_images, **settings)
         print(f"protected {m['n_images']} images / {m['n_captions']} captions -> {args.out} "
               f"(max |noise| {m['max_linf_px']}/255, mean PSNR {m['mean_psnr_db']} dB, "
-              f"{m['generation_s']:.0f}s); manifest: {args.out / 'manifest.json'}")
+              f"{m['generation_s']:.0f}s)")
+        print(f"publish this folder: {args.out / 'publish'}\n"
+              f"keep this one private (the key to the triggers): {args.out / 'private'}")
         return 0
     if args.command == "demo":
         from .demo import demo_table, run_demo
@@ -245,6 +259,19 @@ def _run(args) -> int:
               f"({counts['test']}); dropped: " + ", ".join(f"{k} {v}" for k, v in counts.items()
                                                           if k not in ("found", "train", "test")))
         return 0
+    if args.command == "check":
+        r = api.check(args.folder)
+        for kind in ("missing", "changed", "extra", "leaks"):
+            for item in r[kind][:20]:
+                print(f"{kind}: {item}")
+            if len(r[kind]) > 20:
+                print(f"{kind}: ... and {len(r[kind]) - 20} more")
+        if r["ok"]:
+            print(f"ok: {r['n_files']} files in {r['folder']} match the manifest; nothing extra, no key inside")
+            return 0
+        print(f"NOT OK: {len(r['missing'])} missing, {len(r['changed'])} changed, {len(r['extra'])} extra, "
+              f"{len(r['leaks'])} leaks in {r['folder']}")
+        return 1
     if args.command == "methods":
         from .protect import describe_methods
         print(describe_methods())
@@ -277,6 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, RunDirError, FileNotFoundError, ValueError) as e:
         print(f"mmue {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        print(f"mmue {args.command}: error: cannot write {e.filename or ''}: {e.strerror}. Finished work is kept "
+              "(every checkpoint is written whole or not at all): free some space or make the folder writable, "
+              "then rerun the same command (with --resume for protect and train)", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130

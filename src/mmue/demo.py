@@ -35,7 +35,7 @@ def run_demo(out: str | Path = "demo_out", method: str = "mem-3", strength: str 
     train_victim(train_csv, test_csv, out / "victims" / "clean", model, cfg, device)
     protected = out / "protected" / method
     manifest = ensure_protected(train_csv, protected, method, strength, seed, device, **protect_settings)
-    train_victim(protected / train_csv.name, test_csv, out / "victims" / method, model, cfg, device)
+    train_victim(protected / manifest["data"], test_csv, out / "victims" / method, model, cfg, device)
 
     results = {name: victim_metrics(out / "victims" / name, test_csv, device, data / "zeroshot")
                for name in ("clean", method)}

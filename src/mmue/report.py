@@ -18,12 +18,13 @@ from PIL import Image
 from .data.pairs import read_pairs
 from .data.types import load_rgb, pil_to_u8
 from .fileio import read_jsonl
+from .protect.export import MANIFEST
 from .quality import ssim
 
 
 def image_quality(protected_dir: Path, source_csv: Path, limit: int | None = None) -> dict:
     """PSNR (from the manifest) and SSIM (computed here) of released images against their originals."""
-    manifest = json.loads((protected_dir / "manifest.json").read_text())
+    manifest = json.loads((protected_dir / MANIFEST).read_text())
     root = source_csv.parent
     entries = manifest["images"][:limit] if limit else manifest["images"]
     ssims = [ssim(pil_to_u8(load_rgb(root / e["source"])), pil_to_u8(load_rgb(protected_dir / e["file"])))
@@ -64,7 +65,7 @@ def plot_curves(runs: dict[str, Path], path: Path) -> Path | None:
 
 def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, scale: int = 3) -> tuple[Path, list[dict]]:
     """Rows of original | protected | noise x10 (mid-gray = 0); returns the picture and its captions."""
-    manifest = json.loads((protected_dir / "manifest.json").read_text())
+    manifest = json.loads((protected_dir / MANIFEST).read_text())
     src_pairs = read_pairs(source_csv, check_files=False)
     prot_pairs = read_pairs(protected_dir / manifest["csv"], check_files=False)
     tiles, captions = [], []

@@ -6,6 +6,7 @@ relative to the CSV's folder. Every problem is reported with the file, the row a
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def read_csv(path: str | os.PathLike, img_key: str | None = None, caption_key: s
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e}); re-save the CSV as UTF-8") from e
     sep = _separator(path, text[:8192], separator)
-    reader = csv.DictReader(text.splitlines(), delimiter=sep)
+    # a stream, not str.splitlines(): that would also split rows at \x0b, \x1c or U+2028 inside a caption
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=sep)
     fieldnames = [f for f in (reader.fieldnames or [])]
     if not fieldnames:
         raise DataError(f"{path}: empty file or no header row (expected e.g. 'filepath,caption')")

@@ -13,7 +13,7 @@ from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
 from .diskarray import DiskArray
-from .types import PairSet, pil_to_u8
+from .types import DataError, PairSet, check_image, pil_to_u8
 
 
 def preprocess(img: Image.Image, size: int) -> torch.Tensor:
@@ -21,6 +21,26 @@ def preprocess(img: Image.Image, size: int) -> torch.Tensor:
     if img.size != (size, size):
         img = TF.center_crop(TF.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True), size)
     return pil_to_u8(img)
+
+
+def open_checked(pairs: PairSet, i: int) -> Image.Image:
+    """Image i, or a ``DataError`` that names the file, its row and the fix."""
+    try:
+        return check_image(pairs.open_image(i), pairs.image_path(i))
+    except DataError as e:
+        raise DataError(f"{pairs.where(i)}: {e} (or pass --skip-bad-images to leave it out)") from e
+
+
+def bad_images(pairs: PairSet, progress: bool = True) -> list[dict]:
+    """Every image that cannot be protected: index, source, CSV rows and the reason (one decode per image)."""
+    bad = []
+    for i in tqdm(range(pairs.n_images), desc="check images", disable=None if progress else True, leave=False):
+        try:
+            check_image(pairs.open_image(i), pairs.image_path(i))
+        except DataError as e:
+            bad.append({"index": i, "source": pairs.images[i], "rows": [c + 2 for c in pairs.image_captions[i]],
+                        "error": str(e)})
+    return bad
 
 
 def load_images(pairs: PairSet, size: int, progress: bool = True, cache: str | Path | None = None):
@@ -39,7 +59,7 @@ def load_images(pairs: PairSet, size: int, progress: bool = True, cache: str | P
     bar = tqdm(total=pairs.n_images, desc=f"load {pairs.source.name}", disable=None if progress else True, leave=False)
     for s in range(0, pairs.n_images, chunk):
         rows = range(s, min(s + chunk, pairs.n_images))
-        out[s:s + len(rows)] = torch.stack([preprocess(pairs.open_image(i), size) for i in rows])
+        out[s:s + len(rows)] = torch.stack([preprocess(open_checked(pairs, i), size) for i in rows])
         bar.update(len(rows))
     bar.close()
     if cache is not None:

@@ -55,6 +55,22 @@ class PairSet:
             return self.opener(i)
         return load_rgb(self.image_path(i))
 
+    def where(self, i: int) -> str:
+        """Where image i is named: the CSV and its first row (1 = the header), or the shard set."""
+        if self.opener is not None:
+            return f"{self.source}, sample {i}"
+        return f"{self.source}, row {self.image_captions[i][0] + 2}"
+
+    def subset(self, keep: list[int]) -> "PairSet":
+        """The pairs of images ``keep`` only (their rows, in file order), images renumbered."""
+        new_index = {old: new for new, old in enumerate(keep)}
+        rows = [c for c, i in enumerate(self.caption_image) if i in new_index]
+        opener = self.opener
+        return PairSet(self.source, self.root, self.image_key, self.caption_key, self.separator, self.fieldnames,
+                       [self.rows[c] for c in rows], [self.images[i] for i in keep], [self.captions[c] for c in rows],
+                       [new_index[self.caption_image[c]] for c in rows],
+                       opener=(lambda j: opener(keep[j])) if opener is not None else None)
+
     def __repr__(self) -> str:
         return f"PairSet({self.source}, images={self.n_images}, captions={len(self.captions)})"
 
@@ -70,6 +86,17 @@ def load_rgb(path: str | Path) -> Image.Image:
                         "downscale it, or remove it from the CSV") from e
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{path}: unreadable image ({e}); replace or remove it") from e
+
+
+MIN_SIDE = 8   # px: smaller images cannot carry a meaningful pattern
+
+
+def check_image(img: Image.Image, path) -> Image.Image:
+    """``img`` if it is large enough to protect, else a ``DataError``."""
+    if min(img.size) < MIN_SIDE:
+        raise DataError(f"{path}: {img.width}x{img.height} px is too small to protect (at least {MIN_SIDE} px a "
+                        "side); remove it or use a larger version")
+    return img
 
 
 def pil_to_u8(img: Image.Image) -> torch.Tensor:

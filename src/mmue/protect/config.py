@@ -51,7 +51,8 @@ class ProtectConfig:
     batch_size: int = knob(128, "batch size of surrogate steps and data passes", min=1)
     surrogate_lr: float = knob(1e-4, "surrogate learning rate", gt=0)
     surrogate_wd: float = knob(0.2, "surrogate weight decay", min=0)
-    seed: int = knob(0, "seed of every random draw of the run", min=0)
+    seed: int = knob(0, "seed of every random draw of the run; mmue protect draws a secret one from the operating "
+                     "system unless given (a known seed lets anyone regenerate the triggers)", min=0)
 
     @property
     def eps_px(self) -> int:
@@ -104,6 +105,8 @@ class ProtectConfig:
         parts = []
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "seed":   # never in logs: it is the key to the triggers
+                continue
             if f.metadata.get("show") or (f.default is not MISSING and v != f.default):
                 if f.metadata.get("unit") == "px":
                     v = f"{round(v * 255, 3):g}/255"

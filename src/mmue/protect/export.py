@@ -1,8 +1,11 @@
-"""Turn a ``ProtectionState`` into a publishable dataset: lossless PNGs, a CSV, a manifest.
+"""Turn a ``ProtectionState`` into a publishable dataset, kept apart from its key.
 
-Images are written as ``out/images/<path relative to the images' common folder>.png`` (stems kept); the CSV
-keeps the input's name, columns and separator, with the new image paths and the triggered captions. With
-``out_format="webdataset"`` the same content goes into tar shards under ``out/shards`` instead.
+``out/publish/`` is what the owner uploads: the images as ``images/<path relative to the images' common
+folder>.png`` (stems kept), the CSV (the input's name, columns and separator, with the new image paths and the
+triggered captions) or, with ``out_format="webdataset"``, tar shards under ``shards/``, and a public
+``manifest.json`` with file hashes only (``mmue check`` verifies a copy against it). ``out/private/`` holds the
+key: the full manifest (seed, parameters, every image's trigger, its source path), which must never be
+published: anyone with the triggers deletes them exactly. ``out/README.txt`` says so.
 Noise computed at the model's resolution is mapped back onto the image's native pixels (the center square
 that the model's preprocessing crops); for images already at the model's size this is exact.
 """
@@ -65,8 +68,23 @@ def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int) -> t
     return out.round().clamp(-eps_px, eps_px).to(torch.int8)
 
 
+PUBLISH, PRIVATE = "publish", "private"
+MANIFEST = f"{PRIVATE}/manifest.json"   # the full manifest, relative to the output folder
+README = """This folder holds a dataset protected by MMUE.
+
+  publish/   the protected copy: upload or share THIS folder only (images, captions, manifest.json of hashes).
+             Check a copy before and after uploading with:  mmue check publish
+  private/   the key: the seed, the parameters and every image's trigger. Keep it private. Anyone who has it
+             can delete the triggers exactly and undo much of the protection.
+"""
+
+
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: str | os.PathLike, eps_px: int,
@@ -81,12 +99,13 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
     if out_format not in ("files", "webdataset"):
         raise ValueError(f"out_format must be files or webdataset, got {out_format!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    pub = out / PUBLISH
+    pub.mkdir(parents=True, exist_ok=True)
     triggers = [codec.trigger_text(t) if t.numel() else "" for t in state.triggers]
     words = trigger_words if trigger_words is not None else [0] * len(pairs.captions)
     captions = [insert_trigger(c, triggers[ci], w) for c, ci, w in zip(pairs.captions, pairs.caption_image, words)]
     rel_out = output_paths(pairs) if out_format == "files" else [f"{i:08d}" for i in range(pairs.n_images)]
-    writer = ShardWriter(out / "shards", maxcount) if out_format == "webdataset" else None
+    writer = ShardWriter(pub / "shards", maxcount) if out_format == "webdataset" else None
     per_image, psnrs = [], []
     for i in tqdm(range(pairs.n_images), desc="write images", disable=None if progress else True, leave=False):
         src = pairs.open_image(i)
@@ -97,25 +116,30 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
         Image.fromarray(y.permute(1, 2, 0).numpy()).save(buf, format="PNG")
         png = buf.getvalue()
         if writer is None:
-            target = out / rel_out[i]
+            target = pub / rel_out[i]
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(target, lambda tmp: tmp.write_bytes(png))
         else:
             caps = [captions[c] for c in pairs.image_captions[i]]
             writer.write(rel_out[i], {"png": png, "txt": caps[0].encode(),
-                                      "json": json.dumps({"captions": caps, "source": pairs.images[i]}).encode()})
+                                      "json": json.dumps({"captions": caps}).encode()})   # no source path: it may name private folders
         p = psnr(x, y)
         psnrs.append(p)
-        per_image.append({"source": pairs.images[i], "file": rel_out[i], "trigger": triggers[i],
+        per_image.append({"source": pairs.images[i], "file": f"{PUBLISH}/{rel_out[i]}", "trigger": triggers[i],
                           "linf_px": int((y.to(torch.int16) - x.to(torch.int16)).abs().max()),
                           "psnr_db": None if p == float("inf") else round(p, 3),
                           "sha256": hashlib.sha256(png).hexdigest()})
     if writer is None:
-        csv_path = out / pairs.source.name
+        csv_path = pub / pairs.source.name
         write_pairs(pairs, csv_path, captions, images=[rel_out[i] for i in pairs.caption_image])
-        outputs = {"data": csv_path.name, "csv": csv_path.name, "csv_sha256": sha256(csv_path)}
+        data = csv_path.name
+        outputs = {"data": f"{PUBLISH}/{data}", "csv": f"{PUBLISH}/{data}", "csv_sha256": sha256(csv_path)}
+        files = {rel_out[i]: e["sha256"] for i, e in enumerate(per_image)}
+        files[data] = outputs["csv_sha256"]
     else:
-        outputs = {"data": "shards/" + writer.close(), "out_format": "webdataset", "n_shards": len(writer.names)}
+        data = "shards/" + writer.close()
+        outputs = {"data": f"{PUBLISH}/{data}", "out_format": "webdataset", "n_shards": len(writer.names)}
+        files = {f"shards/{n}": sha256(pub / "shards" / n) for n in writer.names}
     finite = [p for p in psnrs if p != float("inf")]
     manifest = {
         **params,
@@ -125,5 +149,40 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
         "max_linf_px": max(r["linf_px"] for r in per_image),
         "images": per_image,
     }
-    atomic_write_json(out / "manifest.json", manifest)
+    public = {"protected_by": "mmue", "data": data, "n_images": pairs.n_images, "n_captions": len(pairs.captions),
+              "files": dict(sorted(files.items()))}
+    atomic_write_json(pub / "manifest.json", public)
+    atomic_write((out / "README.txt"), lambda tmp: tmp.write_text(README))
+    (out / PRIVATE).mkdir(exist_ok=True)
+    atomic_write_json(out / PRIVATE / "manifest.json", manifest)   # last: its presence marks the run finished
     return manifest
+
+
+def check_published(folder: str | os.PathLike) -> dict:
+    """Re-hash a published copy against its public manifest (``folder``: the output folder or its ``publish/``).
+    Returns the files ``missing``, ``changed`` and ``extra`` (on disk, not in the manifest), and ``leaks``:
+    anything in it that carries the key (a private manifest, triggers, a seed)."""
+    folder = Path(folder)
+    pub = folder / PUBLISH if (folder / PUBLISH / "manifest.json").is_file() else folder
+    man_path = pub / "manifest.json"
+    if not man_path.is_file():
+        raise FileNotFoundError(f"{folder}: no {PUBLISH}/manifest.json nor manifest.json; point mmue check at the "
+                                "output folder of mmue protect or at its publish/ folder")
+    manifest = json.loads(man_path.read_text())
+    leaks = [f"{man_path.name}: holds {k!r}" for k in ("images", "config", "seed_source", "rounds_log") if k in manifest]
+    if "files" not in manifest:
+        raise ValueError(f"{man_path}: no file list; this is not a public manifest of mmue protect"
+                         + (" (it is a private one: it must not be published)" if leaks else ""))
+    listed = manifest["files"]
+    missing, changed = [], []
+    for rel, digest in tqdm(listed.items(), desc="check", leave=False, disable=None):
+        p = pub / rel
+        if not p.is_file():
+            missing.append(rel)
+        elif sha256(p) != digest:
+            changed.append(rel)
+    on_disk = {str(p.relative_to(pub)) for p in pub.rglob("*") if p.is_file()}
+    extra = sorted(on_disk - set(listed) - {"manifest.json"})
+    leaks += [f"{rel}: a private manifest" for rel in extra if rel.endswith("manifest.json")]
+    return {"folder": str(pub), "n_files": len(listed), "missing": missing, "changed": changed, "extra": extra,
+            "leaks": leaks, "ok": not (missing or changed or extra or leaks)}

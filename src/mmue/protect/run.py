@@ -2,14 +2,18 @@
 
 It owns ``OUT/.mmue_state/`` while the protection runs: the resolved parameters (``params.json``), the
 round log (``rounds.jsonl``), the checkpoints (surrogate, optimiser, noise and triggers, written after every
-round) and the resume logic. When the export has finished, the state folder is removed and ``manifest.json``
-marks the run complete; a rerun with ``resume`` then returns that manifest.
+round) and the resume logic. When the export has finished, the state folder is removed and
+``private/manifest.json`` marks the run complete; a rerun with ``resume`` then returns that manifest.
+While a process writes into ``OUT`` it holds ``OUT/.mmue.lock`` (its host and pid): a second ``mmue protect`` on
+the same folder stops with a clear message, and the lock of a process that died is taken over.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import socket
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -21,11 +25,23 @@ from ..fileio import append_jsonl, atomic_torch_save, atomic_write_json, read_js
 from ..models import save_model
 from ..runs import RunDirError, check_out_dir
 from .config import ProtectConfig
+from .export import MANIFEST
 from .registry import resolve
 from .store import ProtectionState
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".mmue_state"
+LOCK_FILE = ".mmue.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, owned by someone else
+        return True
+    return True
 
 
 class ProtectionRun:
@@ -41,7 +57,40 @@ class ProtectionRun:
 
     @property
     def manifest_file(self) -> Path:
-        return self.out / "manifest.json"
+        return self.out / MANIFEST
+
+    @property
+    def lock_file(self) -> Path:
+        return self.out / LOCK_FILE
+
+    def check_lock(self) -> None:
+        """Refuse a folder another live process is writing into; a dead process's lock is stale."""
+        try:
+            held = json.loads(self.lock_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return
+        if held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+            return
+        if held.get("host") != socket.gethostname():
+            raise RunDirError(f"{self.out} is locked by process {held.get('pid')} on host {held.get('host')} "
+                              f"({self.lock_file}); if no mmue runs there any more, delete that file")
+        if _alive(int(held.get("pid", -1))):
+            raise RunDirError(f"{self.out} is being written by another mmue process (pid {held['pid']}, since "
+                              f"{held.get('since', '?')}); wait for it to finish, or choose another --out")
+        log.warning("taking over the stale lock of process %s, which is no longer running", held.get("pid"))
+
+    def lock(self) -> None:
+        self.check_lock()
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.lock_file, {"pid": os.getpid(), "host": socket.gethostname(),
+                                           "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+    def unlock(self) -> None:
+        try:
+            if json.loads(self.lock_file.read_text()).get("pid") == os.getpid():
+                self.lock_file.unlink()
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
 
     @property
     def finished(self) -> bool:
@@ -55,10 +104,12 @@ class ProtectionRun:
         """Check the folder and record the run (rank 0). Returns ``{"finished": manifest}`` for a finished run,
         else ``{"params": ...}``: the stored ones when resuming (so a resumed run finishes the run that was
         started), or ``new_params``."""
+        self.check_lock()   # before anything is removed by --overwrite
         check_out_dir(self.out, resume, self.started or self.manifest_file.exists(), "protection",
                       overwrite, source)
         if resume and self.finished:
             return {"finished": self.manifest()}
+        self.lock()
         if resume:
             stored = json.loads(self.params_file.read_text())
             if Path(stored["train_data"]).resolve() != Path(source).resolve():
@@ -93,16 +144,19 @@ class ProtectionRun:
     def restore(self, engine, rounds_done: int) -> None:
         """Surrogate and optimiser as they were after the last finished round."""
         if rounds_done > 0:
-            engine.model.clip.load_state_dict(load_file(str(self.state_dir / "surrogate.safetensors")))
-            engine.optimizer.load_state_dict(torch.load(self.state_dir / "optimizer.pt", weights_only=True))
+            files = ProtectionState.files(self.state_dir)
+            engine.model.clip.load_state_dict(load_file(str(self.state_dir / files["surrogate"])))
+            engine.optimizer.load_state_dict(torch.load(self.state_dir / files["optimizer"], weights_only=True))
             log.info("resuming after round %d/%d", rounds_done, engine.cfg.rounds)
 
     def checkpoint(self, engine, state: ProtectionState, stats: dict) -> None:
-        """After a round (rank 0): its log line, surrogate, optimiser, then the state (which marks it done)."""
+        """After a round (rank 0): its log line, surrogate, optimiser, then the state (which marks it done and
+        names the round's files: a kill in between leaves the previous round's checkpoint whole)."""
         append_jsonl(self.state_dir / "rounds.jsonl", {**stats, "elapsed_s": round(time.time() - self.t0, 1)})
-        save_model(engine.model, self.state_dir, "surrogate")
-        atomic_torch_save(engine.optimizer.state_dict(), self.state_dir / "optimizer.pt")
-        state.save(self.state_dir)
+        r = state.rounds_done
+        save_model(engine.model, self.state_dir, f"surrogate.r{r}")
+        atomic_torch_save(engine.optimizer.state_dict(), self.state_dir / f"optimizer.r{r}.pt")
+        state.save(self.state_dir, {"surrogate": f"surrogate.r{r}.safetensors", "optimizer": f"optimizer.r{r}.pt"})
 
     def round_log(self) -> list[dict]:
         """One record per round; a round redone after a crash keeps its last record."""

@@ -4,9 +4,12 @@ The noise can live in memory (a tensor; small runs and tests) or in an int8 file
 what ``mmue protect`` uses), so peak RAM stays flat however many images are protected. Triggers are a
 compact int32 array (k values per image).
 
-A checkpoint is a folder: ``noise.ckpt.i8`` (an atomic copy of the working noise file), ``triggers.safetensors``
-(and the shared noise patterns, if any) and last ``state.json``, whose presence marks the round as done. Loading copies the checkpointed noise back
-over the working file, so a round that died half-way restarts from the noise it started with.
+A checkpoint is a folder: ``noise.ckpt.rN.i8`` (an atomic copy of the working noise file after round N),
+``triggers.rN.safetensors`` (and the shared noise patterns, if any), files the caller adds (the surrogate), and
+last ``state.json``, which names them and so marks round N as done. Files are stamped with their round, so a
+process killed while writing round N+1's leaves round N's checkpoint whole; the older files are removed only
+after ``state.json`` points at the new ones. Loading copies the checkpointed noise back over the working file,
+so a round that died half-way restarts from the noise it started with.
 """
 from __future__ import annotations
 
@@ -38,20 +41,36 @@ class ProtectionState:
             return torch.zeros(shape, dtype=torch.int8)
         return DiskArray(Path(folder) / NOISE_FILE, shape, "int8", create=True)
 
-    def save(self, folder: str | os.PathLike) -> None:
+    def save(self, folder: str | os.PathLike, extra: dict[str, str] | None = None) -> None:
+        """Checkpoint into ``folder``; ``extra``: more files of this round (written by the caller before), named
+        in ``state.json`` so that they belong to this checkpoint and no other."""
         folder = Path(folder)
+        r = self.rounds_done
+        noise_name, triggers_name = f"noise.ckpt.r{r}.i8", f"triggers.r{r}.safetensors"
         if isinstance(self.noise, DiskArray):
-            self.noise.copy_to(folder / NOISE_CKPT)
+            self.noise.copy_to(folder / noise_name)
         else:
             def write_noise(tmp: Path) -> None:
                 DiskArray(tmp, tuple(self.noise.shape), "int8", create=True)[:] = self.noise
-            atomic_write(folder / NOISE_CKPT, write_noise)
+            atomic_write(folder / noise_name, write_noise)
         triggers = {"triggers": self.triggers.to(torch.int32).contiguous()}
         if self.patterns is not None:
             triggers["patterns"] = self.patterns.float().contiguous()
-        atomic_write(folder / TRIGGERS_FILE, lambda tmp: save_file(triggers, str(tmp)))
-        # last: state.json marks the checkpoint complete
-        atomic_write_json(folder / STATE_FILE, {"rounds_done": self.rounds_done, "noise_shape": list(self.noise.shape)})
+        atomic_write(folder / triggers_name, lambda tmp: save_file(triggers, str(tmp)))
+        files = {"noise": noise_name, "triggers": triggers_name, **(extra or {})}
+        # last: state.json marks the checkpoint complete and names its files
+        atomic_write_json(folder / STATE_FILE, {"rounds_done": r, "noise_shape": list(self.noise.shape),
+                                                "files": files})
+        for old in folder.glob("*.r*.*"):   # earlier rounds' files, now unreferenced
+            if old.name not in files.values() and old.name.split(".r")[0] in ("noise.ckpt", "triggers", "surrogate",
+                                                                             "optimizer"):
+                old.unlink(missing_ok=True)
+
+    @staticmethod
+    def files(folder: str | os.PathLike) -> dict[str, str]:
+        """The files of the last complete checkpoint in ``folder``, by role."""
+        meta = json.loads((Path(folder) / STATE_FILE).read_text())
+        return meta.get("files", {"noise": NOISE_CKPT, "triggers": TRIGGERS_FILE})
 
     @staticmethod
     def exists(folder: str | os.PathLike) -> bool:
@@ -60,7 +79,7 @@ class ProtectionState:
     @classmethod
     def load(cls, folder: str | os.PathLike, in_memory: bool = False) -> "ProtectionState":
         folder = Path(folder)
-        st = cls._read(folder, NOISE_CKPT)
+        st = cls._read(folder, cls.files(folder)["noise"])
         st.noise = st.noise[:] if in_memory else st.noise.copy_to(folder / NOISE_FILE)
         return st
 
@@ -74,5 +93,5 @@ class ProtectionState:
     def _read(cls, folder: Path, noise_file: str) -> "ProtectionState":
         meta = json.loads((folder / STATE_FILE).read_text())
         noise = DiskArray(folder / noise_file, tuple(meta["noise_shape"]), "int8")
-        saved = load_file(str(folder / TRIGGERS_FILE))
+        saved = load_file(str(folder / cls.files(folder)["triggers"]))
         return cls(noise, saved["triggers"].long(), int(meta["rounds_done"]), saved.get("patterns"))
