@@ -16,6 +16,14 @@ def tiny_synth(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def small_synth(tmp_path_factory):
+    """32 train / 16 test images: for end-to-end runs that only need a few batches."""
+    out = tmp_path_factory.mktemp("small")
+    write_synth(out, n_train=32, n_test=16, progress=False)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)

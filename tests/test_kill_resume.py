@@ -15,15 +15,6 @@ PROTECT = ["--method", "mem-3", "--strength", "low", "--seed", "0", "--rounds", 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """32 train / 16 test images: every kill point is reached within seconds."""
-    from mmue.data.synth import write_synth
-    out = tmp_path_factory.mktemp("small")
-    write_synth(out, n_train=32, n_test=16, progress=False)
-    return out
-
-
 def _run(args, cwd, kill: tuple[str, int] | None = None) -> int:
     """The killed run in its own process (kill -9 at the Nth call of ``kill``); the others in this one."""
     if kill is None:
@@ -43,8 +34,8 @@ def _published(out: Path) -> dict:
 @pytest.mark.parametrize("where,n", [("mmue.protect.engine:clip_train_step", 9),          # round 2's surrogate
                                      ("mmue.protect.engine:MEMEngine.image_step", 2),   # round 2's data pass
                                      ("mmue.protect.export:atomic_write", 20)])          # export, image 20
-def test_protect_killed_then_resumed_equals_uninterrupted(small, tmp_path_factory, where, n):
-    tiny_synth = small
+def test_protect_killed_then_resumed_equals_uninterrupted(small_synth, tmp_path_factory, where, n):
+    tiny_synth = small_synth
     ref = tmp_path_factory.getbasetemp() / "kill-ref"
     if not (ref / "private/manifest.json").exists():
         assert _run(["protect", "--train-data", str(tiny_synth / "train.csv"), "--out", str(ref)] + PROTECT,
@@ -58,8 +49,8 @@ def test_protect_killed_then_resumed_equals_uninterrupted(small, tmp_path_factor
     assert not (out / ".mmue.lock").exists() and not (out / ".mmue_state").exists()
 
 
-def test_train_killed_mid_epoch_then_resumed_equals_uninterrupted(small, tmp_path):
-    args = ["train", "--train-data", str(small / "train.csv"), "--val-data", str(small / "test.csv"),
+def test_train_killed_mid_epoch_then_resumed_equals_uninterrupted(small_synth, tmp_path):
+    args = ["train", "--train-data", str(small_synth / "train.csv"), "--val-data", str(small_synth / "test.csv"),
             "--epochs", "3", "--batch-size", "8", "--seed", "0", "--device", "cpu"]
     assert _run(args + ["--out", str(tmp_path / "ref")], tmp_path) == 0
     # 32 images / 8 = 4 steps an epoch: step 6 is in the middle of epoch 2
@@ -70,8 +61,8 @@ def test_train_killed_mid_epoch_then_resumed_equals_uninterrupted(small, tmp_pat
     assert last(tmp_path / "k") == last(tmp_path / "ref")
 
 
-def test_bench_killed_during_a_cell_then_rerun_equals_uninterrupted(small, tmp_path):
-    cfg = {"data": str(small), "methods": ["clean", "random"], "seeds": [0], "epochs": 1,
+def test_bench_killed_during_a_cell_then_rerun_equals_uninterrupted(small_synth, tmp_path):
+    cfg = {"data": str(small_synth), "methods": ["clean", "random"], "seeds": [0], "epochs": 1,
            "defenses": ["none", "strip-2"]}
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     args = ["bench", "--config", str(tmp_path / "c.json"), "--device", "cpu"]

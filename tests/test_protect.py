@@ -229,8 +229,8 @@ def test_resume_equals_uninterrupted(tiny_synth, tmp_path, monkeypatch):
     real_save = ProtectionState.save
     calls = {"n": 0}
 
-    def dying_save(self, folder):
-        real_save(self, folder)
+    def dying_save(self, folder, extra=None):
+        real_save(self, folder, extra)
         calls["n"] += 1
         if calls["n"] == 3:  # saves: the fresh state (round 0), round 1, round 2, then the crash
             raise KeyboardInterrupt

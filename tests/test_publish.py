@@ -20,9 +20,9 @@ def _protect(src, out, **kw):
     return api.protect(src, out, "trigger-only", device="cpu", progress=False, **{**QUICK, **kw})
 
 
-def test_default_runs_draw_secret_seeds_and_publish_no_key(tiny_synth, tmp_path):
-    a = _protect(tiny_synth / "train.csv", tmp_path / "a")
-    b = _protect(tiny_synth / "train.csv", tmp_path / "b")
+def test_default_runs_draw_secret_seeds_and_publish_no_key(small_synth, tmp_path):
+    a = _protect(small_synth / "train.csv", tmp_path / "a")
+    b = _protect(small_synth / "train.csv", tmp_path / "b")
     ta, tb = [e["trigger"] for e in a["images"]], [e["trigger"] for e in b["images"]]
     assert sum(x != y for x, y in zip(ta, tb)) > 0.9 * len(ta)          # not the same words per image index
     assert a["config"]["seed"] != b["config"]["seed"] and "operating system" in a["seed_source"]
@@ -37,15 +37,15 @@ def test_default_runs_draw_secret_seeds_and_publish_no_key(tiny_synth, tmp_path)
     assert (tmp_path / "a" / "private" / "manifest.json").is_file()
     assert "publish/" in (tmp_path / "a" / "README.txt").read_text()
     # an explicit seed is reproducible research: the same triggers again
-    c = _protect(tiny_synth / "train.csv", tmp_path / "c", seed=5)
-    d = _protect(tiny_synth / "train.csv", tmp_path / "d", seed=5)
+    c = _protect(small_synth / "train.csv", tmp_path / "c", seed=5)
+    d = _protect(small_synth / "train.csv", tmp_path / "d", seed=5)
     assert [e["trigger"] for e in c["images"]] == [e["trigger"] for e in d["images"]]
     assert "explicit" in c["seed_source"]
 
 
-def test_check_finds_missing_changed_extra_and_leaked_files(tiny_synth, tmp_path, capsys):
+def test_check_finds_missing_changed_extra_and_leaked_files(small_synth, tmp_path, capsys):
     out = tmp_path / "p"
-    _protect(tiny_synth / "train.csv", out)
+    _protect(small_synth / "train.csv", out)
     assert api.check(out)["ok"] and api.check(out / "publish")["ok"]
     copy = tmp_path / "copy"
     shutil.copytree(out / "publish", copy)          # what a person uploads, checked after copying
@@ -64,25 +64,25 @@ def test_check_finds_missing_changed_extra_and_leaked_files(tiny_synth, tmp_path
     assert main(["check", str(tmp_path / "nothing")]) != 0
 
 
-def test_a_live_lock_refuses_a_second_writer_and_a_dead_one_is_taken_over(tiny_synth, tmp_path):
+def test_a_live_lock_refuses_a_second_writer_and_a_dead_one_is_taken_over(small_synth, tmp_path):
     out = tmp_path / "p"
     out.mkdir()
     live = {"pid": os.getppid(), "host": socket.gethostname(), "since": "earlier"}   # a process that runs
     (out / LOCK_FILE).write_text(json.dumps(live))
     with pytest.raises(ValueError, match="another mmue process"):
-        _protect(tiny_synth / "train.csv", out, overwrite=True)
+        _protect(small_synth / "train.csv", out, overwrite=True)
     assert (out / LOCK_FILE).exists()                                 # --overwrite removed nothing
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (out / LOCK_FILE).write_text(json.dumps({**live, "pid": dead.pid}))
-    m = _protect(tiny_synth / "train.csv", out, overwrite=True)     # stale: taken over
-    assert m["n_images"] == 96 and not (out / LOCK_FILE).exists()      # released at the end
+    m = _protect(small_synth / "train.csv", out, overwrite=True)     # stale: taken over
+    assert m["n_images"] == 32 and not (out / LOCK_FILE).exists()      # released at the end
 
 
-def test_a_full_disk_stops_clearly_and_the_last_checkpoint_resumes(tiny_synth, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_stops_clearly_and_the_last_checkpoint_resumes(small_synth, tmp_path, monkeypatch, capsys):
     import errno
     import mmue.protect.store as store
-    args = ["protect", "--train-data", str(tiny_synth / "train.csv"), "--method", "mem-3", "--strength", "low",
+    args = ["protect", "--train-data", str(small_synth / "train.csv"), "--method", "mem-3", "--strength", "low",
             "--seed", "0", "--rounds", "2", "--surrogate-steps", "2", "--pgd-steps", "1", "--candidates", "2",
             "--device", "cpu"]
     assert main(["-q"] + args + ["--out", str(tmp_path / "ref")]) == 0

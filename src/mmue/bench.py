@@ -17,7 +17,9 @@ from .defenses import apply_defense, uses_augment
 from .defenses import validate as validate_defense
 from .experiments import ensure_protected, last_epoch_zeroshot, random_guess_of, train_victim, victim_metrics
 from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
+from .data.pairs import read_pairs
 from .metrics import KS
+from .owner import Owner, concat_csvs, gap_closed, owner_metrics, write_subset
 from .protect.export import MANIFEST
 from .protect.registry import get_method, method_order
 from .models import DEFAULT_MODEL
@@ -40,6 +42,7 @@ class BenchConfig:
     defenses: list[str] = field(default_factory=lambda: ["none"])   # see mmue.defenses
     train: dict = field(default_factory=dict)     # victim TrainConfig overrides, e.g. {"lr": 1e-4} to fine-tune
     victim_defenses: dict = field(default_factory=dict)  # per victim, its own defenses (else ``defenses``)
+    owner: dict | None = None   # protect only an owner's images (see mmue.owner): {"fraction": 0.01}, {"query": w}
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchConfig":
@@ -50,9 +53,15 @@ class BenchConfig:
         return cls(**raw).validate()
 
     def validate(self) -> "BenchConfig":
+        if self.owner is not None:
+            Owner.parse(self.owner)
+            if any("oracle-captions" in d for d in self.defenses):
+                raise ValueError("oracle-captions is not defined for an owner's mix (rows are reordered)")
         for m in self.methods:
-            if m != "clean":
-                get_method(m)   # names the known methods (`mmue methods`) when it is not one
+            if m not in ("clean", "absent"):
+                get_method(m)
+            elif m == "absent" and self.owner is None:
+                raise ValueError("method 'absent' (trained without the owner's data) needs an owner")   # names the known methods (`mmue methods`) when it is not one
         for d in self.defenses + [d for ds in self.victim_defenses.values() for d in ds]:
             validate_defense(d)
         stray = set(self.victim_defenses) - set(self.victims)
@@ -104,17 +113,26 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
             for victim, defense in cfg.cells():
                 if _cell_key(method, victim, seed, defense) in done:
                     continue
+                owned = _owner_split(cfg, train_csv, out, seed) if cfg.owner else None
                 if method == "clean":
                     victim_train, protection = train_csv, {}
+                elif method == "absent":
+                    victim_train, protection = owned["rest"], {}
                 else:
-                    prot = out / "protected" / f"{method}-{cfg.strength}-{cfg.surrogate}-s{seed}"
-                    man = ensure_protected(train_csv, prot, method, cfg.strength, seed, device,
+                    source = owned["owner"] if owned else train_csv
+                    prot = out / "protected" / (f"{method}-{cfg.strength}-{cfg.surrogate}-s{seed}"
+                                                + ("-owner" if owned else ""))
+                    man = ensure_protected(source, prot, method, cfg.strength, seed, device,
                                            surrogate=cfg.surrogate, **cfg.protect)
                     # manifests name their dataset under "data" (CSV or shards); older ones only under "csv"
                     victim_train = prot / man.get("data", man.get("csv", train_csv.name))
+                    if owned:   # the scraper's mix: everyone else's clean rows and the owner's protected copy
+                        victim_train = concat_csvs([owned["rest"], victim_train],
+                                                   owned["rest"].parent / f"mix-{method}.csv")
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
                                   "generation_s": man["generation_s"]}
-                released = victim_train.parent.name if method != "clean" else f"clean-s{seed}"
+                released = (victim_train.stem + f"-s{seed}" if owned else victim_train.parent.name
+                            if method != "clean" else f"clean-s{seed}")
                 defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed,
                                          original=train_csv)
                 run = _victim_dir(out, method, victim, seed, defense)
@@ -128,6 +146,11 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                        **{f"best/{k}": v for k, v in m["best"].items()},
                        **{f"init/{k}": v for k, v in m.get("init", {}).items()},
                        **{f"last/zeroshot_{k}": v for k, v in m.get("zeroshot", {}).items()}}
+                if owned:
+                    owner = Owner.parse(cfg.owner)
+                    row.update({"owner": owner.label(), "owner_images": owned["n"],
+                                **{f"owner/last/{k}": v for k, v in
+                                   owner_metrics(run, owned["owner"], test_csv, device, "last", owner).items()}})
                 append_jsonl(results_file, row)
                 rows.append(row)
     rows = _with_zeroshot(read_jsonl(results_file), out, data / "zeroshot", device)
@@ -139,6 +162,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 tables[f"methods x defenses, {v}, R@{k}"] = defense_matrix(rows, v, k, test_csv)
     if len({(r["victim"], r.get("defense", "none")) for r in rows}) > 1:
         tables["worst case over the attackers (victims x defenses)"] = worst_case_table(rows, test_csv)
+    if any("owner/last/mem/image_to_text_R@1" in r for r in rows):
+        tables["the owner's view"] = owner_table(rows)
     if any("last/zeroshot_acc1" in r for r in rows):
         tables["zero-shot classification (last epoch)"] = zeroshot_table(rows)
     if any("init/image_to_text_R@1" in r for r in rows):
@@ -155,6 +180,46 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                         "towers) and evaluated on the clean test split; tables cover every finished cell in "
                         "results.jsonl"])
     return rows
+
+
+def _owner_split(cfg: BenchConfig, train_csv: Path, out: Path, seed: int) -> dict:
+    """The owner's clean rows and everyone else's, as CSVs in ``OUT/owner/s{seed}`` (written once)."""
+    folder = out / "owner" / f"s{seed}"
+    files = {"owner": folder / "owner.csv", "rest": folder / "rest.csv"}
+    if not (folder / "done.json").exists():
+        pairs = read_pairs(train_csv)
+        mine = Owner.parse(cfg.owner).images(pairs, seed)
+        write_subset(pairs, mine, files["owner"])
+        write_subset(pairs, sorted(set(range(pairs.n_images)) - set(mine)), files["rest"])
+        atomic_write_json(folder / "done.json", {"owner": cfg.owner, "n": len(mine), "of": pairs.n_images})
+    return {**files, "n": json.loads((folder / "done.json").read_text())["n"]}
+
+
+def owner_table(rows: list[dict]) -> str:
+    """The owner's memorisation recall per victim (absent / clean / protected ...), mean over seeds, and the
+    share of the absent-clean gap each protection closes (on the mean of R@10 in both directions)."""
+    rows = [r for r in rows if "owner/last/mem/image_to_text_R@1" in r]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["owner"], r["victim"], r.get("defense", "none"), r["method"]), []).append(r)
+    keys = [f"{d}_R@{k}" for k in (1, 10) for d in ("image_to_text", "text_to_image")]
+    mean = lambda rs, k: statistics.mean(100 * r[f"owner/last/{k}"] for r in rs)   # noqa: E731
+    lines = ["(owner's memorisation: queries = the owner's clean training captions / images, gallery = the owner's "
+             "images + the test split; last epoch, %, mean over n seeds; gap closed = (clean - method) / "
+             "(clean - absent) on mean R@10)",
+             f"{'owner':<24}{'victim':<15}{'defense':<12}{'method':<16}{'n':>3}"
+             + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>10}" for k in keys)
+             + f"{'gap closed':>12}{'random R@10':>13}"]
+    order = {"absent": -3, "clean": -2}
+    for (o, v, d, m), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], order.get(kv[0][3], method_order(kv[0][3])))):
+        r10 = lambda rr: (mean(rr, "mem/image_to_text_R@10") + mean(rr, "mem/text_to_image_R@10")) / 2   # noqa: E731
+        ref = {x: groups.get((o, v, d, x)) for x in ("absent", "clean")}
+        gap = (gap_closed(r10(ref["absent"]), r10(ref["clean"]), r10(rs))
+               if ref["absent"] and ref["clean"] and m not in ("absent", "clean") else float("nan"))
+        rg = 100 * statistics.mean(r["owner/last/mem/random_text_to_image_R@10"] for r in rs)
+        lines.append(f"{o:<24}{v:<15}{d:<12}{m:<16}{len(rs):>3}" + "".join(f"{mean(rs, 'mem/' + k):>10.1f}" for k in keys)
+                     + (f"{gap:>12.2f}" if gap == gap else f"{'':>12}") + f"{rg:>13.2f}")
+    return "\n".join(lines)
 
 
 def _method_width(methods) -> int:

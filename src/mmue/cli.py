@@ -152,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=int, default=64, help="side of the square images written")
     q.add_argument("--n-test", type=int, default=1000, help="test images (at most a fifth of the data)")
 
+    p = sub.add_parser("verify", help="an owner's verdict: can a model trained on your protected copy find your "
+                       "images from your captions? (trains three victims: without, clean, protected)")
+    p.add_argument("--clean", required=True, type=Path, help="your original captions CSV (the one you protected)")
+    p.add_argument("--protected", required=True, type=Path, help="the --out folder of mmue protect (or publish/)")
+    p.add_argument("--out", required=True, type=Path, help="where the victims and verify.json/verify.md go")
+    p.add_argument("--public", type=Path, help="clean data of others to mix in, as a scraper would (CSV)")
+    p.add_argument("--distractors", type=Path, help="other images to put in the search gallery (CSV)")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
     p = sub.add_parser("check", help="verify a protected copy before and after publishing: every file against "
                        "its manifest's hashes, no extra files, no trigger key inside")
     p.add_argument("folder", type=Path, help="the --out folder of mmue protect, or its publish/ folder (or a copy)")
@@ -258,6 +270,13 @@ def _run(args) -> int:
         print(f"wrote {args.out_dir / 'train.csv'} ({counts['train']} images) and {args.out_dir / 'test.csv'} "
               f"({counts['test']}); dropped: " + ", ".join(f"{k} {v}" for k, v in counts.items()
                                                           if k not in ("found", "train", "test")))
+        return 0
+    if args.command == "verify":
+        from .verify import CAVEATS, run_verify, verify_table
+        r = run_verify(args.clean, args.protected, args.out, args.public, args.distractors, args.model, args.epochs,
+                       args.seed, args.device)
+        print(verify_table(r))
+        print(f"\n{r['verdict']}\n\n{CAVEATS}\nreport: {args.out / 'verify.md'}")
         return 0
     if args.command == "check":
         r = api.check(args.folder)

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+
+from mmue import api
+from mmue.bench import BenchConfig, owner_table, run_bench
+from mmue.cli import main
+from mmue.data import read_pairs
+from mmue.owner import Owner, gap_closed, owner_metrics, write_subset
+
+
+def test_owner_specs_pick_images(tiny_synth):
+    pairs = read_pairs(tiny_synth / "train.csv")
+    a = Owner.parse({"fraction": 0.1}).images(pairs, seed=0)
+    assert len(a) == 10 and a == Owner.parse({"fraction": 0.1}).images(pairs, seed=0)
+    assert a != Owner.parse({"fraction": 0.1}).images(pairs, seed=1)
+    word = pairs.captions[0].split()[2]
+    found = Owner.parse({"query": word}).images(pairs, 0)
+    assert 0 in found and all(any(word in pairs.captions[c].lower() for c in pairs.image_captions[i]) for i in found)
+    assert len(found) < pairs.n_images
+    for bad in ({}, {"fraction": 0.1, "query": "x"}, {"fraction": 1.5}, {"column": "a"}, {"frac": 0.1}):
+        with pytest.raises(ValueError):
+            Owner.parse(bad)
+    assert gap_closed(1.0, 11.0, 1.0) == 1.0 and gap_closed(1.0, 11.0, 11.0) == 0.0
+
+
+def test_owner_metrics_restrict_queries_to_the_owner(tiny_synth, tmp_path):
+    from mmue.models import create_model
+    pairs = read_pairs(tiny_synth / "train.csv")
+    own = write_subset(pairs, [0, 1, 2, 3], tmp_path / "own.csv")
+    m = owner_metrics(None, own, tiny_synth / "test.csv", "cpu", model=create_model("mmue-tiny-rn"))
+    assert m["mem/gallery_images"] == 4 + 48
+    assert 0 <= m["mem/image_to_text_R@1"] <= 1 and m["mem/random_text_to_image_R@10"] == pytest.approx(10 / 52)
+    alone = owner_metrics(None, own, None, "cpu", model=create_model("mmue-tiny-rn"))
+    assert alone["mem/gallery_images"] == 4 and alone["mem/text_to_image_R@10"] == 1.0   # 4 images: all in top 10
+
+
+def test_bench_owner_mode_trains_absent_clean_and_protected_on_the_mix(tiny_synth, tmp_path):
+    cfg = BenchConfig(data=str(tiny_synth), methods=["absent", "clean", "trigger-only"], seeds=[0], epochs=1,
+                      protect={"rounds": 0}, owner={"fraction": 0.25})
+    rows = run_bench(cfg, tmp_path / "b", device="cpu")
+    assert [r["method"] for r in rows] == ["absent", "clean", "trigger-only"]
+    assert all(r["owner_images"] == 24 and "owner/last/mem/text_to_image_R@10" in r for r in rows)
+    mix = read_pairs(tmp_path / "b" / "owner" / "s0" / "mix-trigger-only.csv")
+    assert mix.n_images == 96 and len(mix.captions) == 96 * 5       # the 72 others clean + the owner's 24
+    original = set(read_pairs(tiny_synth / "train.csv").captions)
+    assert sum(c not in original for c in mix.captions) == 24 * 5     # only the owner's captions carry triggers
+    table = owner_table(rows)
+    assert "absent" in table and "gap closed" in table
+    assert "the owner's view" in (tmp_path / "b" / "report.md").read_text()
+    with pytest.raises(ValueError, match="needs an owner"):
+        BenchConfig(methods=["absent"]).validate()
+
+
+def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
+    pairs = read_pairs(tiny_synth / "train.csv")
+    mine = write_subset(pairs, list(range(16)), tmp_path / "mine" / "mine.csv")
+    public = write_subset(pairs, list(range(16, 96)), tmp_path / "public.csv")
+    api.protect(mine, tmp_path / "prot", "trigger-only", device="cpu", progress=False, rounds=0)
+    rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot"), "--out",
+               str(tmp_path / "v"), "--public", str(public), "--distractors", str(tiny_synth / "test.csv"),
+               "--epochs", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "your protected copy" in out and "A model trained on your protected copy" in out
+    assert "does not show" in out
+    r = json.loads((tmp_path / "v" / "verify.json").read_text())
+    assert set(r["metrics"]) == {"absent", "clean", "protected"} and r["metrics"]["clean"]["mem/gallery_images"] == 64
+    assert (tmp_path / "v" / "verify.md").read_text().startswith("# mmue verify")
