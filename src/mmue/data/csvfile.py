@@ -75,6 +75,8 @@ def read_csv(path: str | os.PathLike, img_key: str | None = None, caption_key: s
         # one image however its path is spelled (relative or absolute, "a/../b.png", a link): one noise, one trigger
         key = os.path.realpath(path.parent / img)
         if key not in index:
+            if check_files and (path.parent / img).is_dir():
+                raise DataError(f"{path}, row {line}: {img!r} is a folder, not an image file; name the image in it")
             if check_files and not (path.parent / img).is_file():
                 raise DataError(f"{path}, row {line}: image {img!r} not found (looked for {path.parent / img}); "
                                 "paths are relative to the CSV's folder")
