@@ -86,6 +86,8 @@ def test_a_full_disk_stops_clearly_and_the_last_checkpoint_resumes(small_synth, 
             "--seed", "0", "--rounds", "2", "--surrogate-steps", "2", "--pgd-steps", "1", "--candidates", "2",
             "--device", "cpu"]
     assert main(["-q"] + args + ["--out", str(tmp_path / "ref")]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[-2].startswith("publish this folder:") and said[-2].endswith("publish") and "private" in said[-1]
     real, calls = store.atomic_write, {"n": 0}
 
     def full(path, write):

@@ -41,9 +41,9 @@ from ..losses import clip_loss, clip_loss_options
 from ..models import ClipModel
 from ..optim import clip_train_step, make_optimizer
 from ..seeding import generator
+from .clusters import caption_clusters
 from .config import ProtectConfig
 from .filters import make_filter
-from .clusters import caption_clusters
 from .hotflip import greedy_rerank, hotflip_candidates
 from .noise import ClusterNoise, PixelNoise
 from .pgd import apply_noise, random_noise
@@ -141,22 +141,21 @@ class MEMEngine:
         """Fresh state: noise in memory, or in ``folder`` on disk (flat RAM for large datasets)."""
         g = generator(self.cfg.seed, "initial noise and triggers")
         n, shape = self.data.n_images, tuple(self.data.images.shape[1:])
-        noise = ProtectionState.new_noise((n, *shape), folder)
+        state = ProtectionState(noise=ProtectionState.new_noise((n, *shape), folder),
+                                triggers=torch.zeros((n, 0), dtype=torch.long))
         if self.cfg.shares_noise:
-            state = ProtectionState(noise=noise, triggers=torch.zeros((n, 0), dtype=torch.long))
             self.noise.init(state, g, random=self.cfg.noise == "random")
             self.noise.write_all(state, self.data.images)
         elif self.cfg.noise == "random":
             for s in range(0, n, 1024):  # in chunks: the images may live on disk too
                 x = self.data.images[s:s + 1024]
                 r = random_noise(tuple(x.shape), self.cfg.eps_px, g)
-                noise[s:s + len(x)] = (apply_noise(x, r).to(torch.int16) - x.to(torch.int16)).to(torch.int8)
+                state.noise[s:s + len(x)] = (apply_noise(x, r).to(torch.int16) - x.to(torch.int16)).to(torch.int8)
         if self.cfg.shares_trigger:   # one draw per cluster, the same words for all its images
-            triggers = self.triggers.initial(int(self.clusters.max()) + 1, g)[self.clusters]
+            state.triggers = self.triggers.initial(int(self.clusters.max()) + 1, g)[self.clusters]
         else:
-            triggers = self.triggers.initial(n, g)
-        patterns = state.patterns if self.cfg.shares_noise else None
-        return ProtectionState(noise=noise, triggers=triggers, rounds_done=0, patterns=patterns)
+            state.triggers = self.triggers.initial(n, g)
+        return state
 
     # ----------------------------------------------------------------------------------------- batches
     def make_batch(self, index: torch.Tensor, g: torch.Generator, shard: bool = False) -> Batch:
