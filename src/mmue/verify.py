@@ -36,8 +36,8 @@ def protected_csv(path: Path) -> Path:
     for man in (path / MANIFEST, path / "manifest.json"):
         if man.is_file():
             data = json.loads(man.read_text()).get("data")
-            if data and not data.startswith("shards") and not data.startswith("publish/shards"):
-                return path / data   # both manifests name it relative to the folder given
+            if data and "shards/" not in data:   # both manifests name it relative to the folder given
+                return path / data
     raise FileNotFoundError(f"{path}: not a protected copy (no {MANIFEST} or manifest.json naming a CSV); "
                             "give the --out folder of mmue protect, its publish/ folder, or the protected CSV")
 
