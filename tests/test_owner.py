@@ -66,3 +66,17 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert set(r["metrics"]) == {"absent", "clean", "protected"} and r["metrics"]["clean"]["mem/gallery_images"] == 64
     assert (tmp_path / "v" / "verify.md").read_text().startswith("# mmue verify")
+
+
+def test_owner_table_reports_the_concept_view_with_its_gap():
+    def row(method, seed, r10):
+        gen = {f"owner/last/gen/{d}_R@{k}": (r10 if k == 10 else r10 / 2)
+               for d in ("image_to_text", "text_to_image") for k in (1, 10)}
+        return {"owner": "captions with 'food'", "victim": "v", "defense": "none", "method": method, "seed": seed, **gen}
+    rows = [row("absent", s, 0.1) for s in (0, 1)] + [row("clean", s, 0.5) for s in (0, 1)] \
+        + [row("mem-3", 0, 0.2), row("mem-3", 1, 0.3)]
+    table = owner_table(rows, "gen")
+    assert "concept" in table and "random" not in table.splitlines()[1]
+    mem3 = next(line for line in table.splitlines() if " mem-3 " in line)
+    assert mem3.split()[-1] == "0.62"          # (50 - 25) / (50 - 10), R@10 averaged over the seeds
+    assert owner_table(rows).count("\n") == 1  # no memorisation keys: header lines only

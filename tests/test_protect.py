@@ -12,7 +12,7 @@ from mmue.data.encoded import EncodedPairs
 from mmue.models import create_model
 from mmue.protect import MEMEngine, ProtectionState, resolve
 from mmue.protect.placement import insert_trigger, trigger_positions
-from mmue.protect.vocab import dataset_vocab
+from mmue.protect.vocab import blocked_words, dataset_vocab, safe_words
 from mmue.losses import clip_loss, clip_loss_options
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -130,6 +130,10 @@ def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
         assert (a - b).abs().max() <= 8
         assert Image.open(prot.image_path(i)).format == "PNG"
     assert len({e["trigger"] for e in manifest["images"]}) > 1
+    # the default vocabulary: after HotFlip too, every trigger word is a safe word and none is blocked
+    assert manifest["config"]["trigger_vocab"] == "safe"
+    words = {w for e in manifest["images"] for w in e["trigger"].split()}
+    assert words <= safe_words() and not words & blocked_words()
     # refuses to clobber, or to write into the input folder
     with pytest.raises(ValueError, match="--overwrite"):
         api.protect(tiny_synth / "train.csv", out, "mem", device="cpu", progress=False, **FAST)

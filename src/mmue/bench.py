@@ -142,6 +142,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 m = victim_metrics(run, test_csv, device, data / "zeroshot")
                 row = {"method": method, "victim": victim, "seed": seed, "defense": defense, "surrogate": cfg.surrogate,
                        "strength": cfg.strength, **protection,
+                       **({"protect": cfg.protect} if cfg.protect and protection else {}),
                        **{f"last/{k}": v for k, v in m.items() if k != "best"},
                        **{f"best/{k}": v for k, v in m["best"].items()},
                        **{f"init/{k}": v for k, v in m.get("init", {}).items()},
@@ -164,6 +165,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
         tables["worst case over the attackers (victims x defenses)"] = worst_case_table(rows, test_csv)
     if any("owner/last/mem/image_to_text_R@1" in r for r in rows):
         tables["the owner's view"] = owner_table(rows)
+    if any("owner/last/gen/image_to_text_R@1" in r for r in rows):
+        tables["the owner's concept"] = owner_table(rows, "gen")
     if any("last/zeroshot_acc1" in r for r in rows):
         tables["zero-shot classification (last epoch)"] = zeroshot_table(rows)
     if any("init/image_to_text_R@1" in r for r in rows):
@@ -195,30 +198,41 @@ def _owner_split(cfg: BenchConfig, train_csv: Path, out: Path, seed: int) -> dic
     return {**files, "n": json.loads((folder / "done.json").read_text())["n"]}
 
 
-def owner_table(rows: list[dict]) -> str:
-    """The owner's memorisation recall per victim (absent / clean / protected ...), mean over seeds, and the
-    share of the absent-clean gap each protection closes (on the mean of R@10 in both directions)."""
-    rows = [r for r in rows if "owner/last/mem/image_to_text_R@1" in r]
+OWNER_VIEWS = {
+    "mem": "owner's memorisation: queries = the owner's clean training captions / images, gallery = the owner's "
+           "images + the test split",
+    "gen": "owner's concept learned (semantic owners): queries = the test pairs of the owner's concept, gallery = "
+           "the whole test split",
+}
+
+
+def owner_table(rows: list[dict], kind: str = "mem") -> str:
+    """The owner's recall per victim (absent / clean / protected ...), mean over seeds, and the share of the
+    absent-clean gap each protection closes (on the mean of R@10 in both directions). ``kind``: ``mem``
+    (memorisation) or ``gen`` (generalisation to the concept's test pairs), see ``mmue.owner``."""
+    rows = [r for r in rows if f"owner/last/{kind}/image_to_text_R@1" in r]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["owner"], r["victim"], r.get("defense", "none"), r["method"]), []).append(r)
     keys = [f"{d}_R@{k}" for k in (1, 10) for d in ("image_to_text", "text_to_image")]
-    mean = lambda rs, k: statistics.mean(100 * r[f"owner/last/{k}"] for r in rs)   # noqa: E731
-    lines = ["(owner's memorisation: queries = the owner's clean training captions / images, gallery = the owner's "
-             "images + the test split; last epoch, %, mean over n seeds; gap closed = (clean - method) / "
+    mean = lambda rs, k: statistics.mean(100 * r[f"owner/last/{kind}/{k}"] for r in rs)   # noqa: E731
+    has_random = all(f"owner/last/{kind}/random_text_to_image_R@10" in r for r in rows)
+    lines = [f"({OWNER_VIEWS[kind]}; last epoch, %, mean over n seeds; gap closed = (clean - method) / "
              "(clean - absent) on mean R@10)",
              f"{'owner':<24}{'victim':<15}{'defense':<12}{'method':<16}{'n':>3}"
              + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>10}" for k in keys)
-             + f"{'gap closed':>12}{'random R@10':>13}"]
+             + f"{'gap closed':>12}" + (f"{'random R@10':>13}" if has_random else "")]
     order = {"absent": -3, "clean": -2}
     for (o, v, d, m), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], order.get(kv[0][3], method_order(kv[0][3])))):
-        r10 = lambda rr: (mean(rr, "mem/image_to_text_R@10") + mean(rr, "mem/text_to_image_R@10")) / 2   # noqa: E731
+        r10 = lambda rr: (mean(rr, "image_to_text_R@10") + mean(rr, "text_to_image_R@10")) / 2   # noqa: E731
         ref = {x: groups.get((o, v, d, x)) for x in ("absent", "clean")}
         gap = (gap_closed(r10(ref["absent"]), r10(ref["clean"]), r10(rs))
                if ref["absent"] and ref["clean"] and m not in ("absent", "clean") else float("nan"))
-        rg = 100 * statistics.mean(r["owner/last/mem/random_text_to_image_R@10"] for r in rs)
-        lines.append(f"{o:<24}{v:<15}{d:<12}{m:<16}{len(rs):>3}" + "".join(f"{mean(rs, 'mem/' + k):>10.1f}" for k in keys)
-                     + (f"{gap:>12.2f}" if gap == gap else f"{'':>12}") + f"{rg:>13.2f}")
+        line = (f"{o:<24}{v:<15}{d:<12}{m:<16}{len(rs):>3}" + "".join(f"{mean(rs, k):>10.1f}" for k in keys)
+                + (f"{gap:>12.2f}" if gap == gap else f"{'':>12}"))
+        if has_random:
+            line += f"{100 * statistics.mean(r[f'owner/last/{kind}/random_text_to_image_R@10'] for r in rs):>13.2f}"
+        lines.append(line)
     return "\n".join(lines)
 
 

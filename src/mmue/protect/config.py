@@ -31,6 +31,9 @@ class ProtectConfig:
                                  "word of each caption", choices=("prefix", "random"))
     trigger_dropout: float = knob(0.0, "rate at which captions are seen without their trigger while optimising",
                                   min=0, max=0.99)
+    trigger_vocab: str = knob("safe", "trigger words: safe (common dictionary words, no names, profanity or "
+                              "slurs; fit to publish) or any whole word of the tokenizer (research)",
+                              choices=("safe", "any"))
     trigger_vocab_min_images: int = knob(0, "trigger words only from those the dataset's captions use in >= N "
                                          "images (0: any whole word)", min=0)
     eot: str = knob("none", "view the surrogate sees of the noisy image during PGD: none, rrc-flip (random "

@@ -126,8 +126,8 @@ class ProtectionRun:
     @staticmethod
     def config(params: dict) -> ProtectConfig:
         """The run's ``ProtectConfig`` from its stored parameters (settings of older versions that no longer
-        exist, such as ``formulation``, are ignored)."""
-        stored = params["config"]
+        exist, such as ``formulation``, are ignored; runs from before ``trigger_vocab`` used any word)."""
+        stored = {"trigger_vocab": "any", **params["config"]}
         known = {f.name for f in fields(ProtectConfig)} - {"method"}
         return resolve(stored["method"], "high", **{k: v for k, v in stored.items() if k in known})
 

@@ -10,23 +10,24 @@ import torch
 
 from ..data.encoded import EncodedPairs
 from .placement import trigger_positions
-from .vocab import dataset_vocab
+from .vocab import dataset_vocab, restrict
 
 
 class TriggerPolicy:
     def __init__(self, k: int, vocab: torch.Tensor | None, position: str = "prefix", dropout: float = 0.0,
-                 seed: int = 0, min_images: int = 0):
+                 seed: int = 0, min_images: int = 0, words: str = "any"):
         self.k, self.vocab, self.position, self.dropout, self.seed = k, vocab, position, dropout, seed
-        self.min_images = min_images
+        self.min_images, self.words = min_images, words
 
     @classmethod
     def build(cls, cfg, data: EncodedPairs, codec) -> "TriggerPolicy":
         vocab = None
         if cfg.trigger_len:
-            vocab = dataset_vocab(data.caption_bodies, data.word_starts, data.image_captions, codec.trigger_vocab,
+            allowed = restrict(codec.trigger_vocab, codec.decode, cfg.trigger_vocab)
+            vocab = dataset_vocab(data.caption_bodies, data.word_starts, data.image_captions, allowed,
                                   cfg.trigger_vocab_min_images)
         return cls(cfg.trigger_len, vocab, cfg.trigger_position, cfg.trigger_dropout if cfg.trigger_len else 0.0,
-                   cfg.seed, cfg.trigger_vocab_min_images)
+                   cfg.seed, cfg.trigger_vocab_min_images, cfg.trigger_vocab)
 
     @staticmethod
     def needs_words_for(cfg) -> bool:
@@ -58,6 +59,6 @@ class TriggerPolicy:
         return (torch.rand(b, generator=g) < self.dropout).to(device)
 
     def __repr__(self) -> str:
-        vocab = f"{len(self.vocab)} words" if self.vocab is not None else "none"
+        vocab = f"{len(self.vocab)} {self.words} words" if self.vocab is not None else "none"
         return (f"TriggerPolicy(k={self.k}, vocab={vocab}{f' (>= {self.min_images} images)' if self.min_images else ''}, "
                 f"position={self.position}, dropout={self.dropout})")
