@@ -168,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "its manifest's hashes, no extra files, no trigger key inside")
     p.add_argument("folder", type=Path, help="the --out folder of mmue protect, or its publish/ folder (or a copy)")
 
+    p = sub.add_parser("app", help="a local web page for protecting images without a terminal (needs mmue[app])")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this computer only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--workdir", type=Path, default=Path("mmue-app"),
+                   help="the only folder the app reads and writes (uploads, runs, downloads)")
+    p.add_argument("--max-upload-mb", type=int, default=2048, help="largest upload, and largest unzipped size")
+    p.add_argument("--device", default="auto")
+
     sub.add_parser("methods", help="list the protection presets: what each is, what it costs, where it is measured")
     sub.add_parser("models", help="list model architectures")
     return ap
@@ -291,6 +299,14 @@ def _run(args) -> int:
         print(f"NOT OK: {len(r['missing'])} missing, {len(r['changed'])} changed, {len(r['extra'])} extra, "
               f"{len(r['leaks'])} leaks in {r['folder']}")
         return 1
+    if args.command == "app":
+        try:
+            from .app import serve
+            import gradio  # noqa: F401
+        except ImportError as e:
+            raise SystemExit(f"mmue app needs the app extra: pip install 'mmue[app]' ({e})")
+        serve(args.host, args.port, args.workdir, args.max_upload_mb, args.device)
+        return 0
     if args.command == "methods":
         from .protect import describe_methods
         print(describe_methods())

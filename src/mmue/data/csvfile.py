@@ -13,7 +13,7 @@ from pathlib import Path
 from ..fileio import atomic_write
 from .types import DataError, PairSet
 
-IMAGE_KEYS = ("filepath", "image", "images", "image_path", "img", "file", "path", "filename")
+IMAGE_KEYS = ("filepath", "image", "images", "image_path", "img", "file", "path", "filename", "file_name")
 CAPTION_KEYS = ("caption", "title", "text", "captions", "sentence", "raw")
 
 

@@ -3,10 +3,11 @@
 ``safe`` (the default): protected captions are published under the owner's name, so a trigger word must be one
 they would not mind seeing there. The safe list is built from maintained word lists, not by hand:
 common English words (``wordfreq``'s 20 000 most frequent, less the 100 function words every caption already
-uses), that a dictionary lists in lower case (Webster's Second via ``english-words``: this drops names of people,
-places, brands and nationalities, which it lists capitalised or not at all, and fragments such as "isl"), and that
+uses), that a dictionary lists in lower case and not also capitalised (Webster's Second via ``english-words``:
+this drops names of people, places, brands and nationalities, which it lists capitalised or not at all, words that
+are also names, such as "amy" or "boston", and fragments such as "isl"), and that
 are not on ``better-profanity``'s list (profanity, slurs, sexual and violent terms). The result ships as
-``wordlists/safe_words.txt`` (~11 000 words, 90 kB), so a user needs none of those packages (wordfreq alone is
+``wordlists/safe_words.txt`` (~10 700 words, 88 kB), so a user needs none of those packages (wordfreq alone is
 56 MB) and a seed draws the same triggers whatever their versions; ``python -m mmue.protect.vocab`` rebuilds it
 from the packages (extra ``[wordlists]``), and a test checks that it matches. ``any``: any whole word of the text tower's vocabulary
 (``TokenCodec.trigger_vocab``), as the paper; for research only ("russians injection chrisbrown").
@@ -45,7 +46,10 @@ def build_safe_words() -> list[str]:
     """The safe words from the word-list packages, most frequent first (see the module doc; ~1 s)."""
     from english_words import get_english_words_set
     from wordfreq import top_n_list
-    dictionary = {w for w in get_english_words_set(["web2"], lower=False, alpha=True) if w.islower()}
+    web2 = get_english_words_set(["web2"], lower=False, alpha=True)
+    # a common noun only: listed in lower case, and not also as a name ("Amy"/"amy", "Boston"/"boston")
+    names = {w.lower() for w in web2 if not w.islower()}
+    dictionary = {w for w in web2 if w.islower() and w not in names}
     blocked = blocked_words()
     common = top_n_list("en", COMMON_WORDS)[FUNCTION_WORDS:]
     return [w for w in common if len(w) >= 3 and w.isascii() and w.isalpha() and w in dictionary

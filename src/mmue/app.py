@@ -1,0 +1,377 @@
+"""``mmue app``: a local web page that protects a folder of captioned images, for people who never open a terminal.
+
+Gradio (the convention of this field: file upload, galleries, progress) over the same commands as the CLI: the
+page runs ``mmue protect`` and ``mmue verify`` as child processes, so a run can be cancelled (the process is
+stopped) and resumed (the same upload with the same settings continues from its last checkpoint, also after the
+app itself was killed). Everything it reads and writes stays inside its working folder: uploads are unpacked
+there, zip entries that would land outside it (zip-slip) or links are refused, and uploads are capped in size.
+It listens on 127.0.0.1 unless told otherwise.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from .data.layouts import as_csv, detect
+from .data.pairs import read_pairs
+from .data.types import DataError
+from .protect.export import PRIVATE
+from .protect.package import package
+from .protect.registry import get_method
+
+PRESETS = ("mem-3", "mem-3-robust", "mem-3-blend")   # the paper's and the robust ones; research variants stay in the CLI
+STRENGTHS = {"low": "low: quick (minutes for a few hundred images on a laptop)",
+             "mid": "mid: more rounds",
+             "high": "high: the paper's budget (20 rounds; slow without a GPU)"}
+DEFAULT_MAX_UPLOAD_MB = 2048
+PREVIEWS = 6
+ROUND = re.compile(r"round (\d+)/(\d+)")
+
+
+class AppError(ValueError):
+    """A problem with what the person gave the app, said so that they can fix it."""
+
+
+# ------------------------------------------------------------------------------------------------ uploads
+def safe_extract(archive: Path, dest: Path, max_bytes: int) -> Path:
+    """Unpack ``archive`` into ``dest``, refusing entries that would land outside it, links, and archives that
+    unpack to more than ``max_bytes``. Returns the data root (the single top folder of the zip, if it has one)."""
+    dest = dest.resolve()
+    try:
+        z = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as e:
+        raise AppError(f"{archive.name}: not a readable zip file ({e})") from e
+    with z:
+        total = 0
+        for info in z.infolist():
+            name = info.filename
+            target = (dest / name).resolve()
+            if name.startswith(("/", "\\")) or ".." in Path(name.replace("\\", "/")).parts \
+                    or not target.is_relative_to(dest):
+                raise AppError(f"{archive.name}: entry {name!r} would be written outside the working folder "
+                               "(zip-slip); nothing was unpacked. Re-create the zip from the folder itself")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise AppError(f"{archive.name}: entry {name!r} is a symbolic link; links are not accepted")
+            total += info.file_size
+            if total > max_bytes:
+                raise AppError(f"{archive.name}: unpacks to more than {max_bytes // 2**20} MB, the limit of this "
+                               "app (--max-upload-mb)")
+        z.extractall(dest)
+    top = [p for p in dest.iterdir() if p.name not in ("__MACOSX",) and not p.name.startswith(".")]
+    return top[0] if len(top) == 1 and top[0].is_dir() else dest
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths, key=lambda p: p.name):
+        h.update(p.name.encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Upload:
+    folder: Path        # the job folder: workdir/jobs/<content hash>
+    root: Path          # the unpacked data
+    layout: str
+    csv: Path           # what mmue protect reads
+    n_images: int
+    n_captions: int
+
+
+def receive(files: list[str | Path], workdir: Path, max_bytes: int) -> Upload:
+    """Copy or unpack the uploaded files into a job folder named by their content (so the same upload finds its
+    earlier, possibly unfinished, runs), then read their layout."""
+    if not files:
+        raise AppError("upload a zip of your folder, or the images together with their captions file")
+    paths = [Path(f) for f in files]
+    size = sum(p.stat().st_size for p in paths)
+    if size > max_bytes:
+        raise AppError(f"the upload is {size / 2**20:.0f} MB, more than this app's limit of "
+                       f"{max_bytes // 2**20} MB (--max-upload-mb)")
+    folder = workdir / "jobs" / _digest(paths)
+    data = folder / "input"
+    if not (folder / "received").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
+            safe_extract(paths[0], data, max_bytes)
+        else:
+            for p in paths:
+                if p.suffix.lower() == ".zip":
+                    raise AppError(f"{p.name}: upload a zip on its own, not together with other files")
+                shutil.copyfile(p, data / Path(p.name).name)
+        (folder / "received").write_text("")
+    top = [p for p in data.iterdir() if p.name != "__MACOSX" and not p.name.startswith(".")]
+    root = top[0] if len(top) == 1 and top[0].is_dir() else data
+    try:
+        layout, csv_path = as_csv(root, folder)
+        pairs = read_pairs(csv_path)
+    except DataError as e:
+        raise AppError(str(e).replace(str(folder) + os.sep, "")) from e
+    return Upload(folder, root, layout, csv_path, pairs.n_images, len(pairs.captions))
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def run_dir(up: Upload, preset: str, strength: str, rounds: int | None) -> Path:
+    return up.folder / "runs" / (f"{preset}-{strength}" + (f"-r{rounds}" if rounds else ""))
+
+
+def protect_command(up: Upload, out: Path, preset: str, strength: str, rounds: int | None, device: str) -> list[str]:
+    cmd = [sys.executable, "-m", "mmue", "protect", "--train-data", str(up.csv), "--out", str(out),
+           "--method", preset, "--strength", strength, "--device", device]
+    if rounds:
+        cmd += ["--rounds", str(int(rounds))]
+    if (out / ".mmue_state").exists():
+        cmd.append("--resume")   # an earlier run of this upload with these settings was stopped: continue it
+    return cmd
+
+
+def eta(started: float, done: int, total: int) -> str:
+    if not done:
+        return ""
+    left = (time.monotonic() - started) / done * (total - done)
+    return f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+
+
+def noise_view(before: Image.Image, after: Image.Image, gain: int = 10) -> Image.Image:
+    """The noise made visible: (after - before) x gain around mid-grey."""
+    import numpy as np
+    a = np.asarray(before.convert("RGB"), dtype=np.int16)
+    b = np.asarray(after.convert("RGB"), dtype=np.int16)
+    return Image.fromarray(np.clip(128 + gain * (b - a), 0, 255).astype("uint8"))
+
+
+def previews(up: Upload, out: Path, n: int = PREVIEWS) -> tuple[list[tuple[str, str]], str]:
+    """Gallery items (before | after | noise x10, one picture per image, captioned with its PSNR) and the HTML
+    of their published captions with the trigger marked."""
+    man = json.loads((out / PRIVATE / "manifest.json").read_text())
+    pub = read_pairs(out / man["data"])
+    src_root = up.csv.parent
+    folder = up.folder / "previews" / out.name
+    folder.mkdir(parents=True, exist_ok=True)
+    items, rows = [], []
+    for i, e in enumerate(man["images"][:n]):
+        before = Image.open(src_root / e["source"]).convert("RGB")
+        after = Image.open(out / e["file"]).convert("RGB")
+        views = [before, after, noise_view(before, after)]
+        w, h = after.size
+        scale = min(900 / (3 * w), 300 / h)   # small images blown up pixel for pixel, large ones shrunk
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        views = [v.resize(size, Image.NEAREST if scale > 1 else Image.LANCZOS) for v in views]
+        strip = Image.new("RGB", (3 * size[0] + 16, size[1]), "white")
+        for k, im in enumerate(views):
+            strip.paste(im, (k * (size[0] + 8), 0))
+        path = folder / f"{i:03d}.png"
+        strip.save(path)
+        psnr = f"{e['psnr_db']:.1f} dB" if e["psnr_db"] is not None else "identical"
+        items.append((str(path), f"{Path(e['file']).name}: before | after | noise x10 (PSNR {psnr})"))
+        caption = pub.captions[pub.image_captions[i][0]]
+        marked = html.escape(caption)
+        if e["trigger"]:
+            t = html.escape(e["trigger"])
+            marked = marked.replace(t, f"<mark>{t}</mark>", 1)
+        rows.append(f"<li><b>{html.escape(Path(e['file']).name)}</b> (PSNR {psnr}): {marked}</li>")
+    return items, "<ul class='mmue-captions'>" + "".join(rows) + "</ul>"
+
+
+def report(up: Upload, out: Path, preset: str, strength: str) -> Path:
+    """A short Markdown report of the run, for the person's records (no key in it)."""
+    man = json.loads((out / PRIVATE / "manifest.json").read_text())
+    p = get_method(preset)
+    text = f"""# MMUE protection report
+
+- input: {up.n_images} images, {up.n_captions} captions ({up.layout} layout)
+- preset: `{preset}` at strength `{strength}`: {p.summary}
+- measured: {p.measured}
+- image change: at most {man['max_linf_px']}/255 per pixel; mean PSNR {man['mean_psnr_db']} dB (min {man['min_psnr_db']} dB)
+- time: {man.get('generation_s', 0):.0f} s
+
+**Publish** `protected.zip` (images and captions in your layout, and a manifest of file hashes; after unzipping,
+`mmue check FOLDER` confirms nothing changed). **Keep `private-record.zip` to yourself**: it holds the trigger
+words and the secret seed; anyone who has it can remove the protection from the captions.
+
+What this does not prove: that every model, trainer or countermeasure fails to learn from the protected copy.
+The measured figures (docs/results.md) show where protection holds and where it does not; run the check on
+this page (`mmue verify`) for your own data.
+"""
+    path = up.folder / "downloads" / out.name / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def downloads(up: Upload, out: Path, preset: str, strength: str) -> list[str]:
+    folder = up.folder / "downloads" / out.name
+    folder.mkdir(parents=True, exist_ok=True)
+    package(out, up.layout, folder / "protected.zip")
+    with zipfile.ZipFile(folder / "private-record.zip", "w") as z:
+        z.write(out / PRIVATE / "manifest.json", "private/manifest.json")
+    return [str(folder / "protected.zip"), str(report(up, out, preset, strength)), str(folder / "private-record.zip")]
+
+
+# ------------------------------------------------------------------------------------------------ the page
+def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str = "auto"):
+    import gradio as gr
+
+    workdir = Path(workdir).resolve()
+    max_bytes = max_upload_mb * 2**20
+    running: dict[str, subprocess.Popen] = {}
+
+    def choices():
+        return [(f"{n} — {get_method(n).summary}", n) for n in PRESETS]
+
+    def on_upload(files):
+        if not files:
+            return "", gr.update(interactive=False)
+        try:
+            up = receive(files, workdir, max_bytes)
+        except AppError as e:
+            return f"**Cannot use this upload:** {e}", gr.update(interactive=False)
+        return (f"Found **{up.n_images} images** with **{up.n_captions} captions** "
+                f"(layout: {up.layout}). Choose a preset and press Protect.", gr.update(interactive=True))
+
+    def describe(preset):
+        p = get_method(preset)
+        return f"**{preset}**: {p.summary}  \n*cost*: {p.cost}  \n*measured*: {p.measured}"
+
+    def protect(files, preset, strength, rounds, progress=gr.Progress()):
+        empty = ([], "", None)
+        try:
+            up = receive(files, workdir, max_bytes)
+        except AppError as e:
+            yield (f"**Cannot use this upload:** {e}", *empty)
+            return
+        rounds = int(rounds) if rounds else None
+        out = run_dir(up, preset, strength, rounds)
+        if not (out / PRIVATE / "manifest.json").exists():
+            cmd = protect_command(up, out, preset, strength, rounds, device)
+            resumed = "--resume" in cmd
+            progress(0, desc="preparing the images")
+            yield (("Resuming the stopped run..." if resumed else "Protecting...") + " (the page can stay open; "
+                   "Cancel stops it and Protect resumes it later)", *empty)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    cwd=str(up.folder), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            running[str(out)] = proc
+            tail: list[str] = []
+            started = time.monotonic()
+            try:
+                for line in proc.stdout:
+                    tail = (tail + [line.rstrip()])[-12:]
+                    m = ROUND.search(line)
+                    if m:
+                        k, n = int(m.group(1)), int(m.group(2))
+                        progress(k / n, desc=f"round {k} of {n}{eta(started, k, n)}")
+                        yield (f"Protecting: round {k} of {n}{eta(started, k, n)}", *empty)
+                    elif "wrote" in line and "protected images" in line:
+                        progress(1.0, desc="writing the protected copy")
+                proc.wait()
+            finally:
+                if proc.poll() is None:   # the page cancelled this run: stop the process; Protect resumes it
+                    proc.terminate()
+                    proc.wait(timeout=30)
+                running.pop(str(out), None)
+            if proc.returncode != 0:
+                shown = "\n".join(t for t in tail if "WARNING" not in t)
+                yield (f"**Protection stopped** (exit {proc.returncode}). Press Protect to resume.\n\n```\n{shown}\n```",
+                       *empty)
+                return
+        items, captions = previews(up, out)
+        files_out = downloads(up, out, preset, strength)
+        man = json.loads((out / PRIVATE / "manifest.json").read_text())
+        yield (f"**Protected {man['n_images']} images** (mean PSNR {man['mean_psnr_db']} dB, at most "
+               f"{man['max_linf_px']}/255 per pixel). Download `protected.zip` to publish; keep "
+               "`private-record.zip` to yourself.", items, captions, files_out)
+
+    def cancel():
+        for proc in list(running.values()):
+            if proc.poll() is None:
+                proc.terminate()
+        return "**Cancelled.** Press Protect to resume from the last finished round."
+
+    def verify(files, preset, strength, rounds, epochs):
+        try:
+            up = receive(files, workdir, max_bytes)
+        except AppError as e:
+            return f"**Cannot use this upload:** {e}"
+        out = run_dir(up, preset, strength, int(rounds) if rounds else None)
+        if not (out / PRIVATE / "manifest.json").exists():
+            return "Protect first: the check compares models trained on your clean and protected copies."
+        cmd = [sys.executable, "-m", "mmue", "-q", "verify", "--clean", str(up.csv), "--protected", str(out),
+               "--out", str(up.folder / "verify" / out.name), "--epochs", str(int(epochs)), "--device", device]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(up.folder))
+        if r.returncode != 0:
+            return f"**The check failed** (exit {r.returncode}):\n```\n{r.stderr[-2000:]}\n```"
+        return "```\n" + r.stdout.strip() + "\n```"
+
+    with gr.Blocks(title="MMUE: protect your captioned images") as page:
+        gr.Markdown("# MMUE: make your captioned images unlearnable\n"
+                    "Upload a folder of images with captions (as a zip, or the files themselves): a CSV/TSV of "
+                    "image paths and captions, a `.txt` caption beside each image, or a Hugging Face "
+                    "`metadata.csv` / `metadata.jsonl`. MMUE adds an invisible noise to each image and three "
+                    "words to each caption, so that CLIP-style models trained on the copy learn little from it. "
+                    "Everything stays on this computer.")
+        upload = gr.File(label="your images and captions (a .zip, or the files)", file_count="multiple",
+                         elem_id="upload")
+        found = gr.Markdown(elem_id="found")
+        with gr.Row():
+            preset = gr.Radio(choices(), value=PRESETS[0], label="preset", elem_id="preset")
+            strength = gr.Radio([(v, k) for k, v in STRENGTHS.items()], value="low", label="strength",
+                                elem_id="strength")
+        about = gr.Markdown(describe(PRESETS[0]), elem_id="about")
+        gr.Markdown("Output: PNG images (lossless, the original file names) and your captions in the layout you "
+                    "gave.")
+        with gr.Accordion("advanced", open=False):
+            rounds = gr.Number(value=None, precision=0, minimum=0, label="rounds (empty: the strength's)",
+                               elem_id="rounds")
+            epochs = gr.Number(value=5, precision=0, minimum=1, label="epochs of each model the check trains",
+                               elem_id="epochs")
+        with gr.Row():
+            go = gr.Button("Protect", variant="primary", interactive=False, elem_id="protect")
+            stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
+        status = gr.Markdown(elem_id="status")
+        gallery = gr.Gallery(label="before | after | noise x10", columns=2, height="auto", preview=False,
+                             object_fit="contain", elem_id="gallery")
+        captions = gr.HTML(elem_id="captions")
+        files_out = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id="downloads")
+        gr.Markdown("### Check the protection on your own data\nTrains three small models (without your data, on "
+                    "your clean copy, on your protected copy) and says how often each finds your images. Minutes "
+                    "to hours, depending on the data and the computer.")
+        check = gr.Button("Check my protected copy", elem_id="verify")
+        verdict = gr.Markdown(elem_id="verdict")
+
+        upload.change(on_upload, upload, [found, go])
+        preset.change(describe, preset, about)
+        job = go.click(protect, [upload, preset, strength, rounds], [status, gallery, captions, files_out])
+        stop.click(cancel, None, status, cancels=[job])
+        check.click(verify, [upload, preset, strength, rounds, epochs], verdict)
+    return page
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, workdir: str | os.PathLike = "mmue-app",
+          max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str = "auto") -> None:
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    # gradio's own uploads and caches stay inside the working folder; no usage statistics leave the machine
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"WARNING: listening on {host}: anyone who can reach this address can upload data and run "
+              "protections on this computer", file=sys.stderr)
+    page = build(workdir, max_upload_mb, device)
+    page.queue().launch(server_name=host, server_port=port, max_file_size=max_upload_mb * 2**20,
+                        allowed_paths=[str(workdir)], quiet=False)
