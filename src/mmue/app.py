@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .data.layouts import as_csv, detect
+from .data.layouts import as_csv
 from .data.pairs import read_pairs
 from .data.types import DataError
 from .protect.export import PRIVATE

@@ -300,11 +300,10 @@ def _run(args) -> int:
               f"{len(r['leaks'])} leaks in {r['folder']}")
         return 1
     if args.command == "app":
-        try:
-            from .app import serve
-            import gradio  # noqa: F401
-        except ImportError as e:
-            raise SystemExit(f"mmue app needs the app extra: pip install 'mmue[app]' ({e})")
+        import importlib.util
+        if importlib.util.find_spec("gradio") is None:
+            raise SystemExit("mmue app needs the app extra: pip install 'mmue[app]'")
+        from .app import serve
         serve(args.host, args.port, args.workdir, args.max_upload_mb, args.device)
         return 0
     if args.command == "methods":
