@@ -192,7 +192,7 @@ def main() -> None:
     extra_protect: list[str] = []
     if args.smoke:
         args.device, args.surrogate, args.victims = "cpu", "mmue-tiny-rn", ["mmue-tiny-rn", "mmue-tiny-vit"]
-        args.epochs, args.parallel, args.threads, args.strength = 1, 1, 1, "low"
+        args.epochs, args.parallel, args.threads, args.strength = 1, 2, 1, "low"   # 2 jobs: one per core
         args.projection_images, args.projection_steps = 16, 2
         extra_protect = ["--rounds", "1", "--surrogate-steps", "2", "--batch-size", "8"]
         args.data = out / "data"
@@ -223,10 +223,11 @@ def main() -> None:
     strength = args.strength or strength
     print(f"{n_train} training images, {test.n_images} test images; {budget:.0f} s left; estimates "
           f"{json.dumps(est)}; strength {strength}", flush=True)
-    jobs = []
+    jobs = []   # protections first: they are the critical path; clean victims fill the other slots meanwhile
+    clean = []
     for v in args.victims:
         run = out / "victims" / f"clean-{v}"
-        jobs.append(Job(f"victim clean/{v}", [], run / "summary.json", run / "params.json"))
+        clean.append(Job(f"victim clean/{v}", [], run / "summary.json", run / "params.json"))
     for m in args.methods:
         prot = out / "protected" / m
         jobs.append(Job(f"protect {m}", py + ["protect", "--train-data", str(train_csv), "--out", str(prot),
@@ -236,6 +237,7 @@ def main() -> None:
         for v in args.victims:
             run = out / "victims" / f"{m}-{v}"
             jobs.append(Job(f"victim {m}/{v}", [], run / "summary.json", run / "params.json", after=f"protect {m}"))
+    jobs += clean
     for j in jobs:
         if j.name.startswith("victim"):
             method, victim = j.name.split(" ")[1].split("/")

@@ -116,18 +116,29 @@ def test_app_in_a_browser(tiny_synth, tmp_path):
             page.locator("#preset").get_by_text("mem-3-robust —").click()
             expect(page.locator("#about")).to_contain_text("mem-3-robust")
             page.get_by_text("advanced").click()
-            page.locator("#rounds input").fill("1")
+            page.locator("#rounds input").fill("3")
+            page.locator("#epochs input").fill("1")
             page.screenshot(path=shots / "2-uploaded.png", full_page=True)
+            # cancel during the rounds, then Protect again resumes the stopped run from its checkpoint
             page.locator("#protect").click()
-            expect(page.locator("#status")).to_contain_text("Protected 8 images", timeout=300_000)
+            expect(page.locator("#status")).to_contain_text("round 1 of 3", timeout=300_000)
+            page.screenshot(path=shots / "3-running.png", full_page=True)
+            page.locator("#cancel").click()
+            expect(page.locator("#status")).to_contain_text("Cancelled", timeout=30_000)
+            page.locator("#protect").click()
+            expect(page.locator("#status")).to_contain_text("Protected 8 images (resumed after a stop)",
+                                                            timeout=300_000)
             expect(page.locator("#captions mark").first).to_be_visible()
             expect(page.locator("#gallery img")).to_have_count(6)
             page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)")
-            page.screenshot(path=shots / "3-protected.png", full_page=True)
+            page.screenshot(path=shots / "4-protected.png", full_page=True)
             with page.expect_download() as dl:
                 page.locator('#downloads a[download="protected.zip"]').click()
             got = tmp_path / "downloaded.zip"
             dl.value.save_as(got)
+            page.locator("#verify").click()
+            expect(page.locator("#verdict")).to_contain_text("protected copy", timeout=300_000)
+            page.screenshot(path=shots / "5-verified.png", full_page=True)
             browser.close()
     finally:
         server.terminate()

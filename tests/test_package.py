@@ -9,12 +9,19 @@ from mmue.protect.package import package
 from tests.helpers.layouts import make_layout
 
 
+@pytest.fixture(scope="module")
+def protected(tiny_synth, tmp_path_factory):
+    """One protection, packaged below into every layout (reading each layout is tests/test_layouts.py)."""
+    tmp = tmp_path_factory.mktemp("pkg")
+    folder = make_layout(tiny_synth, tmp / "in", "captions-txt", n=4)
+    _, csv_path = as_csv(folder, tmp / "work")
+    man = api.protect(csv_path, tmp / "out", "trigger-only", device="cpu", progress=False, rounds=0)
+    return tmp / "out", man
+
+
 @pytest.mark.parametrize("layout", ["csv", "captions-txt", "imagefolder-csv", "imagefolder-jsonl"])
-def test_package_writes_the_input_layout_with_a_checkable_manifest(tiny_synth, tmp_path, layout):
-    folder = make_layout(tiny_synth, tmp_path / "in", layout, n=4)
-    _, csv_path = as_csv(folder, tmp_path / "work")
-    out = tmp_path / "out"
-    man = api.protect(csv_path, out, "trigger-only", device="cpu", progress=False, rounds=0)
+def test_package_writes_the_layout_with_a_checkable_manifest(protected, tmp_path, layout):
+    out, man = protected
     public = package(out, layout, tmp_path / "protected.zip")
     assert public["layout"] == layout and public["n_images"] == 4
     unzipped = tmp_path / "unzipped"

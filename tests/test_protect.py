@@ -10,7 +10,7 @@ from mmue import api
 from mmue.data import read_pairs
 from mmue.data.encoded import EncodedPairs
 from mmue.models import create_model
-from mmue.protect import MEMEngine, ProtectionState, resolve
+from mmue.protect import MEMEngine, resolve
 from mmue.protect.placement import insert_trigger, trigger_positions
 from mmue.protect.vocab import blocked_words, dataset_vocab, safe_words
 from mmue.losses import clip_loss, clip_loss_options
@@ -227,27 +227,6 @@ def test_baselines(tiny_synth, tmp_path, method):
         assert triggers == {""} and 0 < m["max_linf_px"] <= 8
 
 
-def test_resume_equals_uninterrupted(tiny_synth, tmp_path, monkeypatch):
-    cfg = dict(FAST, rounds=3, seed=0)
-    a = api.protect(tiny_synth / "train.csv", tmp_path / "a", "mem", device="cpu", progress=False, **cfg)
-    real_save = ProtectionState.save
-    calls = {"n": 0}
-
-    def dying_save(self, folder, extra=None):
-        real_save(self, folder, extra)
-        calls["n"] += 1
-        if calls["n"] == 3:  # saves: the fresh state (round 0), round 1, round 2, then the crash
-            raise KeyboardInterrupt
-    monkeypatch.setattr(ProtectionState, "save", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        api.protect(tiny_synth / "train.csv", tmp_path / "b", "mem", device="cpu", progress=False, **cfg)
-    monkeypatch.setattr(ProtectionState, "save", real_save)
-    assert ProtectionState.load(tmp_path / "b/.mmue_state", in_memory=True).rounds_done == 2
-    b = api.protect(tiny_synth / "train.csv", tmp_path / "b", device="cpu", progress=False, resume=True)
-    assert [e["sha256"] for e in a["images"]] == [e["sha256"] for e in b["images"]]
-    assert [e["trigger"] for e in a["images"]] == [e["trigger"] for e in b["images"]]
-
-
 def test_native_noise_maps_onto_center_square():
     from mmue.protect.export import native_noise
     n = torch.randint(-8, 9, (3, 8, 8), dtype=torch.int8)
@@ -286,3 +265,26 @@ def test_one_image_under_two_spellings_is_one_image(tmp_path):
                                     f"{tmp_path / 'imgs' / 'a.png'},third\nimgs/b.png,fourth\n")
     p = read_pairs(tmp_path / "d.csv")
     assert p.n_images == 2 and p.caption_image == [0, 0, 0, 1] and p.images[0] == "imgs/a.png"
+
+
+def test_exif_rotated_photo_comes_out_upright(tmp_path):
+    """A phone photo stored sideways with an EXIF orientation tag is protected as viewers show it."""
+    import numpy as np
+    from PIL import ImageOps
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 256, (24, 48, 3), dtype=np.uint8))   # 48 wide, 24 high on disk
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                                # "rotate 90 CW to view"
+    (tmp_path / "img").mkdir()
+    stored.save(tmp_path / "img/phone.jpg", quality=95, exif=exif)
+    for i in range(3):
+        stored.save(tmp_path / f"img/plain{i}.png")
+    (tmp_path / "d.csv").write_text("filepath,caption\nimg/phone.jpg,a phone photo\n"
+                                    + "".join(f"img/plain{i}.png,plain {i}\n" for i in range(3)))
+    upright = ImageOps.exif_transpose(Image.open(tmp_path / "img/phone.jpg")).convert("RGB")
+    assert upright.size == (24, 48)
+    man = api.protect(tmp_path / "d.csv", tmp_path / "out", "random", device="cpu", progress=False, seed=0)
+    out = Image.open(tmp_path / "out" / man["images"][0]["file"])
+    assert out.size == (24, 48) and not out.getexif().get(0x0112)                  # upright, no tag left
+    diff = np.abs(np.asarray(out, dtype=np.int16) - np.asarray(upright, dtype=np.int16))
+    assert diff.max() <= 8

@@ -45,7 +45,7 @@ class _Data:   # what TriggerPolicy.build reads of EncodedPairs
 
 def test_default_triggers_never_draw_a_blocked_word(codec):
     policy = TriggerPolicy.build(resolve("mem-3"), _Data(), codec)
-    assert "safe words" in repr(policy)
+    assert "words (safe)" in repr(policy)
     drawn = policy.initial(20000, torch.Generator().manual_seed(0))
     words = {codec.decode([i]) for i in drawn.flatten().tolist()}
     assert len(words) > 1000 and not words & blocked_words() and words <= safe_words()

@@ -258,6 +258,7 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
             return
         rounds = int(rounds) if rounds else None
         out = run_dir(up, preset, strength, rounds)
+        resumed = False
         if not (out / PRIVATE / "manifest.json").exists():
             cmd = protect_command(up, out, preset, strength, rounds, device)
             resumed = "--resume" in cmd
@@ -268,15 +269,17 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                                     cwd=str(up.folder), env={**os.environ, "PYTHONUNBUFFERED": "1"})
             running[str(out)] = proc
             tail: list[str] = []
-            started = time.monotonic()
+            started, first = time.monotonic(), None
             try:
                 for line in proc.stdout:
                     tail = (tail + [line.rstrip()])[-12:]
                     m = ROUND.search(line)
                     if m:
                         k, n = int(m.group(1)), int(m.group(2))
-                        progress(k / n, desc=f"round {k} of {n}{eta(started, k, n)}")
-                        yield (f"Protecting: round {k} of {n}{eta(started, k, n)}", *empty)
+                        first = k - 1 if first is None else first   # a resumed run starts past round 1
+                        left = eta(started, k - first, n - first)
+                        progress(k / n, desc=f"round {k} of {n}{left}")
+                        yield (f"Protecting: round {k} of {n}{left}" + (" (resumed)" if resumed else ""), *empty)
                     elif "wrote" in line and "protected images" in line:
                         progress(1.0, desc="writing the protected copy")
                 proc.wait()
@@ -293,7 +296,8 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
         items, captions = previews(up, out)
         files_out = downloads(up, out, preset, strength)
         man = json.loads((out / PRIVATE / "manifest.json").read_text())
-        yield (f"**Protected {man['n_images']} images** (mean PSNR {man['mean_psnr_db']} dB, at most "
+        how = " (resumed after a stop)" if resumed else ""
+        yield (f"**Protected {man['n_images']} images**{how} (mean PSNR {man['mean_psnr_db']} dB, at most "
                f"{man['max_linf_px']}/255 per pixel). Download `protected.zip` to publish; keep "
                "`private-record.zip` to yourself.", items, captions, files_out)
 
@@ -301,6 +305,10 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
         for proc in list(running.values()):
             if proc.poll() is None:
                 proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         return "**Cancelled.** Press Protect to resume from the last finished round."
 
     def verify(files, preset, strength, rounds, epochs):

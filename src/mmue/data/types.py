@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class DataError(ValueError):
@@ -76,9 +76,11 @@ class PairSet:
 
 
 def load_rgb(path: str | Path) -> Image.Image:
+    """The image as RGB, turned upright by its EXIF orientation (as viewers show it: phones store photos
+    sideways with a tag), so the protected copy, which carries no EXIF, looks like the original did."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return ImageOps.exif_transpose(im).convert("RGB")
     except FileNotFoundError as e:
         raise DataError(f"{path}: image not found") from e
     except Image.DecompressionBombError as e:

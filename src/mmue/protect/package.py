@@ -5,7 +5,9 @@ unzipped); the private record never goes in.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -24,11 +26,16 @@ def _layout_files(pub: Path, layout: str) -> dict[str, bytes]:
         raise ValueError(f"{pub}: only a copy written as files (not shards) can be packaged")
     table = pub / listed["data"]
     files = {rel: (pub / rel).read_bytes() for rel in listed["files"] if rel != listed["data"]}
-    if layout in ("csv", "imagefolder-csv"):
-        files[listed["data"]] = table.read_bytes()
+    if layout == "csv" or (layout == "imagefolder-csv" and table.name == "metadata.csv"):
+        files[listed["data"]] = table.read_bytes()   # the input's own table, columns and all
         return files
     pairs = read_pairs(table, check_files=False)
-    if layout == "captions-txt":
+    if layout == "imagefolder-csv":
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(
+            [("file_name", "text")] + [(pairs.images[pairs.caption_image[c]], cap) for c, cap in enumerate(pairs.captions)])
+        files["metadata.csv"] = buf.getvalue().encode("utf-8")
+    elif layout == "captions-txt":
         for i, img in enumerate(pairs.images):
             text = "\n".join(pairs.captions[c] for c in pairs.image_captions[i]) + "\n"
             files[str(Path(img).with_suffix(".txt"))] = text.encode("utf-8")
@@ -52,8 +59,9 @@ def package(out: str | os.PathLike, layout: str, zip_path: str | os.PathLike) ->
     manifest = {"protected_by": "mmue", "layout": layout, "n_images": public["n_images"],
                 "n_captions": public["n_captions"],
                 "files": {rel: hashlib.sha256(b).hexdigest() for rel, b in sorted(files.items())}}
-    if layout in ("csv", "imagefolder-csv"):
-        manifest["data"] = public["data"]
+    table = {"csv": public["data"], "imagefolder-csv": "metadata.csv", "imagefolder-jsonl": "metadata.jsonl"}
+    if layout in table:
+        manifest["data"] = table[layout]
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:   # PNGs do not compress further

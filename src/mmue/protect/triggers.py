@@ -59,6 +59,6 @@ class TriggerPolicy:
         return (torch.rand(b, generator=g) < self.dropout).to(device)
 
     def __repr__(self) -> str:
-        vocab = f"{len(self.vocab)} {self.words} words" if self.vocab is not None else "none"
+        vocab = f"{len(self.vocab)} words ({self.words})" if self.vocab is not None else "none"
         return (f"TriggerPolicy(k={self.k}, vocab={vocab}{f' (>= {self.min_images} images)' if self.min_images else ''}, "
                 f"position={self.position}, dropout={self.dropout})")
