@@ -80,3 +80,19 @@ def test_owner_table_reports_the_concept_view_with_its_gap():
     mem3 = next(line for line in table.splitlines() if " mem-3 " in line)
     assert mem3.split()[-1] == "0.62"          # (50 - 25) / (50 - 10), R@10 averaged over the seeds
     assert owner_table(rows).count("\n") == 1  # no memorisation keys: header lines only
+
+
+def test_public_surrogate_trains_on_the_mix_and_protects_only_the_owner(tiny_synth, tmp_path):
+    pairs = read_pairs(tiny_synth / "train.csv")
+    mine = write_subset(pairs, list(range(12)), tmp_path / "mine.csv")
+    others = write_subset(pairs, list(range(12, 96)), tmp_path / "others.csv")
+    quick = dict(rounds=1, surrogate_steps=3, pgd_steps=1, text_rounds=0, batch_size=16, seed=3)
+    alone = api.protect(mine, tmp_path / "alone", "mem-3", device="cpu", progress=False, **quick)
+    mixed = api.protect(mine, tmp_path / "mixed", "mem-3", device="cpu", progress=False, public=others, **quick)
+    assert mixed["public"] == str(others) and alone["public"] is None
+    assert mixed["n_images"] == 12 and len(list((tmp_path / "mixed/publish/images").rglob("*.png"))) == 12
+    assert [e["trigger"] for e in mixed["images"]] == [e["trigger"] for e in alone["images"]]   # same seed
+    # a different surrogate (it saw the public images) gives different noise
+    assert [e["sha256"] for e in mixed["images"]] != [e["sha256"] for e in alone["images"]]
+    with pytest.raises(ValueError, match="owner_surrogate"):
+        BenchConfig(methods=["mem-3"], owner_surrogate="own+rest").validate()

@@ -103,12 +103,15 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
             surrogate: str = DEFAULT_MODEL, surrogate_pretrained: str | None = None, device: str = "auto",
             resume: bool = False, overwrite: bool = False, csv_img_key: str | None = None,
             csv_caption_key: str | None = None, csv_separator: str | None = None, progress: bool = True,
-            out_format: str = "files", skip_bad_images: bool = False, **settings) -> dict:
+            out_format: str = "files", skip_bad_images: bool = False, public: str | os.PathLike | None = None,
+            **settings) -> dict:
     """Protect the dataset ``train_data`` (CSV or WebDataset shards) into ``out``; returns the (private) manifest.
 
     The published copy goes to ``out/publish``, the key (seed, triggers) to ``out/private``. Without an explicit
     ``seed`` a secret one is drawn from the operating system. ``skip_bad_images``: leave out the images that
-    cannot be read (listed under ``skipped`` in the manifest) instead of stopping at the first.
+    cannot be read (listed under ``skipped`` in the manifest) instead of stopping at the first. ``public``: clean
+    data of others (CSV) that the surrogate also trains on, as the model of a scraper who mixes the protected
+    images into a larger set would; only ``train_data`` is protected and written.
 
     ``out_format``: ``files`` (PNGs + CSV) or ``webdataset`` (tar shards). ``settings`` override the
     method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed images,
@@ -126,7 +129,8 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
         return {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
                 "seed_source": "explicit: reproducible research, anyone who knows it can regenerate the triggers"
                                if explicit else "drawn from the operating system (secret: in private/ only)",
-                "out_format": out_format, "skip_bad_images": skip_bad_images, "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained,
+                "out_format": out_format, "skip_bad_images": skip_bad_images,
+                "public": str(public) if public is not None else None, "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained,
                 "device": dev.type, "world_size": d.world, "versions": versions()}
     prep = distributed.on_main(lambda: run.prepare(source, resume, overwrite, new_params() if not resume else {}))
     if "finished" in prep:
@@ -173,7 +177,17 @@ def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume
         return built["data"]
     distributed.on_main(lambda: encode(progress) and None)   # nothing to broadcast: the cache is on disk
     data = built.get("data") or encode()
-    engine = MEMEngine(model, data, cfg, dev)
+    public = None
+    if params.get("public"):
+        public_pairs = read_pairs(params["public"])
+
+        def encode_public(show: bool = False) -> EncodedPairs:
+            built["public"] = EncodedPairs.build(public_pairs, model.image_size, model.codec.encode, show,
+                                                 run.state_dir / "public.u8")
+            return built["public"]
+        distributed.on_main(lambda: encode_public(progress) and None)
+        public = built.get("public") or encode_public()
+    engine = MEMEngine(model, data, cfg, dev, public=public)
     states: dict = {}
 
     def start() -> int:

@@ -43,6 +43,7 @@ class BenchConfig:
     train: dict = field(default_factory=dict)     # victim TrainConfig overrides, e.g. {"lr": 1e-4} to fine-tune
     victim_defenses: dict = field(default_factory=dict)  # per victim, its own defenses (else ``defenses``)
     owner: dict | None = None   # protect only an owner's images (see mmue.owner): {"fraction": 0.01}, {"query": w}
+    owner_surrogate: str = "own"  # what the owner's surrogate trains on: "own" images, or "own+rest" (+ the clean rest)
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchConfig":
@@ -53,6 +54,10 @@ class BenchConfig:
         return cls(**raw).validate()
 
     def validate(self) -> "BenchConfig":
+        if self.owner_surrogate not in ("own", "own+rest"):
+            raise ValueError(f"owner_surrogate must be 'own' or 'own+rest', got {self.owner_surrogate!r}")
+        if self.owner_surrogate != "own" and self.owner is None:
+            raise ValueError("owner_surrogate needs an owner")
         if self.owner is not None:
             Owner.parse(self.owner)
             if any("oracle-captions" in d for d in self.defenses):
@@ -121,9 +126,11 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 else:
                     source = owned["owner"] if owned else train_csv
                     prot = out / "protected" / (f"{method}-{cfg.strength}-{cfg.surrogate}-s{seed}"
-                                                + ("-owner" if owned else ""))
+                                                + ("-owner" if owned else "")
+                                                + ("-public" if cfg.owner_surrogate == "own+rest" else ""))
+                    public = {"public": owned["rest"]} if owned and cfg.owner_surrogate == "own+rest" else {}
                     man = ensure_protected(source, prot, method, cfg.strength, seed, device,
-                                           surrogate=cfg.surrogate, **cfg.protect)
+                                           surrogate=cfg.surrogate, **public, **cfg.protect)
                     # manifests name their dataset under "data" (CSV or shards); older ones only under "csv"
                     victim_train = prot / man.get("data", man.get("csv", train_csv.name))
                     if owned:   # the scraper's mix: everyone else's clean rows and the owner's protected copy
@@ -150,6 +157,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 if owned:
                     owner = Owner.parse(cfg.owner)
                     row.update({"owner": owner.label(), "owner_images": owned["n"],
+                                "owner_surrogate": cfg.owner_surrogate,
                                 **{f"owner/last/{k}": v for k, v in
                                    owner_metrics(run, owned["owner"], test_csv, device, "last", owner).items()}})
                 append_jsonl(results_file, row)

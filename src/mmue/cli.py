@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--public", type=Path, default=None,
+                   help="clean image-caption data of others that you also have (CSV): the surrogate trains on it "
+                        "beside your images, as a scraper's model would; only your images are protected")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="leave out images that cannot be read (listed in private/manifest.json) instead of stopping")
     _csv_flags(p)
@@ -238,7 +241,7 @@ def _run(args) -> int:
         m = api.protect(args.train_data, args.out, args.method, args.strength, args.surrogate,
                         args.surrogate_pretrained, args.device, args.resume, args.overwrite, args.csv_img_key,
                         args.csv_caption_key, args.csv_separator, out_format=args.out_format,
-                        skip_bad_images=args.skip_bad_images, **settings)
+                        skip_bad_images=args.skip_bad_images, public=args.public, **settings)
         print(f"protected {m['n_images']} images / {m['n_captions']} captions -> {args.out} "
               f"(max |noise| {m['max_linf_px']}/255, mean PSNR {m['mean_psnr_db']} dB, "
               f"{m['generation_s']:.0f}s)")

@@ -112,9 +112,11 @@ class Batch:
 
 
 class MEMEngine:
-    def __init__(self, surrogate: ClipModel, data: EncodedPairs, cfg: ProtectConfig, device: torch.device | str = "cpu"):
+    def __init__(self, surrogate: ClipModel, data: EncodedPairs, cfg: ProtectConfig, device: torch.device | str = "cpu",
+                 public: EncodedPairs | None = None):
         self.model = surrogate
         self.data = data
+        self.public = public   # clean data of others the surrogate also trains on (never protected)
         self.cfg = cfg.validate()
         self.device = torch.device(device)
         self.model.to(self.device)
@@ -134,7 +136,8 @@ class MEMEngine:
 
     def __repr__(self) -> str:
         return (f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images}, "
-                f"{self.triggers!r}, view={self.view!r}, filter={self.grad_filter!r}, noise={self.noise!r})")
+                + (f"public={self.public.n_images}, " if self.public is not None else "")
+                + f"{self.triggers!r}, view={self.view!r}, filter={self.grad_filter!r}, noise={self.noise!r})")
 
     # ----------------------------------------------------------------------------------------- state
     def init_state(self, folder=None) -> ProtectionState:
@@ -181,6 +184,8 @@ class MEMEngine:
 
     # ----------------------------------------------------------------------------------------- surrogate
     def train_surrogate(self, state: ProtectionState, g: torch.Generator) -> float:
+        if self.public is not None:
+            return self._train_surrogate_mixed(state, g)
         losses = []
         n, bs = self.data.n_images, min(self.cfg.batch_size, self.data.n_images)
         for _ in range(self.cfg.surrogate_steps):
@@ -190,6 +195,32 @@ class MEMEngine:
             pixels = self.noise.protected(state, idx, batch.x_u8)
             ids = batch.ids(state.triggers[idx].to(self.device), drop=self._dropped(len(idx), g))
             losses.append(clip_train_step(self.fwd, self.optimizer, pixels, ids, self.device))
+        return sum(losses) / max(1, len(losses))
+
+    def _train_surrogate_mixed(self, state: ProtectionState, g: torch.Generator) -> float:
+        """Surrogate steps on batches drawn from the protected images and the public clean ones together, in
+        proportion to their numbers (the mix a scraper trains on); public captions carry no trigger."""
+        losses = []
+        n, pub = self.data.n_images, self.public
+        bs = min(self.cfg.batch_size, n + pub.n_images)
+        for _ in range(self.cfg.surrogate_steps):
+            idx = torch.randperm(n + pub.n_images, generator=g)[:bs]
+            own, other = idx[idx < n], idx[idx >= n] - n
+            pixels, ids = [], []
+            if len(own):
+                batch = self.make_batch(own, g, shard=True)
+                if len(batch.index):
+                    pixels.append(self.noise.protected(state, batch.index, batch.x_u8))
+                    ids.append(batch.ids(state.triggers[batch.index].to(self.device),
+                                         drop=self._dropped(len(batch.index), g)))
+            caps = pub.sample_captions(other, g)
+            other, caps = self.dist.my_slice(other, caps)
+            if len(other):
+                pixels.append(pub.images[other].to(self.device).float() / 255)
+                ids.append(self.model.codec.rows([pub.caption_bodies[c] for c in caps]).to(self.device))
+            if sum(len(p) for p in pixels) < 2:   # a contrastive step needs two pairs
+                continue
+            losses.append(clip_train_step(self.fwd, self.optimizer, torch.cat(pixels), torch.cat(ids), self.device))
         return sum(losses) / max(1, len(losses))
 
     # ----------------------------------------------------------------------------------------- text step
