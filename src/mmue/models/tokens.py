@@ -13,6 +13,9 @@ from typing import Sequence
 import torch
 
 
+_TRIGGER_VOCABS: dict[tuple, torch.Tensor] = {}
+
+
 class TokenCodec:
     """Wraps an open_clip ``SimpleTokenizer``-like object (``encode``/``decode``, sot/eot ids)."""
 
@@ -64,8 +67,16 @@ class TokenCodec:
         """Ids usable in a trigger: whole words that decode to text which re-encodes to exactly that id.
 
         Excludes special tokens (an end-of-text id would hijack argmax pooling) and sub-word fragments
-        (they would merge differently once written as text). Computed once per codec (~1 s for 49k ids).
+        (they would merge differently once written as text). Computed once per vocabulary in a process (a few
+        seconds for 49k ids; every open_clip model shares one), then shared by every codec of it.
         """
+        key = (type(self.tokenizer).__qualname__, self.vocab_size,
+               tuple(self.decode([i]) for i in range(0, self.vocab_size, 499)))   # a fingerprint of the vocabulary
+        if key not in _TRIGGER_VOCABS:
+            _TRIGGER_VOCABS[key] = self._whole_words()
+        return _TRIGGER_VOCABS[key]
+
+    def _whole_words(self) -> torch.Tensor:
         keep = []
         for i in range(self.vocab_size):
             if i in self.special_ids:
