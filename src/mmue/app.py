@@ -324,7 +324,8 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(up.folder))
         if r.returncode != 0:
             return f"**The check failed** (exit {r.returncode}):\n```\n{r.stderr[-2000:]}\n```"
-        return "```\n" + r.stdout.strip() + "\n```"
+        table, _, rest = r.stdout.strip().partition("\n\n")   # the table, then the verdict and its caveats
+        return "```\n" + table + "\n```\n\n" + rest
 
     with gr.Blocks(title="MMUE: protect your captioned images") as page:
         gr.Markdown("# MMUE: make your captioned images unlearnable\n"
