@@ -14,7 +14,6 @@ Two metrics, both on clean, original data:
 """
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.csvfile import write_rows
 from .data.encoded import EncodedPairs
 from .data.pairs import read_pairs
 from .data.types import PairSet
 from .device import resolve_device
-from .fileio import atomic_write
 from .metrics import KS, random_guess, retrieval_ranks
 from .models import load_model
 from .train import encode_all
@@ -88,17 +87,7 @@ def write_subset(pairs: PairSet, images: list[int], path: Path, captions: list[s
     caps = captions if captions is not None else pairs.captions
     rows = [(str(pairs.image_path(pairs.caption_image[c]).resolve()), caps[c])
             for c in range(len(pairs.captions)) if pairs.caption_image[c] in keep]
-    return _write_rows(rows, path)
-
-
-def _write_rows(rows: list[tuple[str, str]], path: Path) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["filepath", "caption"])
-            w.writerows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, write)
+    return write_rows(rows, path)
 
 
 def concat_csvs(parts: list[Path], path: Path) -> Path:
@@ -108,7 +97,7 @@ def concat_csvs(parts: list[Path], path: Path) -> Path:
         pairs = read_pairs(p)
         rows += [(str(pairs.image_path(pairs.caption_image[c]).resolve()), pairs.captions[c])
                  for c in range(len(pairs.captions))]
-    return _write_rows(rows, path)
+    return write_rows(rows, path)
 
 
 def _encoded(csv_path: Path, model) -> EncodedPairs:

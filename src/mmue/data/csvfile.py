@@ -105,3 +105,16 @@ def write_pairs(pairs: PairSet, path: str | os.PathLike, captions: list[str] | N
             for row, cap, img in zip(pairs.rows, captions, images):
                 w.writerow({**row, pairs.caption_key: cap, pairs.image_key: img})
     return atomic_write(path, write)
+
+
+def write_rows(rows, path: str | os.PathLike, header: tuple[str, str] = ("filepath", "caption")) -> Path:
+    """A two-column CSV of (image path, caption) rows, written atomically (parent folders made)."""
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(list(header))
+            w.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, write)

@@ -10,12 +10,11 @@ touched); ``mmue.protect.package`` writes the protected copy back in the same la
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
 
-from ..fileio import atomic_write
+from .csvfile import write_rows
 from .types import DataError
 
 LAYOUTS = ("csv", "captions-txt", "imagefolder-csv", "imagefolder-jsonl")
@@ -47,16 +46,6 @@ def detect(folder: str | os.PathLike) -> str:
     raise DataError(f"{folder}: no captions found. Give a CSV/TSV of image paths and captions, a .txt caption "
                     "beside each image (photo.jpg + photo.txt), or a Hugging Face metadata.csv / metadata.jsonl "
                     "with file_name and text")
-
-
-def _write_csv(rows: list[tuple[str, str]], path: Path) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["file_name", "text"])
-            w.writerows(rows)
-    atomic_write(path, write)
-    return path
 
 
 def as_csv(folder: str | os.PathLike, work: str | os.PathLike) -> tuple[str, Path]:
@@ -91,4 +80,4 @@ def as_csv(folder: str | os.PathLike, work: str | os.PathLike) -> tuple[str, Pat
                 raise DataError(f"{txt}: empty caption")
             rows.append((rel(img), caption))
     work.mkdir(parents=True, exist_ok=True)
-    return layout, _write_csv(rows, work / "captions.csv")
+    return layout, write_rows(rows, work / "captions.csv", ("file_name", "text"))
