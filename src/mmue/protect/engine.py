@@ -184,42 +184,29 @@ class MEMEngine:
 
     # ----------------------------------------------------------------------------------------- surrogate
     def train_surrogate(self, state: ProtectionState, g: torch.Generator) -> float:
-        if self.public is not None:
-            return self._train_surrogate_mixed(state, g)
-        losses = []
-        n, bs = self.data.n_images, min(self.cfg.batch_size, self.data.n_images)
-        for _ in range(self.cfg.surrogate_steps):
-            idx = torch.randperm(n, generator=g)[:bs]
-            batch = self.make_batch(idx, g, shard=True)
-            idx = batch.index
-            pixels = self.noise.protected(state, idx, batch.x_u8)
-            ids = batch.ids(state.triggers[idx].to(self.device), drop=self._dropped(len(idx), g))
-            losses.append(clip_train_step(self.fwd, self.optimizer, pixels, ids, self.device))
-        return sum(losses) / max(1, len(losses))
-
-    def _train_surrogate_mixed(self, state: ProtectionState, g: torch.Generator) -> float:
-        """Surrogate steps on batches drawn from the protected images and the public clean ones together, in
-        proportion to their numbers (the mix a scraper trains on); public captions carry no trigger."""
+        """Surrogate steps on the protected images (current noise and triggers). With ``public`` data, batches are
+        drawn from both together, in proportion to their numbers (the mix a scraper trains on); public captions
+        carry no trigger. Without it the random draws are those of the protected images alone."""
         losses = []
         n, pub = self.data.n_images, self.public
-        bs = min(self.cfg.batch_size, n + pub.n_images)
+        n_pub = pub.n_images if pub is not None else 0
+        bs = min(self.cfg.batch_size, n + n_pub)
         for _ in range(self.cfg.surrogate_steps):
-            idx = torch.randperm(n + pub.n_images, generator=g)[:bs]
-            own, other = idx[idx < n], idx[idx >= n] - n
+            idx = torch.randperm(n + n_pub, generator=g)[:bs]
             pixels, ids = [], []
-            if len(own):
-                batch = self.make_batch(own, g, shard=True)
-                if len(batch.index):
-                    pixels.append(self.noise.protected(state, batch.index, batch.x_u8))
-                    ids.append(batch.ids(state.triggers[batch.index].to(self.device),
-                                         drop=self._dropped(len(batch.index), g)))
-            caps = pub.sample_captions(other, g)
-            other, caps = self.dist.my_slice(other, caps)
-            if len(other):
+            if (idx < n).any():
+                batch = self.make_batch(idx[idx < n], g, shard=True)
+                pixels.append(self.noise.protected(state, batch.index, batch.x_u8))
+                ids.append(batch.ids(state.triggers[batch.index].to(self.device),
+                                     drop=self._dropped(len(batch.index), g)))
+            if pub is not None:
+                other = idx[idx >= n] - n
+                caps = pub.sample_captions(other, g)
+                other, caps = self.dist.my_slice(other, caps)
                 pixels.append(pub.images[other].to(self.device).float() / 255)
                 ids.append(self.model.codec.rows([pub.caption_bodies[c] for c in caps]).to(self.device))
-            if sum(len(p) for p in pixels) < 2:   # a contrastive step needs two pairs
-                continue
+                if sum(len(p) for p in pixels) < 2:   # a contrastive step needs two pairs
+                    continue
             losses.append(clip_train_step(self.fwd, self.optimizer, torch.cat(pixels), torch.cat(ids), self.device))
         return sum(losses) / max(1, len(losses))
 
