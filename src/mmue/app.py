@@ -45,9 +45,9 @@ class AppError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ uploads
-def safe_extract(archive: Path, dest: Path, max_bytes: int) -> Path:
+def safe_extract(archive: Path, dest: Path, max_bytes: int) -> None:
     """Unpack ``archive`` into ``dest``, refusing entries that would land outside it, links, and archives that
-    unpack to more than ``max_bytes``. Returns the data root (the single top folder of the zip, if it has one)."""
+    unpack to more than ``max_bytes``."""
     dest = dest.resolve()
     try:
         z = zipfile.ZipFile(archive)
@@ -69,11 +69,26 @@ def safe_extract(archive: Path, dest: Path, max_bytes: int) -> Path:
                 raise AppError(f"{archive.name}: unpacks to more than {max_bytes // 2**20} MB, the limit of this "
                                "app (--max-upload-mb)")
         z.extractall(dest)
-    top = [p for p in dest.iterdir() if p.name not in ("__MACOSX",) and not p.name.startswith(".")]
-    return top[0] if len(top) == 1 and top[0].is_dir() else dest
+
+
+def data_root(folder: Path) -> Path:
+    """Where the data starts in an unpacked upload: its single top folder, if it has one (zips of a folder)."""
+    top = [p for p in folder.iterdir() if p.name != "__MACOSX" and not p.name.startswith(".")]
+    return top[0] if len(top) == 1 and top[0].is_dir() else folder
+
+
+_DIGESTS: dict[tuple, str] = {}
 
 
 def _digest(paths: list[Path]) -> str:
+    """The upload's content hash, once per set of (path, size, mtime): every button press asks again."""
+    key = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths))
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _hash(paths)
+    return _DIGESTS[key]
+
+
+def _hash(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in sorted(paths, key=lambda p: p.name):
         h.update(p.name.encode() + b"\0")
@@ -116,8 +131,7 @@ def receive(files: list[str | Path], workdir: Path, max_bytes: int) -> Upload:
                     raise AppError(f"{p.name}: upload a zip on its own, not together with other files")
                 shutil.copyfile(p, data / Path(p.name).name)
         (folder / "received").write_text("")
-    top = [p for p in data.iterdir() if p.name != "__MACOSX" and not p.name.startswith(".")]
-    root = top[0] if len(top) == 1 and top[0].is_dir() else data
+    root = data_root(data)
     try:
         layout, csv_path = as_csv(root, folder)
         pairs = read_pairs(csv_path)
@@ -156,10 +170,13 @@ def noise_view(before: Image.Image, after: Image.Image, gain: int = 10) -> Image
     return Image.fromarray(np.clip(128 + gain * (b - a), 0, 255).astype("uint8"))
 
 
-def previews(up: Upload, out: Path, n: int = PREVIEWS) -> tuple[list[tuple[str, str]], str]:
+def _manifest(out: Path) -> dict:
+    return json.loads((out / PRIVATE / "manifest.json").read_text())
+
+
+def previews(up: Upload, out: Path, man: dict, n: int = PREVIEWS) -> tuple[list[tuple[str, str]], str]:
     """Gallery items (before | after | noise x10, one picture per image, captioned with its PSNR) and the HTML
     of their published captions with the trigger marked."""
-    man = json.loads((out / PRIVATE / "manifest.json").read_text())
     pub = read_pairs(out / man["data"])
     src_root = up.csv.parent
     folder = up.folder / "previews" / out.name
@@ -189,9 +206,8 @@ def previews(up: Upload, out: Path, n: int = PREVIEWS) -> tuple[list[tuple[str, 
     return items, "<ul class='mmue-captions'>" + "".join(rows) + "</ul>"
 
 
-def report(up: Upload, out: Path, preset: str, strength: str) -> Path:
+def report(up: Upload, out: Path, man: dict, preset: str, strength: str) -> Path:
     """A short Markdown report of the run, for the person's records (no key in it)."""
-    man = json.loads((out / PRIVATE / "manifest.json").read_text())
     p = get_method(preset)
     text = f"""# MMUE protection report
 
@@ -215,13 +231,13 @@ this page (`mmue verify`) for your own data.
     return path
 
 
-def downloads(up: Upload, out: Path, preset: str, strength: str) -> list[str]:
+def downloads(up: Upload, out: Path, man: dict, preset: str, strength: str) -> list[str]:
     folder = up.folder / "downloads" / out.name
     folder.mkdir(parents=True, exist_ok=True)
     package(out, up.layout, folder / "protected.zip")
     with zipfile.ZipFile(folder / "private-record.zip", "w") as z:
         z.write(out / PRIVATE / "manifest.json", "private/manifest.json")
-    return [str(folder / "protected.zip"), str(report(up, out, preset, strength)), str(folder / "private-record.zip")]
+    return [str(folder / "protected.zip"), str(report(up, out, man, preset, strength)), str(folder / "private-record.zip")]
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -293,9 +309,9 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                 yield (f"**Protection stopped** (exit {proc.returncode}). Press Protect to resume.\n\n```\n{shown}\n```",
                        *empty)
                 return
-        items, captions = previews(up, out)
-        files_out = downloads(up, out, preset, strength)
-        man = json.loads((out / PRIVATE / "manifest.json").read_text())
+        man = _manifest(out)
+        items, captions = previews(up, out, man)
+        files_out = downloads(up, out, man, preset, strength)
         how = " (resumed after a stop)" if resumed else ""
         yield (f"**Protected {man['n_images']} images**{how} (mean PSNR {man['mean_psnr_db']} dB, at most "
                f"{man['max_linf_px']}/255 per pixel). Download `protected.zip` to publish; keep "
