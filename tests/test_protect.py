@@ -227,14 +227,68 @@ def test_baselines(tiny_synth, tmp_path, method):
         assert triggers == {""} and 0 < m["max_linf_px"] <= 8
 
 
-def test_native_noise_maps_onto_center_square():
+def test_native_noise_covers_the_whole_image():
     from mmue.protect.export import native_noise
     n = torch.randint(-8, 9, (3, 8, 8), dtype=torch.int8)
     assert torch.equal(native_noise(n, 8, 8, 8), n)                 # same size: exact
-    big = native_noise(n, 24, 16, 8)                                # landscape: the center 16x16 square
+    big = native_noise(n, 24, 16, 8)                                # landscape: stretched edge to edge
     assert big.shape == (3, 16, 24) and big.dtype == torch.int8 and big.abs().max() <= 8
-    assert big[:, :, :4].abs().sum() == 0 and big[:, :, -4:].abs().sum() == 0
-    assert big[:, :, 4:20].abs().sum() > 0
+    assert big[:, :, :4].abs().sum() > 0 and big[:, :, -4:].abs().sum() > 0
+    small = native_noise(n, 4, 12, 8)                               # smaller than the grid on one side
+    assert small.shape == (3, 12, 4) and small.abs().max() <= 8
+
+
+def _wide_dataset(folder: Path, n: int = 6, size=(192, 64)) -> Path:
+    import numpy as np
+    rng = np.random.default_rng(0)
+    (folder / "img").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        Image.fromarray(rng.integers(40, 216, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"img/p{i}.png")
+        rows.append(f"img/p{i}.png,a wide photo number {i}\n")
+    (folder / "d.csv").write_text("filepath,caption\n" + "".join(rows))
+    return folder / "d.csv"
+
+
+def test_panorama_is_protected_edge_to_edge(tmp_path):
+    """A 3:1 panorama: the noise reaches its left and right ends (the trainer's centre crop misses them, a
+    random crop or a squash does not), |noise| <= 8 on the native pixels."""
+    import numpy as np
+    csv = _wide_dataset(tmp_path)
+    man = api.protect(csv, tmp_path / "out", "mem-3", "low", device="cpu", progress=False, seed=0, **FAST)
+    for i in range(6):
+        clean = np.asarray(Image.open(tmp_path / f"img/p{i}.png"), dtype=np.int16)
+        out = np.asarray(Image.open(tmp_path / "out" / man["images"][i]["file"]), dtype=np.int16)
+        d = np.abs(out - clean)
+        assert out.shape == clean.shape and d.max() <= 8
+        for part in (d[:, :19], d[:, 85:107], d[:, -19:]):            # left end, centre, right end (10 % each)
+            assert (part > 0).mean() > 0.5
+
+
+def test_jpeg_and_webp_output_record_what_survived(tmp_path):
+    import numpy as np
+    from mmue.protect.export import check_published
+    csv = _wide_dataset(tmp_path, n=4, size=(96, 64))
+    # an ICC profile (RGB) and GPS data on one source: the profile is kept, the location is not
+    from PIL import ImageCms
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (52.0, 22.0, 0.0)}
+    Image.open(tmp_path / "img/p0.png").convert("RGB").save(tmp_path / "img/p0.png", icc_profile=icc, exif=exif)
+    for fmt, ext in (("jpeg", ".jpg"), ("webp", ".webp")):
+        man = api.protect(csv, tmp_path / fmt, "random", device="cpu", progress=False, seed=0, image_format=fmt,
+                          quality=90)
+        assert man["image_format"] == fmt and man["quality"] == 90 and 0.3 < man["mean_noise_kept"] < 1.2
+        assert check_published(tmp_path / fmt)["ok"]
+        for e in man["images"]:
+            assert e["file"].endswith(ext) and 0 < e["noise_kept"] < 1.2   # a projection: the codec error may add a little
+            with Image.open(tmp_path / fmt / e["file"]) as im:
+                assert im.format == fmt.upper() and im.size == (96, 64)
+                assert not im.getexif().get(0x8825)                              # no location data
+                if e["source"].endswith("p0.png"):
+                    assert im.info.get("icc_profile") == icc
+                clean = np.asarray(Image.open(tmp_path / e["source"]).convert("RGB"), dtype=np.int16)
+                assert e["linf_px"] == int(np.abs(np.asarray(im.convert("RGB"), dtype=np.int16) - clean).max())
 
 
 def test_output_paths_mirror_relative_folders(tmp_path):

@@ -20,7 +20,7 @@ from .metrics import random_guess
 from .models import DEFAULT_MODEL, create_model, load_model
 from .device import resolve_device
 from .protect import MEMEngine, ProtectionState, resolve
-from .protect.export import check_published, export
+from .protect.export import IMAGE_FORMATS, check_published, export
 from .protect.run import ProtectionRun
 from .protect.triggers import TriggerPolicy
 from .runs import RunDir
@@ -104,7 +104,7 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
             resume: bool = False, overwrite: bool = False, csv_img_key: str | None = None,
             csv_caption_key: str | None = None, csv_separator: str | None = None, progress: bool = True,
             out_format: str = "files", skip_bad_images: bool = False, public: str | os.PathLike | None = None,
-            **settings) -> dict:
+            image_format: str = "png", quality: int = 90, **settings) -> dict:
     """Protect the dataset ``train_data`` (CSV or WebDataset shards) into ``out``; returns the (private) manifest.
 
     The published copy goes to ``out/publish``, the key (seed, triggers) to ``out/private``. Without an explicit
@@ -113,12 +113,16 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     data of others (CSV) that the surrogate also trains on, as the model of a scraper who mixes the protected
     images into a larger set would; only ``train_data`` is protected and written.
 
-    ``out_format``: ``files`` (PNGs + CSV) or ``webdataset`` (tar shards). ``settings`` override the
+    ``out_format``: ``files`` (images + CSV) or ``webdataset`` (tar shards); ``image_format``: ``png`` (lossless),
+    ``jpeg`` or ``webp`` at ``quality`` (the manifest records the share of the noise that survived). ``settings`` override the
     method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed images,
     the int8 noise (both on disk, so RAM stays flat) and the round checkpoints live in ``out/.mmue_state``
     until the export has finished (``ProtectionRun``).
     """
     run, source = ProtectionRun(out), Path(train_data)
+    if image_format not in IMAGE_FORMATS or not 1 <= int(quality) <= 100:
+        raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)} and quality 1-100, got "
+                         f"{image_format!r} and {quality!r}")
     d, dev = distributed.setup(resolve_device(device))
 
     def new_params() -> dict:
@@ -129,7 +133,8 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
         return {"command": "protect", "train_data": str(source), "config": cfg.to_dict(), "strength": strength,
                 "seed_source": "explicit: reproducible research, anyone who knows it can regenerate the triggers"
                                if explicit else "drawn from the operating system (secret: in private/ only)",
-                "out_format": out_format, "skip_bad_images": skip_bad_images,
+                "out_format": out_format, "image_format": image_format, "quality": int(quality),
+                "skip_bad_images": skip_bad_images,
                 "public": str(public) if public is not None else None, "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained,
                 "device": dev.type, "world_size": d.world, "versions": versions()}
     prep = distributed.on_main(lambda: run.prepare(source, resume, overwrite, new_params() if not resume else {}))
@@ -173,7 +178,7 @@ def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume
 
     def encode(show: bool = False) -> EncodedPairs:  # rank 0 fills the on-disk image cache; the others open it
         built["data"] = EncodedPairs.build(pairs, model.image_size, model.codec.encode, show,
-                                           run.state_dir / "images.u8", TriggerPolicy.needs_words_for(cfg))
+                                           run.state_dir / "images.u8", TriggerPolicy.needs_words_for(cfg), whole=True)
         return built["data"]
     distributed.on_main(lambda: encode(progress) and None)   # nothing to broadcast: the cache is on disk
     data = built.get("data") or encode()
@@ -203,7 +208,8 @@ def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume
         manifest = export(pairs, state, model.codec, run.out, cfg.eps_px,
                           {**params, "generation_s": round(gen_time, 1), "rounds_log": run.round_log(),
                            "skipped": [{k: v for k, v in b.items() if k != "index"} for b in skipped]},
-                          progress, out_format=params.get("out_format", "files"), trigger_words=engine.trigger_words)
+                          progress, out_format=params.get("out_format", "files"), trigger_words=engine.trigger_words,
+                          image_format=params.get("image_format", "png"), quality=params.get("quality", 90))
         run.close()
         log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, run.out,
                  manifest["mean_psnr_db"] or float("inf"), time.time() - run.t0)

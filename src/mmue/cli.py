@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder: publish/ (the protected copy to upload: images/ + the CSV, or shards/; a "
                    "manifest of hashes) and private/ (the key: seed, triggers; never publish it)")
     p.add_argument("--out-format", default="files", choices=["files", "webdataset"],
-                   help="files: lossless PNGs + a CSV like the input; webdataset: tar shards (key.png/txt/json)")
+                   help="files: images + a CSV like the input; webdataset: tar shards (key.png/txt/json)")
+    p.add_argument("--image-format", default="png", choices=["png", "jpeg", "webp"],
+                   help="png: lossless (default); jpeg / webp at --quality, smaller files for the web: the manifest "
+                        "records how much of the noise survived the save")
+    p.add_argument("--quality", type=int, default=90, help="JPEG / WebP quality, 1-100 (default 90)")
     p.add_argument("--method", default="mem-3", choices=list_methods(include_aliases=True), metavar="METHOD",
                    help="protection preset: " + ", ".join(list_methods()) + " (`mmue methods` says what each is, "
                    "what it costs and where it is measured)")
@@ -241,10 +245,12 @@ def _run(args) -> int:
         m = api.protect(args.train_data, args.out, args.method, args.strength, args.surrogate,
                         args.surrogate_pretrained, args.device, args.resume, args.overwrite, args.csv_img_key,
                         args.csv_caption_key, args.csv_separator, out_format=args.out_format,
-                        skip_bad_images=args.skip_bad_images, public=args.public, **settings)
+                        skip_bad_images=args.skip_bad_images, public=args.public, image_format=args.image_format,
+                        quality=args.quality, **settings)
         print(f"protected {m['n_images']} images / {m['n_captions']} captions -> {args.out} "
-              f"(max |noise| {m['max_linf_px']}/255, mean PSNR {m['mean_psnr_db']} dB, "
-              f"{m['generation_s']:.0f}s)")
+              f"(max |noise| {m['max_linf_px']}/255, mean PSNR {m['mean_psnr_db']} dB"
+              + (f", {m['image_format'].upper()} q{m['quality']} kept {100 * m['mean_noise_kept']:.0f}% of the noise"
+                 if "mean_noise_kept" in m else "") + f", {m['generation_s']:.0f}s)")
         print(f"publish this folder: {args.out / 'publish'}\n"
               f"keep this one private (the key to the triggers): {args.out / 'private'}")
         return 0

@@ -1,9 +1,11 @@
-"""The model's preprocessing (resize shorter side, center crop) to [0,1] tensors.
+"""The model's preprocessing (resize shorter side, center crop) to [0,1] tensors, and the protection's whole-image
+view (the whole image squashed to S x S, with its native size kept beside it).
 
 Images are kept as uint8 [N,3,S,S] in memory (12 KB each at 64 px); conversion to float happens per batch.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -16,10 +18,17 @@ from .diskarray import DiskArray
 from .types import DataError, PairSet, check_image, pil_to_u8
 
 
-def preprocess(img: Image.Image, size: int) -> torch.Tensor:
-    """uint8 [3,size,size]: bicubic resize of the shorter side to ``size``, then center crop (open_clip's eval)."""
+FITS = ("crop", "squash")
+
+
+def preprocess(img: Image.Image, size: int, fit: str = "crop") -> torch.Tensor:
+    """uint8 [3,size,size]. ``crop``: bicubic resize of the shorter side to ``size``, then center crop (open_clip's
+    eval); ``squash``: the whole image resized to size x size, aspect not kept (the same for a square image)."""
     if img.size != (size, size):
-        img = TF.center_crop(TF.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True), size)
+        if fit == "squash":
+            img = TF.resize(img, [size, size], interpolation=InterpolationMode.BICUBIC, antialias=True)
+        else:
+            img = TF.center_crop(TF.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True), size)
     return pil_to_u8(img)
 
 
@@ -46,25 +55,45 @@ def bad_images(pairs: PairSet, progress: bool = True) -> list[dict]:
 def load_images(pairs: PairSet, size: int, progress: bool = True, cache: str | Path | None = None):
     """All images of ``pairs`` preprocessed to uint8 [N,3,size,size]: a tensor, or with ``cache`` a
     ``DiskArray`` in that file (reused when it already holds the right shape), so RAM stays flat."""
+    return _load(pairs, size, "crop", progress, cache)[0]
+
+
+def load_whole_images(pairs: PairSet, size: int, progress: bool = True, cache: str | Path | None = None):
+    """(images, sizes): every image whole, squashed to uint8 [N,3,size,size] (as ``load_images``), and its native
+    (width, height) [N,2] after EXIF orientation: what the protection optimises on."""
+    return _load(pairs, size, "squash", progress, cache)
+
+
+def _load(pairs: PairSet, size: int, fit: str, progress: bool, cache: str | Path | None):
     shape = (pairs.n_images, 3, size, size)
+    marker = f"{shape}" if fit == "crop" else f"{shape} {fit}"
     if cache is not None:
         cache = Path(cache)
-        done = cache.with_name(cache.name + ".done")
-        if done.is_file() and done.read_text() == f"{shape}":
-            return DiskArray(cache, shape, "uint8")
+        done, sizes_file = cache.with_name(cache.name + ".done"), cache.with_name(cache.name + ".sizes.json")
+        if done.is_file() and done.read_text() == marker and (fit == "crop" or sizes_file.is_file()):
+            sizes = torch.tensor(json.loads(sizes_file.read_text())) if fit != "crop" else None
+            return DiskArray(cache, shape, "uint8"), sizes
         out = DiskArray(cache, shape, "uint8", create=True)
     else:
         out = torch.empty(shape, dtype=torch.uint8)
+    sizes = torch.empty((pairs.n_images, 2), dtype=torch.long)
     chunk = 256
     bar = tqdm(total=pairs.n_images, desc=f"load {pairs.source.name}", disable=None if progress else True, leave=False)
     for s in range(0, pairs.n_images, chunk):
         rows = range(s, min(s + chunk, pairs.n_images))
-        out[s:s + len(rows)] = torch.stack([preprocess(open_checked(pairs, i), size) for i in rows])
+        batch = []
+        for i in rows:
+            img = open_checked(pairs, i)
+            sizes[i] = torch.tensor(img.size)
+            batch.append(preprocess(img, size, fit))
+        out[s:s + len(rows)] = torch.stack(batch)
         bar.update(len(rows))
     bar.close()
     if cache is not None:
-        done.write_text(f"{shape}")
-    return out
+        if fit != "crop":
+            sizes_file.write_text(json.dumps(sizes.tolist()))
+        done.write_text(marker)
+    return out, (sizes if fit != "crop" else None)
 
 
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,9 @@
 The variation points are parts, each a small object with its own test: the *trigger policy* (``triggers.py``:
 vocabulary, placement, dropout), the *view* the surrogate sees of a noisy image during PGD (``views.py``:
 identity, crop + flip, differentiable JPEG, resize, a random choice), the *gradient filter* applied before the
-sign step (``filters.py``), and the *noise parameterisation* (``noise.py``: per-image pixels). The engine has
-one path through each step.
+sign step (``filters.py``), the *noise parameterisation* (``noise.py``: per-image pixels), and the *framing*
+(``framing.py``): which part of a whole, squashed image the trainer's preprocessing shows (the identity for square
+images). The engine has one path through each step.
 
 Under torchrun, surrogate training is data parallel (DDP over slices of each global batch, features gathered)
 and the data pass is sharded by image: each rank optimises the noise and triggers of its own images.
@@ -44,6 +45,7 @@ from ..seeding import generator
 from .clusters import caption_clusters
 from .config import ProtectConfig
 from .filters import make_filter
+from .framing import Framing
 from .hotflip import greedy_rerank, hotflip_candidates
 from .noise import ClusterNoise, PixelNoise
 from .pgd import apply_noise, random_noise
@@ -126,6 +128,7 @@ class MEMEngine:
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
         self.triggers = TriggerPolicy.build(cfg, data, self.model.codec)
         self.view = parse_view(cfg.eot)
+        self.framing = Framing(data.sizes)
         self.grad_filter = make_filter(cfg.grad_blur, cfg.objective)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
                          if cfg.share != "none" else None)
@@ -137,7 +140,8 @@ class MEMEngine:
     def __repr__(self) -> str:
         return (f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images}, "
                 + (f"public={self.public.n_images}, " if self.public is not None else "")
-                + f"{self.triggers!r}, view={self.view!r}, filter={self.grad_filter!r}, noise={self.noise!r})")
+                + f"{self.triggers!r}, view={self.view!r}, filter={self.grad_filter!r}, noise={self.noise!r}, "
+                + f"{self.framing!r})")
 
     # ----------------------------------------------------------------------------------------- state
     def init_state(self, folder=None) -> ProtectionState:
@@ -180,7 +184,7 @@ class MEMEngine:
         return self.triggers.dropped(b, g, self.device)
 
     def _pixels(self, batch: Batch, delta: torch.Tensor) -> torch.Tensor:
-        return batch.x_u8.float() / 255 + delta
+        return self.framing.centre(batch.x_u8.float() / 255 + delta, batch.index)
 
     # ----------------------------------------------------------------------------------------- surrogate
     def train_surrogate(self, state: ProtectionState, g: torch.Generator) -> float:
@@ -196,7 +200,7 @@ class MEMEngine:
             pixels, ids = [], []
             if (idx < n).any():
                 batch = self.make_batch(idx[idx < n], g, shard=True)
-                pixels.append(self.noise.protected(state, batch.index, batch.x_u8))
+                pixels.append(self.framing.centre(self.noise.protected(state, batch.index, batch.x_u8), batch.index))
                 ids.append(batch.ids(state.triggers[batch.index].to(self.device),
                                      drop=self._dropped(len(batch.index), g)))
             if pub is not None:
@@ -257,11 +261,13 @@ class MEMEngine:
         with torch.no_grad(), autocast(self.device):
             txt = m.encode_text(torch.cat(rows)).float()
         txt = txt.view(len(rows), len(batch.index), -1)
+        phases = self.framing.phases(len(batch.index), g)
         with frozen(m):
             for s in range(cfg.pgd_steps):
                 delta = delta.detach().requires_grad_(True)
+                framed = self.framing.at_step(x + delta, batch.index, phases, s)
                 with autocast(self.device):
-                    img_f = m.encode_image(self.view(x + delta, g)).float()
+                    img_f = m.encode_image(self.view(framed, g)).float()
                 loss = clip_loss(img_f, txt[s % len(rows)], scale)
                 (grad,) = torch.autograd.grad(loss, delta)
                 delta = self.noise.step(state, batch.index, delta.detach(), self.grad_filter(grad), cfg.alpha, x,

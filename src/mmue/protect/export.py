@@ -1,13 +1,15 @@
 """Turn a ``ProtectionState`` into a publishable dataset, kept apart from its key.
 
 ``out/publish/`` is what the owner uploads: the images as ``images/<path relative to the images' common
-folder>.png`` (stems kept), the CSV (the input's name, columns and separator, with the new image paths and the
+folder>.png`` (stems kept; ``.jpg`` / ``.webp`` with ``image_format``), the CSV (the input's name, columns and separator, with the new image paths and the
 triggered captions) or, with ``out_format="webdataset"``, tar shards under ``shards/``, and a public
 ``manifest.json`` with file hashes only (``mmue check`` verifies a copy against it). ``out/private/`` holds the
 key: the full manifest (seed, parameters, every image's trigger, its source path), which must never be
 published: anyone with the triggers deletes them exactly. ``out/README.txt`` says so.
-Noise computed at the model's resolution is mapped back onto the image's native pixels (the center square
-that the model's preprocessing crops); for images already at the model's size this is exact.
+Noise is optimised on the whole image squashed to the model's grid (``framing.py``) and stretched over all of the
+image's native pixels, edge to edge (bilinear, so |noise| <= eps still holds); for images already at the model's
+size this is exact. Written files carry no EXIF (location and camera data are dropped); an ICC colour profile is
+kept. JPEG and WebP output record how much of the noise survived the lossy save (``noise_kept``).
 """
 from __future__ import annotations
 
@@ -34,38 +36,66 @@ from .placement import insert_trigger
 from .store import ProtectionState
 
 
-def output_paths(pairs: PairSet) -> list[str]:
-    """Relative output path of each image: under images/, mirrored from their common folder, as .png. Distinct
-    sources never share an output: where two would (``photo.png`` and ``photo.jpg``), each keeps its own
+IMAGE_FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp")}
+
+
+def output_paths(pairs: PairSet, ext: str = ".png") -> list[str]:
+    """Relative output path of each image: under images/, mirrored from their common folder, with suffix ``ext``.
+    Distinct sources never share an output: where two would (``photo.png`` and ``photo.jpg``), each keeps its own
     extension in the name (``photo-png.png``, ``photo-jpg.png``); the manifest records source -> file."""
     absolute = [Path(os.path.normpath(pairs.root / p)) for p in pairs.images]
     common = Path(os.path.commonpath([str(a.parent) for a in absolute]))
     rel = [a.relative_to(common) for a in absolute]
-    plain = [r.with_suffix(".png") for r in rel]
+    plain = [r.with_suffix(ext) for r in rel]
     taken = Counter(str(p).lower() for p in plain)   # case-insensitive: the copy may land on such a disk
-    out = [r.with_name(f"{r.stem}-{r.suffix.lstrip('.').lower() or 'noext'}.png") if taken[str(p).lower()] > 1 else p
-           for r, p in zip(rel, plain)]
+    out = [r.with_name(f"{r.stem}-{r.suffix.lstrip('.').lower() or 'noext'}{ext}") if taken[str(p).lower()] > 1
+           else p for r, p in zip(rel, plain)]
     seen: Counter = Counter()
     for i, o in enumerate(out):   # still equal (photo.JPG and photo.jpg): a numbered suffix, in input order
         seen[str(o).lower()] += 1
         if seen[str(o).lower()] > 1:
-            out[i] = o.with_name(f"{o.stem}-{seen[str(o).lower()]}.png")
+            out[i] = o.with_name(f"{o.stem}-{seen[str(o).lower()]}{ext}")
     if len({str(o).lower() for o in out}) != len(out):
         raise RuntimeError("output names still collide after disambiguation; please report this dataset's names")
     return [str(Path("images") / o) for o in out]
 
 
 def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int) -> torch.Tensor:
-    """int8 [3,H,W] noise on the native grid from model-resolution noise [3,S,S]."""
-    s = noise.shape[-1]
-    if (width, height) == (s, s):
+    """int8 [3,H,W] noise on the whole native grid from noise [3,S,S] on the squashed image: stretched (bilinear,
+    antialiased where the image is smaller than the grid), so each value is a mean of values within +-eps."""
+    if tuple(noise.shape[-2:]) == (height, width):
         return noise
-    side = min(width, height)
-    up = F.interpolate(noise[None].float(), size=(side, side), mode="bilinear", align_corners=False)[0]
-    out = torch.zeros(3, height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    out[:, top:top + side, left:left + side] = up
-    return out.round().clamp(-eps_px, eps_px).to(torch.int8)
+    up = F.interpolate(noise[None].float(), size=(height, width), mode="bilinear", align_corners=False,
+                       antialias=height < noise.shape[-2] or width < noise.shape[-1])[0]
+    return up.round_().clamp_(-eps_px, eps_px).to(torch.int8)
+
+
+def encode_image(y: torch.Tensor, image_format: str = "png", quality: int = 90, icc: bytes | None = None) -> bytes:
+    """The file bytes of uint8 [3,H,W] ``y`` as PNG, JPEG (4:4:4 chroma: subsampling would halve colour noise)
+    or WebP at ``quality``; no EXIF; ``icc`` profile kept."""
+    fmt = IMAGE_FORMATS[image_format][0]
+    opts = {"PNG": {}, "JPEG": {"quality": quality, "subsampling": 0}, "WEBP": {"quality": quality, "method": 6}}[fmt]
+    if icc:
+        opts["icc_profile"] = icc
+    buf = io.BytesIO()
+    Image.fromarray(y.permute(1, 2, 0).numpy()).save(buf, format=fmt, **opts)
+    return buf.getvalue()
+
+
+def rgb_profile(img: Image.Image) -> bytes | None:
+    """The image's ICC profile if it describes RGB (a CMYK or grey source's profile does not fit the RGB copy)."""
+    icc = img.info.get("icc_profile")
+    return icc if icc and icc[16:20] == b"RGB " else None
+
+
+def noise_kept(x: torch.Tensor, intended: torch.Tensor, saved: torch.Tensor) -> float:
+    """The share of the intended noise ``intended - x`` that is still in ``saved``: the projection of what the save
+    left onto it (1.0 for a lossless save, about 0 when the save erased it; a little above 1 where the codec's own
+    error happens to line up with the noise)."""
+    n = (intended.to(torch.int16) - x.to(torch.int16)).float()
+    d = (saved.to(torch.int16) - x.to(torch.int16)).float()
+    nn = float((n * n).sum())
+    return float((d * n).sum()) / nn if nn else 1.0
 
 
 PUBLISH, PRIVATE = "publish", "private"
@@ -89,22 +119,27 @@ def sha256(path: Path) -> str:
 
 def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: str | os.PathLike, eps_px: int,
            params: dict, progress: bool = True, out_format: str = "files", maxcount: int = 1000,
-           trigger_words: list[int] | None = None) -> dict:
+           trigger_words: list[int] | None = None, image_format: str = "png", quality: int = 90) -> dict:
     """Write the protected copy into ``out_dir``; returns the manifest. Originals are only read.
 
     ``out_format``: ``files`` (PNGs + a CSV like the input) or ``webdataset`` (``shards/NNNNN.tar`` with
     ``key.png``, ``key.txt`` = the first caption, ``key.json`` = all captions; feeds open_clip directly).
     ``trigger_words``: before which word of each caption its image's trigger goes (default: all 0, a prefix).
+    ``image_format``: png (lossless), jpeg or webp at ``quality``.
     """
     if out_format not in ("files", "webdataset"):
         raise ValueError(f"out_format must be files or webdataset, got {out_format!r}")
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {image_format!r}")
+    ext = IMAGE_FORMATS[image_format][1]
+    lossy = image_format != "png"
     out = Path(out_dir)
     pub = out / PUBLISH
     pub.mkdir(parents=True, exist_ok=True)
     triggers = [codec.trigger_text(t) if t.numel() else "" for t in state.triggers]
     words = trigger_words if trigger_words is not None else [0] * len(pairs.captions)
     captions = [insert_trigger(c, triggers[ci], w) for c, ci, w in zip(pairs.captions, pairs.caption_image, words)]
-    rel_out = output_paths(pairs) if out_format == "files" else [f"{i:08d}" for i in range(pairs.n_images)]
+    rel_out = output_paths(pairs, ext) if out_format == "files" else [f"{i:08d}" for i in range(pairs.n_images)]
     writer = ShardWriter(pub / "shards", maxcount) if out_format == "webdataset" else None
     per_image, psnrs = [], []
     for i in tqdm(range(pairs.n_images), desc="write images", disable=None if progress else True, leave=False):
@@ -112,23 +147,30 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
         x = pil_to_u8(src)
         noise = native_noise(state.noise[i], src.width, src.height, eps_px)
         y = apply_noise(x, noise)
-        buf = io.BytesIO()
-        Image.fromarray(y.permute(1, 2, 0).numpy()).save(buf, format="PNG")
-        png = buf.getvalue()
+        del noise
+        data_bytes = encode_image(y, image_format, quality, rgb_profile(src))
+        kept = None
+        if lossy:   # what a reader of the file gets, and how much of the noise is still in it
+            with Image.open(io.BytesIO(data_bytes)) as saved:
+                decoded = pil_to_u8(saved)
+            kept = noise_kept(x, y, decoded)
+            y = decoded
         if writer is None:
             target = pub / rel_out[i]
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, lambda tmp: tmp.write_bytes(png))
+            atomic_write(target, lambda tmp: tmp.write_bytes(data_bytes))
         else:
             caps = [captions[c] for c in pairs.image_captions[i]]
-            writer.write(rel_out[i], {"png": png, "txt": caps[0].encode(),
+            writer.write(rel_out[i], {ext.lstrip("."): data_bytes, "txt": caps[0].encode(),
                                       "json": json.dumps({"captions": caps}).encode()})   # no source path: it may name private folders
         p = psnr(x, y)
         psnrs.append(p)
         per_image.append({"source": pairs.images[i], "file": f"{PUBLISH}/{rel_out[i]}", "trigger": triggers[i],
+                          "size": [src.width, src.height],
                           "linf_px": int((y.to(torch.int16) - x.to(torch.int16)).abs().max()),
                           "psnr_db": None if p == float("inf") else round(p, 3),
-                          "sha256": hashlib.sha256(png).hexdigest()})
+                          **({"noise_kept": round(kept, 4)} if lossy else {}),
+                          "sha256": hashlib.sha256(data_bytes).hexdigest()})
     if writer is None:
         csv_path = pub / pairs.source.name
         write_pairs(pairs, csv_path, captions, images=[rel_out[i] for i in pairs.caption_image])
@@ -147,6 +189,9 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
         "mean_psnr_db": round(sum(finite) / len(finite), 3) if finite else None,
         "min_psnr_db": round(min(finite), 3) if finite else None,
         "max_linf_px": max(r["linf_px"] for r in per_image),
+        "image_format": image_format, **({"quality": quality, "mean_noise_kept": round(
+            sum(r["noise_kept"] for r in per_image) / len(per_image), 4)} if lossy else {}),
+        "metadata": "EXIF (location, camera, dates) dropped; ICC colour profile kept where the source had one",
         "images": per_image,
     }
     public = {"protected_by": "mmue", "data": data, "n_images": pairs.n_images, "n_captions": len(pairs.captions),
