@@ -115,6 +115,7 @@ def test_app_in_a_browser(tiny_synth, tmp_path):
             expect(page.locator("#protect")).to_be_enabled()
             page.locator("#preset").get_by_text("mem-3-robust —").click()
             expect(page.locator("#about")).to_contain_text("mem-3-robust")
+            page.locator("#format").get_by_text("JPEG, quality 90").click()
             page.get_by_text("advanced").click()
             page.locator("#rounds input").fill("3")
             page.locator("#epochs input").fill("1")
@@ -148,7 +149,7 @@ def test_app_in_a_browser(tiny_synth, tmp_path):
         names = z.namelist()
         z.extractall(tmp_path / "copy")
     assert "manifest.json" in names and not any("private" in n for n in names)
-    assert sum(n.endswith(".png") for n in names) == 8 and sum(n.endswith(".txt") for n in names) == 8
+    assert sum(n.endswith(".jpg") for n in names) == 8 and sum(n.endswith(".txt") for n in names) == 8
     assert api.check(tmp_path / "copy")["ok"]
     # gradio's own upload copy went to the app's working folder, not to a system temp folder
     assert any((work / "uploads").rglob("my photos.zip"))

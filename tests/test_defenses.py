@@ -67,6 +67,27 @@ def test_rrc_flip_is_seeded_and_in_range():
     assert not torch.equal(a, x)
 
 
+def test_rrc_whole_crops_at_the_native_aspect_and_reaches_the_ends():
+    from mmue.augment import rrc_flip_whole
+    # a 3:1 photo squashed to 32 x 32: left third red, middle green, right third blue
+    x = torch.zeros(64, 3, 32, 32)
+    for c, cols in enumerate((slice(0, 11), slice(11, 21), slice(21, 32))):
+        x[:, c, :, cols] = 1
+    sizes = torch.tensor([[300, 100]] * 64)
+    a = rrc_flip_whole(x, sizes, torch.Generator().manual_seed(0), 16)
+    assert torch.equal(a, rrc_flip_whole(x, sizes, torch.Generator().manual_seed(0), 16))
+    assert a.shape == (64, 3, 16, 16) and a.min() >= 0 and a.max() <= 1
+    # square crops of at most a third of the area (<= 100 x 100 native px) of a 300 x 100 photo: at most two
+    # of its thirds in any crop (a crop of the squashed grid's own squares would span all three)
+    a = rrc_flip_whole(x, sizes, torch.Generator().manual_seed(0), 16, scale=(0.3, 1 / 3), ratio=(1, 1))
+    share = a.mean((2, 3))
+    assert (share.min(1).values < 0.05).all()
+    assert (share[:, 0] > 0.5).any() and (share[:, 2] > 0.5).any()        # both ends are reached
+    with pytest.raises(ValueError, match="one training augmentation"):
+        from mmue.defenses import uses_augment
+        uses_augment("rrc-flip+rrc-whole")
+
+
 def test_oracle_captions_and_composition(tiny_synth, tmp_path):
     src = tiny_synth / "train.csv"
     released = read_pairs(apply_defense(src, "strip-2", tmp_path / "released"))   # stands in for a protected copy

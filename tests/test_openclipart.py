@@ -67,3 +67,18 @@ def test_converter_skips_huge_renderings_and_writes_csvs_last(tmp_path, monkeypa
     assert counts["too large"] == 1 and counts["train"] + counts["test"] == 5
     assert not list((tmp_path / "out").glob("*.partial"))
     assert read_pairs(tmp_path / "out/train.csv").n_images == counts["train"]
+
+
+def test_native_keeps_each_drawings_aspect(tmp_path):
+    root = tmp_path / "oc"
+    for i in range(6):
+        make_item(root, f"things/t{i}", f"Thing {'abcdef'[i]}", ["thing"])
+    Image.new("RGBA", (300, 100), (0, 0, 255, 255)).save(root / "png/things/t0.png")   # 3:1, drawn on no background
+    Image.new("RGBA", (20, 400), (0, 0, 0, 0)).save(root / "png/things/t1.png")        # thin and transparent
+    write_openclipart(tmp_path / "out", root, n_test=1, progress=False, native=96)
+    sizes = {}
+    for split in ("train", "test"):
+        p = read_pairs(tmp_path / f"out/{split}.csv")
+        sizes.update({Path(x).stem: Image.open(p.image_path(i)).size for i, x in enumerate(p.images)})
+    assert sizes["t0"] == (96, 32) and sizes["t1"] == (8, 96)
+    assert Image.open(tmp_path / "out/images/things/t1.png").getpixel((4, 50)) == (255, 255, 255)   # on white

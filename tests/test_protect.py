@@ -261,8 +261,8 @@ def test_panorama_is_protected_edge_to_edge(tmp_path):
         out = np.asarray(Image.open(tmp_path / "out" / man["images"][i]["file"]), dtype=np.int16)
         d = np.abs(out - clean)
         assert out.shape == clean.shape and d.max() <= 8
-        for part in (d[:, :19], d[:, 85:107], d[:, -19:]):            # left end, centre, right end (10 % each)
-            assert (part > 0).mean() > 0.5
+        left, centre, right = d[:, :19].mean(), d[:, 85:107].mean(), d[:, -19:].mean()   # 10 % each
+        assert centre > 0.5 and left > 0.4 * centre and right > 0.4 * centre   # (centre-only PGD: ends all 0)
 
 
 def test_jpeg_and_webp_output_record_what_survived(tmp_path):
@@ -342,3 +342,44 @@ def test_exif_rotated_photo_comes_out_upright(tmp_path):
     assert out.size == (24, 48) and not out.getexif().get(0x0112)                  # upright, no tag left
     diff = np.abs(np.asarray(out, dtype=np.int16) - np.asarray(upright, dtype=np.int16))
     assert diff.max() <= 8
+
+
+MEASURE = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+
+
+def test_twelve_megapixel_photo_keeps_memory_flat(tmp_path):
+    """A 4000 x 3000 photo among small ones: protected whole (noise in its corners, |noise| <= 8), and the
+    process's peak memory grows by less than 1.2 GB over the same run without it (the photo is read, stretched
+    and written one at a time, never held as float copies beside the others)."""
+    import subprocess
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for name, big in (("small", False), ("big", True)):
+        d = tmp_path / name / "img"
+        d.mkdir(parents=True)
+        rows = []
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(d / f"s{i}.png")
+            rows.append(f"img/s{i}.png,small picture {i}\n")
+        if big:
+            field = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)).resize((4000, 3000),
+                                                                                           Image.BICUBIC)
+            field.save(d / "photo.jpg", quality=90)
+            rows.append("img/photo.jpg,a twelve megapixel photo\n")
+        (tmp_path / name / "d.csv").write_text("filepath,caption\n" + "".join(rows))
+    peak = {}
+    for name in ("small", "big"):
+        r = subprocess.run([sys.executable, "-c", MEASURE, sys.executable, "-m", "mmue", "protect", "--train-data",
+                            str(tmp_path / name / "d.csv"), "--out", str(tmp_path / name / "out"), "--method",
+                            "random", "--seed", "0", "--device", "cpu"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        peak[name] = int(r.stdout.split()[-1]) / 1024
+    assert peak["big"] - peak["small"] < 1200, peak
+    man = json.loads((tmp_path / "big/out/private/manifest.json").read_text())
+    e = next(e for e in man["images"] if e["source"].endswith("photo.jpg"))
+    assert e["size"] == [4000, 3000] and e["linf_px"] <= 8
+    out = np.asarray(Image.open(tmp_path / "big/out" / e["file"]), dtype=np.int16)
+    clean = np.asarray(Image.open(tmp_path / "big/img/photo.jpg").convert("RGB"), dtype=np.int16)
+    for corner in (out[:300, :300] - clean[:300, :300], out[-300:, -300:] - clean[-300:, -300:]):
+        assert (corner != 0).mean() > 0.5

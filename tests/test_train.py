@@ -91,3 +91,23 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_synth, tmp_path, m
     ra, rb = RunDir(tmp_path / "full").results(), RunDir(tmp_path / "cut").results()
     assert [r["epoch"] for r in rb] == [1, 2, 3, 4]
     assert ra[-1]["train_loss"] == pytest.approx(rb[-1]["train_loss"], abs=1e-6)
+
+
+def test_rrc_whole_trains_on_whole_photos(tmp_path):
+    """``augment="rrc-whole"`` reads crops from each photo whole (twice the model's size, native size kept)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(12):
+        w, h = (150, 50) if i % 2 else (40, 90)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"img/{i}.png")
+        rows.append(f"img/{i}.png,photo {i}\n")
+    (tmp_path / "d.csv").write_text("filepath,caption\n" + "".join(rows))
+    model = create_model("mmue-tiny-rn")
+    whole = api.load_encoded(tmp_path / "d.csv", model, whole_scale=2)
+    assert whole.images.shape == (12, 3, 128, 128) and whole.sizes[:2].tolist() == [[40, 90], [150, 50]]
+    cfg = TrainConfig(**{**CFG, "epochs": 1, "batch_size": 6, "augment": "rrc-whole"})
+    summary = api.train(tmp_path / "d.csv", tmp_path / "run", config=cfg, device="cpu", progress=False)
+    assert summary["last"]["train_loss"] > 0 and RunDir(tmp_path / "run").params()["augment"] == "rrc-whole"

@@ -24,7 +24,7 @@ from .protect.export import IMAGE_FORMATS, check_published, export
 from .protect.run import ProtectionRun
 from .protect.triggers import TriggerPolicy
 from .runs import RunDir
-from .train import TrainConfig, evaluate, train_clip
+from .train import WHOLE_SCALE, TrainConfig, evaluate, train_clip
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,13 @@ def synth(out_dir: str | os.PathLike, n_train: int = 2000, n_test: int = 1000, c
     return {**write_synth(out_dir, n_train, n_test, captions_per_image, image_size, seed), **extra}
 
 
-def load_encoded(csv_path, model, img_key=None, caption_key=None, separator=None) -> EncodedPairs:
+def load_encoded(csv_path, model, img_key=None, caption_key=None, separator=None, whole_scale: int = 0
+                 ) -> EncodedPairs:
+    """``whole_scale``: each image whole, squashed to that many times the model's size, with its native size (the
+    source of ``rrc-whole`` crops), instead of the model's centre crop."""
     pairs = read_pairs(csv_path, img_key, caption_key, separator)
+    if whole_scale:
+        return EncodedPairs.build(pairs, whole_scale * model.image_size, model.codec.encode, whole=True)
     return EncodedPairs.build(pairs, model.image_size, model.codec.encode)
 
 
@@ -70,7 +75,8 @@ def train(train_data: str | os.PathLike, out: str | os.PathLike, model: str = DE
         net = create_model(model, pretrained=pretrained, device=dev)
         log.info("model %r on %s", net, dev)
         keys = dict(img_key=csv_img_key, caption_key=csv_caption_key, separator=csv_separator)
-        train_set = load_encoded(train_data, net, **keys)
+        train_set = load_encoded(train_data, net, **keys,
+                                 whole_scale=WHOLE_SCALE if config.augment == "rrc-whole" else 0)
         val_set = load_encoded(val_data, net, **keys) if val_data else None
         log.info("train: %d images, %d captions", train_set.n_images, len(train_set.caption_bodies))
         return train_clip(net, train_set, config, run, val_set, dev, resume, progress)

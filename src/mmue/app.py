@@ -141,13 +141,18 @@ def receive(files: list[str | Path], workdir: Path, max_bytes: int) -> Upload:
 
 
 # ------------------------------------------------------------------------------------------------ runs
-def run_dir(up: Upload, preset: str, strength: str, rounds: int | None) -> Path:
-    return up.folder / "runs" / (f"{preset}-{strength}" + (f"-r{rounds}" if rounds else ""))
+FORMATS = {"png": "PNG (lossless, largest)", "jpeg": "JPEG, quality 90", "webp": "WebP, quality 90"}
 
 
-def protect_command(up: Upload, out: Path, preset: str, strength: str, rounds: int | None, device: str) -> list[str]:
+def run_dir(up: Upload, preset: str, strength: str, rounds: int | None, image_format: str = "png") -> Path:
+    return up.folder / "runs" / (f"{preset}-{strength}" + (f"-r{rounds}" if rounds else "")
+                                 + ("" if image_format == "png" else f"-{image_format}"))
+
+
+def protect_command(up: Upload, out: Path, preset: str, strength: str, rounds: int | None, device: str,
+                    image_format: str = "png") -> list[str]:
     cmd = [sys.executable, "-m", "mmue", "protect", "--train-data", str(up.csv), "--out", str(out),
-           "--method", preset, "--strength", strength, "--device", device]
+           "--method", preset, "--strength", strength, "--device", device, "--image-format", image_format]
     if rounds:
         cmd += ["--rounds", str(int(rounds))]
     if (out / ".mmue_state").exists():
@@ -209,12 +214,15 @@ def previews(up: Upload, out: Path, man: dict, n: int = PREVIEWS) -> tuple[list[
 def report(up: Upload, out: Path, man: dict, preset: str, strength: str) -> Path:
     """A short Markdown report of the run, for the person's records (no key in it)."""
     p = get_method(preset)
+    kept = (f" at quality {man['quality']}, {100 * man['mean_noise_kept']:.0f} % of the noise survived the save"
+            if "mean_noise_kept" in man else "")
     text = f"""# MMUE protection report
 
 - input: {up.n_images} images, {up.n_captions} captions ({up.layout} layout)
 - preset: `{preset}` at strength `{strength}`: {p.summary}
 - measured: {p.measured}
 - image change: at most {man['max_linf_px']}/255 per pixel; mean PSNR {man['mean_psnr_db']} dB (min {man['min_psnr_db']} dB)
+- files: {man.get('image_format', 'png').upper()}{kept}; no EXIF (location, camera, dates dropped)
 - time: {man.get('generation_s', 0):.0f} s
 
 **Publish** `protected.zip` (images and captions in your layout, and a manifest of file hashes; after unzipping,
@@ -265,7 +273,7 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
         p = get_method(preset)
         return f"**{preset}**: {p.summary}  \n*cost*: {p.cost}  \n*measured*: {p.measured}"
 
-    def protect(files, preset, strength, rounds, progress=gr.Progress()):
+    def protect(files, preset, strength, rounds, image_format, progress=gr.Progress()):
         empty = ([], "", None)
         try:
             up = receive(files, workdir, max_bytes)
@@ -273,10 +281,10 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
             yield (f"**Cannot use this upload:** {e}", *empty)
             return
         rounds = int(rounds) if rounds else None
-        out = run_dir(up, preset, strength, rounds)
+        out = run_dir(up, preset, strength, rounds, image_format)
         resumed = False
         if not (out / PRIVATE / "manifest.json").exists():
-            cmd = protect_command(up, out, preset, strength, rounds, device)
+            cmd = protect_command(up, out, preset, strength, rounds, device, image_format)
             resumed = "--resume" in cmd
             progress(0, desc="preparing the images")
             yield (("Resuming the stopped run..." if resumed else "Protecting...") + " (the page can stay open; "
@@ -327,12 +335,12 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                     proc.kill()
         return "**Cancelled.** Press Protect to resume from the last finished round."
 
-    def verify(files, preset, strength, rounds, epochs):
+    def verify(files, preset, strength, rounds, image_format, epochs):
         try:
             up = receive(files, workdir, max_bytes)
         except AppError as e:
             return f"**Cannot use this upload:** {e}"
-        out = run_dir(up, preset, strength, int(rounds) if rounds else None)
+        out = run_dir(up, preset, strength, int(rounds) if rounds else None, image_format)
         if not (out / PRIVATE / "manifest.json").exists():
             return "Protect first: the check compares models trained on your clean and protected copies."
         cmd = [sys.executable, "-m", "mmue", "-q", "verify", "--clean", str(up.csv), "--protected", str(out),
@@ -358,8 +366,10 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
             strength = gr.Radio([(v, k) for k, v in STRENGTHS.items()], value="low", label="strength",
                                 elem_id="strength")
         about = gr.Markdown(describe(PRESETS[0]), elem_id="about")
-        gr.Markdown("Output: PNG images (lossless, the original file names) and your captions in the layout you "
-                    "gave.")
+        image_format = gr.Radio([(v, k) for k, v in FORMATS.items()], value="png", label="image files",
+                                elem_id="format")
+        gr.Markdown("Output: your images at their own size with the original file names (no location or camera "
+                    "data), and your captions in the layout you gave.")
         with gr.Accordion("advanced", open=False):
             rounds = gr.Number(value=None, precision=0, minimum=0, label="rounds (empty: the strength's)",
                                elem_id="rounds")
@@ -381,9 +391,9 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
 
         upload.change(on_upload, upload, [found, go])
         preset.change(describe, preset, about)
-        job = go.click(protect, [upload, preset, strength, rounds], [status, gallery, captions, files_out])
+        job = go.click(protect, [upload, preset, strength, rounds, image_format], [status, gallery, captions, files_out])
         stop.click(cancel, None, status, cancels=[job])
-        check.click(verify, [upload, preset, strength, rounds, epochs], verdict)
+        check.click(verify, [upload, preset, strength, rounds, image_format, epochs], verdict)
     return page
 
 

@@ -137,7 +137,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                         victim_train = concat_csvs([owned["rest"], victim_train],
                                                    owned["rest"].parent / f"mix-{method}.csv")
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
-                                  "generation_s": man["generation_s"]}
+                                  "generation_s": man["generation_s"],
+                                  **({"noise_kept": man["mean_noise_kept"]} if "mean_noise_kept" in man else {})}
                 released = (victim_train.stem + f"-s{seed}" if owned else victim_train.parent.name
                             if method != "clean" else f"clean-s{seed}")
                 defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed,

@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("out_dir", type=Path)
     q.add_argument("--root", type=Path, default=Path("/usr/share/openclipart"), help="folder holding svg/ and png/")
     q.add_argument("--size", type=int, default=64, help="side of the square images written")
+    q.add_argument("--native", type=int, default=None, metavar="PX",
+                   help="keep each drawing's aspect, longest side PX (e.g. 384) instead of --size squares")
     q.add_argument("--n-test", type=int, default=1000, help="test images (at most a fifth of the data)")
 
     p = sub.add_parser("verify", help="an owner's verdict: can a model trained on your protected copy find your "
@@ -283,7 +285,7 @@ def _run(args) -> int:
         return 0
     if args.command == "data":
         from .data.openclipart import write_openclipart
-        counts = write_openclipart(args.out_dir, args.root, args.size, args.n_test)
+        counts = write_openclipart(args.out_dir, args.root, args.size, args.n_test, native=args.native)
         print(f"wrote {args.out_dir / 'train.csv'} ({counts['train']} images) and {args.out_dir / 'test.csv'} "
               f"({counts['test']}); dropped: " + ", ".join(f"{k} {v}" for k, v in counts.items()
                                                           if k not in ("found", "train", "test")))

@@ -5,8 +5,10 @@ sigma S px), ``bits-B`` (B-bit colour depth), ``resize-F`` (down by F then back 
 the first K words of every caption: trigger stripping), ``rare-N`` (drop every word that occurs in the captions
 of fewer than N images: an attacker who knows triggers are rare words, wherever they sit), ``shuffle-captions``
 (permute captions among an image's captions), ``oracle-captions`` (the released images with their *original*
-captions: the bound for any caption cleaning, which measures what the image noise does alone), and ``rrc-flip``
-(random-resized-crop + flip augmentation during victim training, no file change). Defenses compose with ``+``,
+captions: the bound for any caption cleaning, which measures what the image noise does alone), ``rrc-flip``
+(random-resized-crop + flip augmentation during victim training, no file change) and ``rrc-whole`` (the same
+over the whole photo at its native aspect, as a trainer crops full-size photos; ``rrc-flip`` crops the model's
+centre square). Defenses compose with ``+``,
 applied left to right (``rare-10+jpeg-75+rrc-flip``: the cheap attacker's pipeline).
 File defenses write a defended copy of the dataset; the originals and the released copy are only read.
 """
@@ -23,7 +25,7 @@ from PIL import Image, ImageFilter
 from .data.pairs import read_pairs, write_pairs
 from .data.types import PairSet
 
-TRAINING_DEFENSES = {"rrc-flip"}
+TRAINING_DEFENSES = {"rrc-flip", "rrc-whole"}
 _PATTERNS = {
     "jpeg": re.compile(r"^jpeg-(\d+)$"), "blur": re.compile(r"^blur-([\d.]+)$"), "bits": re.compile(r"^bits-(\d)$"),
     "resize": re.compile(r"^resize-([\d.]+)$"), "strip": re.compile(r"^strip-(\d+)$"),
@@ -38,8 +40,11 @@ def parts(name: str) -> list[str]:
 
 
 def uses_augment(name: str) -> str:
-    """The victim's training augmentation under defense ``name`` ("rrc-flip" or "none")."""
-    return "rrc-flip" if "rrc-flip" in parts(name) else "none"
+    """The victim's training augmentation under defense ``name`` ("rrc-flip", "rrc-whole" or "none")."""
+    used = [p for p in parts(name) if p in TRAINING_DEFENSES]
+    if len(used) > 1:
+        raise ValueError(f"defense {name!r}: one training augmentation at a time")
+    return used[0] if used else "none"
 
 
 def validate(name: str) -> str:
@@ -61,7 +66,7 @@ def validate(name: str) -> str:
             if ok:
                 return name
     raise ValueError(f"unknown defense {name!r}: use none, jpeg-Q, grayscale, blur-S, bits-B, resize-F (0<F<1), "
-                     "strip-K, rare-N (N>=2), shuffle-captions, oracle-captions or rrc-flip, or several joined "
+                     "strip-K, rare-N (N>=2), shuffle-captions, oracle-captions, rrc-flip or rrc-whole, or several joined "
                      "by '+'")
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .data.encoded import EncodedPairs
 from .data.images import to_float
-from .augment import rrc_flip
+from .augment import rrc_flip, rrc_flip_whole
 from .device import autocast
 from .metrics import mean_recall, retrieval_metrics
 from .models import ClipModel, save_model
@@ -29,6 +29,10 @@ from .seeding import generator
 log = logging.getLogger(__name__)
 
 
+AUGMENTS = ("none", "rrc-flip", "rrc-whole")
+WHOLE_SCALE = 2   # rrc-whole reads crops from the whole photo squashed to this many times the model's size
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 20
@@ -38,14 +42,15 @@ class TrainConfig:
     warmup: int = 50            # optimiser steps of linear warm-up
     seed: int = 0
     eval_batch_size: int = 256
-    augment: str = "none"       # "rrc-flip": random-resized-crop (scale 0.5-1) + horizontal flip per sample
+    augment: str = "none"       # "rrc-flip": random-resized-crop (scale 0.5-1) + horizontal flip per sample;
+    #                             "rrc-whole": the same over the whole photo at its native aspect (not its centre)
 
     def validate(self) -> "TrainConfig":
         for k in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if self.augment not in ("none", "rrc-flip"):
-            raise ValueError(f"augment must be none or rrc-flip, got {self.augment!r}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if self.lr <= 0 or self.wd < 0 or self.warmup < 0:
             raise ValueError(f"lr must be > 0, wd and warmup >= 0 (got lr={self.lr}, wd={self.wd}, warmup={self.warmup})")
         return self
@@ -136,6 +141,9 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
             idx, caps = d.my_slice(idx, caps)
             if cfg.augment == "rrc-flip":
                 pixels = rrc_flip(to_float(train.images[idx]), g_aug).to(device, non_blocking=True)
+            elif cfg.augment == "rrc-whole":
+                pixels = rrc_flip_whole(to_float(train.images[idx]), train.sizes[idx], g_aug,
+                                        model.image_size).to(device, non_blocking=True)
             else:  # uint8 over the bus, float on the device: a quarter of the transfer
                 pixels = to_float(train.images[idx].to(device, non_blocking=True))
             ids = model.codec.rows([train.caption_bodies[c] for c in caps]).to(device)

@@ -14,6 +14,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
+from ..workers import ordered_map
 from .diskarray import DiskArray
 from .types import DataError, PairSet, check_image, pil_to_u8
 
@@ -64,6 +65,11 @@ def load_whole_images(pairs: PairSet, size: int, progress: bool = True, cache: s
     return _load(pairs, size, "squash", progress, cache)
 
 
+def _read(pairs: PairSet, i: int, size: int, fit: str) -> tuple[tuple[int, int], torch.Tensor]:
+    img = open_checked(pairs, i)
+    return img.size, preprocess(img, size, fit)
+
+
 def _load(pairs: PairSet, size: int, fit: str, progress: bool, cache: str | Path | None):
     shape = (pairs.n_images, 3, size, size)
     marker = f"{shape}" if fit == "crop" else f"{shape} {fit}"
@@ -81,12 +87,9 @@ def _load(pairs: PairSet, size: int, fit: str, progress: bool, cache: str | Path
     bar = tqdm(total=pairs.n_images, desc=f"load {pairs.source.name}", disable=None if progress else True, leave=False)
     for s in range(0, pairs.n_images, chunk):
         rows = range(s, min(s + chunk, pairs.n_images))
-        batch = []
-        for i in rows:
-            img = open_checked(pairs, i)
-            sizes[i] = torch.tensor(img.size)
-            batch.append(preprocess(img, size, fit))
-        out[s:s + len(rows)] = torch.stack(batch)
+        batch = list(ordered_map(lambda i: _read(pairs, i, size, fit), rows))   # threads: full-size photos
+        sizes[s:s + len(rows)] = torch.tensor([wh for wh, _ in batch])
+        out[s:s + len(rows)] = torch.stack([x for _, x in batch])
         bar.update(len(rows))
     bar.close()
     if cache is not None:

@@ -5,7 +5,8 @@
 keywords (falling back to the file name where the title is a collection name shared by many files), with
 junk keywords dropped; near-duplicate captions (icon sets, flag variants) and pure patterns are dropped too.
 Images are composited on white, padded to a square and resized, so the whole drawing survives the models'
-center crop. Nothing is downloaded: ``apt-get install openclipart-svg openclipart-png`` provides the files.
+center crop; or, with ``native``, kept at their own aspect with the longest side ``native`` px (the photo-like
+case a trainer has to resize and crop). Nothing is downloaded: ``apt-get install openclipart-svg openclipart-png`` provides the files.
 """
 from __future__ import annotations
 
@@ -95,13 +96,26 @@ def is_pattern(item: ClipArt) -> bool:
     return bool(words & PATTERN_WORDS)
 
 
-def square_rgb(path: Path, size: int) -> Image.Image:
-    """Composite on white, pad to a square, resize."""
+def on_white(path: Path) -> Image.Image:
     with Image.open(path) as im:
         im.load()
         rgba = im.convert("RGBA")
     bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(bg, rgba).convert("RGB")
+    return Image.alpha_composite(bg, rgba).convert("RGB")
+
+
+def native_rgb(path: Path, longest: int) -> Image.Image:
+    """Composite on white, keep the aspect, resize so that the longest side is ``longest`` px (at least 8 px a
+    side: a thinner drawing is stretched to 8 px)."""
+    rgb = on_white(path)
+    scale = longest / max(rgb.size)
+    w, h = (max(8, round(rgb.width * scale)), max(8, round(rgb.height * scale)))
+    return rgb.resize((w, h), Image.LANCZOS)
+
+
+def square_rgb(path: Path, size: int) -> Image.Image:
+    """Composite on white, pad to a square, resize."""
+    rgb = on_white(path)
     side = max(rgb.size)
     canvas = Image.new("RGB", (side, side), (255, 255, 255))
     canvas.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
@@ -126,8 +140,9 @@ def collect(root: Path) -> list[ClipArt]:
 
 
 def write_openclipart(out_dir: str | Path, root: str | Path = DEFAULT_ROOT, size: int = 64, n_test: int = 1000,
-                      progress: bool = True) -> dict:
-    """Write ``images/…png``, ``train.csv`` and ``test.csv`` (``filepath,caption``); returns counts."""
+                      progress: bool = True, native: int | None = None) -> dict:
+    """Write ``images/…png``, ``train.csv`` and ``test.csv`` (``filepath,caption``); returns counts. ``native``:
+    images at their own aspect, longest side ``native`` px, instead of ``size`` px squares."""
     root, out = Path(root), Path(out_dir)
     items = collect(root)
     title_counts = Counter(i.title for i in items)
@@ -162,7 +177,8 @@ def write_openclipart(out_dir: str | Path, root: str | Path = DEFAULT_ROOT, size
                 rel = f"images/{item.rel}.png"
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    square_rgb(root / "png" / f"{item.rel}.png", size).save(out / rel)
+                    src = root / "png" / f"{item.rel}.png"
+                    (native_rgb(src, native) if native else square_rgb(src, size)).save(out / rel)
                 except Image.DecompressionBombError:
                     dropped["too large"] += 1
                     continue

@@ -128,7 +128,7 @@ class MEMEngine:
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
         self.triggers = TriggerPolicy.build(cfg, data, self.model.codec)
         self.view = parse_view(cfg.eot)
-        self.framing = Framing(data.sizes)
+        self.framing = Framing(data.sizes, data.images.shape[-1])
         self.grad_filter = make_filter(cfg.grad_blur, cfg.objective)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
                          if cfg.share != "none" else None)
@@ -184,7 +184,7 @@ class MEMEngine:
         return self.triggers.dropped(b, g, self.device)
 
     def _pixels(self, batch: Batch, delta: torch.Tensor) -> torch.Tensor:
-        return self.framing.centre(batch.x_u8.float() / 255 + delta, batch.index)
+        return self.framing.centre(batch.x_u8.float() / 255, delta, batch.index)
 
     # ----------------------------------------------------------------------------------------- surrogate
     def train_surrogate(self, state: ProtectionState, g: torch.Generator) -> float:
@@ -200,7 +200,9 @@ class MEMEngine:
             pixels, ids = [], []
             if (idx < n).any():
                 batch = self.make_batch(idx[idx < n], g, shard=True)
-                pixels.append(self.framing.centre(self.noise.protected(state, batch.index, batch.x_u8), batch.index))
+                pixels.append(self.noise.protected(state, batch.index, batch.x_u8) if self.framing.trivial else
+                              self.framing.centre(batch.x_u8.float() / 255,
+                                                  self.noise.delta(state, batch.index, self.device), batch.index))
                 ids.append(batch.ids(state.triggers[batch.index].to(self.device),
                                      drop=self._dropped(len(batch.index), g)))
             if pub is not None:
@@ -265,7 +267,7 @@ class MEMEngine:
         with frozen(m):
             for s in range(cfg.pgd_steps):
                 delta = delta.detach().requires_grad_(True)
-                framed = self.framing.at_step(x + delta, batch.index, phases, s)
+                framed = self.framing.at_step(x, delta, batch.index, phases, s)
                 with autocast(self.device):
                     img_f = m.encode_image(self.view(framed, g)).float()
                 loss = clip_loss(img_f, txt[s % len(rows)], scale)
