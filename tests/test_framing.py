@@ -89,3 +89,19 @@ def test_images_at_the_grid_size_are_left_alone():
     out = big.centre(x, d, torch.arange(2))
     assert torch.equal(out[1], x[1] + d[1]) and torch.allclose(out[0], x[0] + blur(d[:1])[0])
     assert "identity" in repr(fr) and "1/2 non-square" in repr(Framing(torch.tensor([[64, 64], [90, 60]]), 64))
+
+
+def test_nearest_stretch_writes_blocks_and_is_modelled_too():
+    s, g = 64, torch.Generator().manual_seed(1)
+    grid_noise = torch.randint(-8, 9, (3, s, s), generator=g, dtype=torch.int16).to(torch.int8)
+    blocks = native_noise(grid_noise, 384, 384, 8, "nearest")
+    assert torch.equal(blocks[:, :6, :6], grid_noise[:, :1, :1].expand(3, 6, 6))   # 6 x 6 px per grid cell
+    native = _photo(384, 384)
+    published = apply_noise(native, blocks)
+    to_pil = lambda t: Image.fromarray(t.permute(1, 2, 0).numpy())  # noqa: E731
+    trainer = preprocess(to_pil(published), s).float() / 255
+    stored = preprocess(to_pil(native), s, "squash").float()[None] / 255
+    seen = Framing(torch.tensor([[384, 384]]), s, "nearest").centre(stored, grid_noise.float()[None] / 255,
+                                                                    torch.tensor([0]))[0]
+    assert float((255 * (seen - trainer)).pow(2).mean().sqrt()) < 1.0
+    assert resize_kernel("nearest")[2] > resize_kernel("bilinear")[2] + 0.05       # blocks keep more of a pixel

@@ -215,7 +215,8 @@ def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume
                           {**params, "generation_s": round(gen_time, 1), "rounds_log": run.round_log(),
                            "skipped": [{k: v for k, v in b.items() if k != "index"} for b in skipped]},
                           progress, out_format=params.get("out_format", "files"), trigger_words=engine.trigger_words,
-                          image_format=params.get("image_format", "png"), quality=params.get("quality", 90))
+                          image_format=params.get("image_format", "png"), quality=params.get("quality", 90),
+                          stretch=cfg.stretch)
         run.close()
         log.info("wrote %d protected images to %s (mean PSNR %.1f dB) in %.0fs", pairs.n_images, run.out,
                  manifest["mean_psnr_db"] or float("inf"), time.time() - run.t0)

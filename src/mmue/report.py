@@ -63,8 +63,9 @@ def plot_curves(runs: dict[str, Path], path: Path) -> Path | None:
     return path
 
 
-def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, scale: int = 3) -> tuple[Path, list[dict]]:
-    """Rows of original | protected | noise x10 (mid-gray = 0); returns the picture and its captions."""
+def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, box: int = 192) -> tuple[Path, list[dict]]:
+    """Rows of original | protected | noise x10 (mid-gray = 0), each fitted into ``box`` px (small images blown up
+    pixel for pixel, full-size photos shrunk); returns the picture and its captions."""
     manifest = json.loads((protected_dir / MANIFEST).read_text())
     src_pairs = read_pairs(source_csv, check_files=False)
     prot_pairs = read_pairs(protected_dir / manifest["csv"], check_files=False)
@@ -74,12 +75,15 @@ def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, sc
         b = load_rgb(protected_dir / e["file"])
         d = (np.asarray(b, dtype=np.int16) - np.asarray(a, dtype=np.int16)) * 10 + 128
         noise = Image.fromarray(np.clip(d, 0, 255).astype(np.uint8))
-        size = (a.width * scale, a.height * scale)
-        tiles.append([im.resize(size, Image.NEAREST) for im in (a, b, noise)])
+        f = box / max(a.size)
+        f = max(1, int(f)) if f >= 1 else f
+        size = (max(1, round(a.width * f)), max(1, round(a.height * f)))
+        tiles.append([im.resize(size, Image.NEAREST if f >= 1 or im is noise else Image.LANCZOS)
+                      for im in (a, b, noise)])
         c = src_pairs.image_captions[i][0]
         captions.append({"caption": src_pairs.captions[c], "protected": prot_pairs.captions[c], "trigger": e["trigger"],
                          "psnr_db": e["psnr_db"]})
-    w, h = tiles[0][0].size
+    w, h = max(t[0].width for t in tiles), max(t[0].height for t in tiles)
     grid = Image.new("RGB", (3 * w + 8, len(tiles) * (h + 4)), (255, 255, 255))
     for r, row in enumerate(tiles):
         for c, im in enumerate(row):
@@ -110,7 +114,7 @@ def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], run
         md += ["## Recall per epoch", "", "![curves](curves.png)", ""]
         body += ["<h2>Recall per epoch</h2>", _img_tag(curves)]
     if protected_dir is not None and source_csv is not None:
-        q = image_quality(protected_dir, source_csv)
+        q = image_quality(protected_dir, source_csv, limit=500)   # SSIM of full-size photos is slow: a sample
         grid, caps = image_grid(protected_dir, source_csv, out / "examples.png")
         quality = (f"max |noise| {q['max_linf_px']}/255, PSNR mean {q['mean_psnr_db']} dB (min {q['min_psnr_db']}), "
                    f"SSIM mean {q['mean_ssim']:.4f} (min {q['min_ssim']:.4f}) over {q['n_ssim']} images, "

@@ -39,6 +39,8 @@ class ProtectConfig:
     eot: str = knob("none", "view the surrogate sees of the noisy image during PGD: none, rrc-flip (random "
                     "resized crop + flip), jpeg (differentiable JPEG, quality 10..95), resize-S (to S px and "
                     "back), or several joined by '|' (one drawn per step)", show=False)
+    stretch: str = knob("bilinear", "how the noise on the model's grid covers a full-size photo: bilinear (smooth) "
+                        "or nearest (blocks, sharper after a trainer's resize)", choices=("bilinear", "nearest"))
     grad_blur: float = knob(0.0, "Gaussian sigma (px) on the PGD gradient: low-frequency noise", min=0, max=10)
     objective: str = knob("minimise", "what PGD does to the surrogate's CLIP loss: minimise it (error-minimising "
                           "noise: EM, MEM) or maximise it (error-maximising noise: TAP)", choices=("minimise", "maximise"))

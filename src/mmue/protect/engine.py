@@ -128,7 +128,7 @@ class MEMEngine:
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
         self.triggers = TriggerPolicy.build(cfg, data, self.model.codec)
         self.view = parse_view(cfg.eot)
-        self.framing = Framing(data.sizes, data.images.shape[-1])
+        self.framing = Framing(data.sizes, data.images.shape[-1], cfg.stretch)
         self.grad_filter = make_filter(cfg.grad_blur, cfg.objective)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
                          if cfg.share != "none" else None)

@@ -61,13 +61,17 @@ def output_paths(pairs: PairSet, ext: str = ".png") -> list[str]:
     return [str(Path("images") / o) for o in out]
 
 
-def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int) -> torch.Tensor:
+def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int, stretch: str = "bilinear"
+                 ) -> torch.Tensor:
     """int8 [3,H,W] noise on the whole native grid from noise [3,S,S] on the squashed image: stretched (bilinear,
-    antialiased where the image is smaller than the grid), so each value is a mean of values within +-eps."""
+    antialiased where the image is smaller than the grid, so each value is a mean of values within +-eps; or
+    ``nearest``: blocks)."""
     if tuple(noise.shape[-2:]) == (height, width):
         return noise
-    up = F.interpolate(noise[None].float(), size=(height, width), mode="bilinear", align_corners=False,
-                       antialias=height < noise.shape[-2] or width < noise.shape[-1])[0]
+    smaller = height < noise.shape[-2] or width < noise.shape[-1]
+    mode = "bilinear" if stretch == "bilinear" or smaller else "nearest"
+    up = F.interpolate(noise[None].float(), size=(height, width), mode=mode,
+                       **({"align_corners": False, "antialias": smaller} if mode == "bilinear" else {}))[0]
     return up.round_().clamp_(-eps_px, eps_px).to(torch.int8)
 
 
@@ -124,7 +128,7 @@ def sha256(path: Path) -> str:
 def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: str | os.PathLike, eps_px: int,
            params: dict, progress: bool = True, out_format: str = "files", maxcount: int = 1000,
            trigger_words: list[int] | None = None, image_format: str = "png", quality: int = 90,
-           workers: int | None = None) -> dict:
+           workers: int | None = None, stretch: str = "bilinear") -> dict:
     """Write the protected copy into ``out_dir``; returns the manifest. Originals are only read.
 
     ``out_format``: ``files`` (PNGs + a CSV like the input) or ``webdataset`` (``shards/NNNNN.tar`` with
@@ -151,7 +155,7 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
         """Image i protected and encoded (on a worker thread: decoding, stretching and encoding are the cost)."""
         src = pairs.open_image(i)
         x = pil_to_u8(src)
-        y = apply_noise(x, native_noise(state.noise[i], src.width, src.height, eps_px))
+        y = apply_noise(x, native_noise(state.noise[i], src.width, src.height, eps_px, stretch))
         data_bytes = encode_image(y, image_format, quality, rgb_profile(src))
         kept = None
         if lossy:   # what a reader of the file gets, and how much of the noise is still in it
