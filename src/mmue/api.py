@@ -49,7 +49,7 @@ def load_encoded(csv_path, model, img_key=None, caption_key=None, separator=None
     source of ``rrc-whole`` crops), instead of the model's centre crop."""
     pairs = read_pairs(csv_path, img_key, caption_key, separator)
     if whole_scale:
-        return EncodedPairs.build(pairs, whole_scale * model.image_size, model.codec.encode, whole=True)
+        return EncodedPairs.build(pairs, whole_scale * model.image_size, model.codec.encode, fit="squash")
     return EncodedPairs.build(pairs, model.image_size, model.codec.encode)
 
 
@@ -184,7 +184,7 @@ def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume
 
     def encode(show: bool = False) -> EncodedPairs:  # rank 0 fills the on-disk image cache; the others open it
         built["data"] = EncodedPairs.build(pairs, model.image_size, model.codec.encode, show,
-                                           run.state_dir / "images.u8", TriggerPolicy.needs_words_for(cfg), whole=True)
+                                           run.state_dir / "images.u8", TriggerPolicy.needs_words_for(cfg), sizes=True)
         return built["data"]
     distributed.on_main(lambda: encode(progress) and None)   # nothing to broadcast: the cache is on disk
     data = built.get("data") or encode()

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 
 from .diskarray import DiskArray
-from .images import load_images, load_whole_images
+from .images import load_images, load_sized_images
 from .pairs import PairSet
 
 
@@ -30,7 +30,7 @@ class EncodedPairs:
     caption_image: list[int]          # image index of each caption
     image_captions: list[list[int]]   # caption indices of each image
     word_starts: list[list[int]] | None = None  # token offset of each word boundary per caption (if asked for)
-    sizes: torch.Tensor | None = None  # native (width, height) [N,2] where ``images`` hold whole images squashed
+    sizes: torch.Tensor | None = None  # native (width, height) [N,2] of each image, where recorded
 
     @property
     def n_images(self) -> int:
@@ -38,16 +38,17 @@ class EncodedPairs:
 
     @classmethod
     def build(cls, pairs: PairSet, image_size: int, encode: Callable[[str], Sequence[int]],
-              progress: bool = True, cache=None, words: bool = False, whole: bool = False) -> "EncodedPairs":
+              progress: bool = True, cache=None, words: bool = False, sizes: bool = False, fit: str = "crop"
+              ) -> "EncodedPairs":
         """``cache``: a file to keep the preprocessed images in on disk instead of RAM (see ``load_images``);
         ``words``: also record where each word starts in the token ids (for triggers placed mid-caption);
-        ``whole``: each image whole, squashed to the model's size, with its native size (what the protection
-        optimises; see ``protect.framing``) instead of the trainer's centre crop."""
+        ``sizes``: also record each image's native size (the protection needs it for full-size photos, see
+        ``protect.framing``); ``fit``: ``crop`` (the trainer's centre square) or ``squash`` (the whole image)."""
         bodies = [list(encode(c)) for c in pairs.captions]
         starts = [word_starts(encode, c, b) for c, b in zip(pairs.captions, bodies)] if words else None
-        images, sizes = (load_whole_images(pairs, image_size, progress, cache) if whole
-                         else (load_images(pairs, image_size, progress, cache), None))
-        return cls(images, bodies, list(pairs.caption_image), [list(c) for c in pairs.image_captions], starts, sizes)
+        images, native = (load_sized_images(pairs, image_size, progress, cache, fit) if sizes or fit != "crop"
+                          else (load_images(pairs, image_size, progress, cache), None))
+        return cls(images, bodies, list(pairs.caption_image), [list(c) for c in pairs.image_captions], starts, native)
 
     def sample_captions(self, image_idx: torch.Tensor, generator: torch.Generator) -> list[int]:
         """One caption per image, uniformly among that image's captions."""

@@ -56,13 +56,14 @@ def bad_images(pairs: PairSet, progress: bool = True) -> list[dict]:
 def load_images(pairs: PairSet, size: int, progress: bool = True, cache: str | Path | None = None):
     """All images of ``pairs`` preprocessed to uint8 [N,3,size,size]: a tensor, or with ``cache`` a
     ``DiskArray`` in that file (reused when it already holds the right shape), so RAM stays flat."""
-    return _load(pairs, size, "crop", progress, cache)[0]
+    return _load(pairs, size, "crop", progress, cache, False)[0]
 
 
-def load_whole_images(pairs: PairSet, size: int, progress: bool = True, cache: str | Path | None = None):
-    """(images, sizes): every image whole, squashed to uint8 [N,3,size,size] (as ``load_images``), and its native
-    (width, height) [N,2] after EXIF orientation: what the protection optimises on."""
-    return _load(pairs, size, "squash", progress, cache)
+def load_sized_images(pairs: PairSet, size: int, progress: bool = True, cache: str | Path | None = None,
+                      fit: str = "crop"):
+    """(images, sizes): the images as ``load_images`` (``fit="squash"``: each whole, squashed to size x size) and
+    each one's native (width, height) [N,2] after EXIF orientation."""
+    return _load(pairs, size, fit, progress, cache, True)
 
 
 def _read(pairs: PairSet, i: int, size: int, fit: str) -> tuple[tuple[int, int], torch.Tensor]:
@@ -70,14 +71,14 @@ def _read(pairs: PairSet, i: int, size: int, fit: str) -> tuple[tuple[int, int],
     return img.size, preprocess(img, size, fit)
 
 
-def _load(pairs: PairSet, size: int, fit: str, progress: bool, cache: str | Path | None):
+def _load(pairs: PairSet, size: int, fit: str, progress: bool, cache: str | Path | None, want_sizes: bool):
     shape = (pairs.n_images, 3, size, size)
     marker = f"{shape}" if fit == "crop" else f"{shape} {fit}"
     if cache is not None:
         cache = Path(cache)
         done, sizes_file = cache.with_name(cache.name + ".done"), cache.with_name(cache.name + ".sizes.json")
-        if done.is_file() and done.read_text() == marker and (fit == "crop" or sizes_file.is_file()):
-            sizes = torch.tensor(json.loads(sizes_file.read_text())) if fit != "crop" else None
+        if done.is_file() and done.read_text() == marker and (not want_sizes or sizes_file.is_file()):
+            sizes = torch.tensor(json.loads(sizes_file.read_text())) if want_sizes else None
             return DiskArray(cache, shape, "uint8"), sizes
         out = DiskArray(cache, shape, "uint8", create=True)
     else:
@@ -93,10 +94,9 @@ def _load(pairs: PairSet, size: int, fit: str, progress: bool, cache: str | Path
         bar.update(len(rows))
     bar.close()
     if cache is not None:
-        if fit != "crop":
-            sizes_file.write_text(json.dumps(sizes.tolist()))
+        sizes_file.write_text(json.dumps(sizes.tolist()))
         done.write_text(marker)
-    return out, (sizes if fit != "crop" else None)
+    return out, (sizes if want_sizes else None)
 
 
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:

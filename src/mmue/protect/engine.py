@@ -10,8 +10,8 @@ The variation points are parts, each a small object with its own test: the *trig
 vocabulary, placement, dropout), the *view* the surrogate sees of a noisy image during PGD (``views.py``:
 identity, crop + flip, differentiable JPEG, resize, a random choice), the *gradient filter* applied before the
 sign step (``filters.py``), the *noise parameterisation* (``noise.py``: per-image pixels), and the *framing*
-(``framing.py``): which part of a whole, squashed image the trainer's preprocessing shows (the identity for square
-images). The engine has one path through each step.
+(``framing.py``): what the trainer's resize leaves of the noise on a full-size photo (the identity for images at
+the model's size). The engine has one path through each step.
 
 Under torchrun, surrogate training is data parallel (DDP over slices of each global batch, features gathered)
 and the data pass is sharded by image: each rank optimises the noise and triggers of its own images.
@@ -184,7 +184,7 @@ class MEMEngine:
         return self.triggers.dropped(b, g, self.device)
 
     def _pixels(self, batch: Batch, delta: torch.Tensor) -> torch.Tensor:
-        return self.framing.centre(batch.x_u8.float() / 255, delta, batch.index)
+        return self.framing(batch.x_u8.float() / 255, delta, batch.index)
 
     # ----------------------------------------------------------------------------------------- surrogate
     def train_surrogate(self, state: ProtectionState, g: torch.Generator) -> float:
@@ -201,8 +201,8 @@ class MEMEngine:
             if (idx < n).any():
                 batch = self.make_batch(idx[idx < n], g, shard=True)
                 pixels.append(self.noise.protected(state, batch.index, batch.x_u8) if self.framing.trivial else
-                              self.framing.centre(batch.x_u8.float() / 255,
-                                                  self.noise.delta(state, batch.index, self.device), batch.index))
+                              self.framing(batch.x_u8.float() / 255,
+                                           self.noise.delta(state, batch.index, self.device), batch.index))
                 ids.append(batch.ids(state.triggers[batch.index].to(self.device),
                                      drop=self._dropped(len(batch.index), g)))
             if pub is not None:
@@ -263,11 +263,10 @@ class MEMEngine:
         with torch.no_grad(), autocast(self.device):
             txt = m.encode_text(torch.cat(rows)).float()
         txt = txt.view(len(rows), len(batch.index), -1)
-        phases = self.framing.phases(len(batch.index), g)
         with frozen(m):
             for s in range(cfg.pgd_steps):
                 delta = delta.detach().requires_grad_(True)
-                framed = self.framing.at_step(x, delta, batch.index, phases, s)
+                framed = self.framing(x, delta, batch.index)
                 with autocast(self.device):
                     img_f = m.encode_image(self.view(framed, g)).float()
                 loss = clip_loss(img_f, txt[s % len(rows)], scale)

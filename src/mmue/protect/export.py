@@ -6,9 +6,9 @@ triggered captions) or, with ``out_format="webdataset"``, tar shards under ``sha
 ``manifest.json`` with file hashes only (``mmue check`` verifies a copy against it). ``out/private/`` holds the
 key: the full manifest (seed, parameters, every image's trigger, its source path), which must never be
 published: anyone with the triggers deletes them exactly. ``out/README.txt`` says so.
-Noise is optimised on the whole image squashed to the model's grid (``framing.py``) and stretched over all of the
-image's native pixels, edge to edge (bilinear, so |noise| <= eps still holds); for images already at the model's
-size this is exact. Written files carry no EXIF (location and camera data are dropped); an ICC colour profile is
+Noise is optimised on the trainer's view of each image (the model's grid) and laid over every native pixel, edge
+to edge: stretched to the shorter side, tiled along the longer one (``framing.py``; |noise| <= eps still holds);
+for images already at the model's size this is exact. Written files carry no EXIF (location and camera data are dropped); an ICC colour profile is
 kept. JPEG and WebP output record how much of the noise survived the lossy save (``noise_kept``).
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ..models.tokens import TokenCodec
 from ..workers import ordered_map
 from ..quality import psnr
 from .pgd import apply_noise
+from .framing import tile_index, trainer_crop
 from .placement import insert_trigger
 from .store import ProtectionState
 
@@ -63,15 +64,20 @@ def output_paths(pairs: PairSet, ext: str = ".png") -> list[str]:
 
 def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int, stretch: str = "bilinear"
                  ) -> torch.Tensor:
-    """int8 [3,H,W] noise on the whole native grid from noise [3,S,S] on the squashed image: stretched (bilinear,
-    antialiased where the image is smaller than the grid, so each value is a mean of values within +-eps; or
-    ``nearest``: blocks)."""
+    """int8 [3,H,W] noise on every native pixel from the pattern [3,S,S] on the trainer's centre square: stretched
+    to the shorter side (bilinear, antialiased where that is below S, so each value is a mean of values within
+    +-eps; or ``nearest``: blocks), tiled along the longer side from the centre square outwards
+    (``framing.tile_index``)."""
     if tuple(noise.shape[-2:]) == (height, width):
         return noise
-    smaller = height < noise.shape[-2] or width < noise.shape[-1]
+    s = noise.shape[-1]
+    left, top, tw, th = trainer_crop(width, height, s)
+    smaller = min(tw, th) < s
     mode = "bilinear" if stretch == "bilinear" or smaller else "nearest"
-    up = F.interpolate(noise[None].float(), size=(height, width), mode=mode,
+    up = F.interpolate(noise[None].float(), size=(th, tw), mode=mode,
                        **({"align_corners": False, "antialias": smaller} if mode == "bilinear" else {}))[0]
+    if (tw, th) != (width, height):
+        up = up[:, tile_index(height, th, top)][:, :, tile_index(width, tw, left)]
     return up.round_().clamp_(-eps_px, eps_px).to(torch.int8)
 
 
