@@ -19,9 +19,6 @@ from .diskarray import DiskArray
 from .types import DataError, PairSet, check_image, pil_to_u8
 
 
-FITS = ("crop", "squash")
-
-
 def preprocess(img: Image.Image, size: int, fit: str = "crop") -> torch.Tensor:
     """uint8 [3,size,size]. ``crop``: bicubic resize of the shorter side to ``size``, then center crop (open_clip's
     eval); ``squash``: the whole image resized to size x size, aspect not kept (the same for a square image)."""

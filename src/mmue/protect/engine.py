@@ -186,6 +186,12 @@ class MEMEngine:
     def _pixels(self, batch: Batch, delta: torch.Tensor) -> torch.Tensor:
         return self.framing(batch.x_u8.float() / 255, delta, batch.index)
 
+    def _protected(self, state: ProtectionState, batch: Batch) -> torch.Tensor:
+        """The protected images of ``batch`` as the trainer sees them (8-bit exact where framing is the identity)."""
+        if self.framing.trivial:
+            return self.noise.protected(state, batch.index, batch.x_u8)
+        return self.framing(batch.x_u8.float() / 255, self.noise.delta(state, batch.index, self.device), batch.index)
+
     # ----------------------------------------------------------------------------------------- surrogate
     def train_surrogate(self, state: ProtectionState, g: torch.Generator) -> float:
         """Surrogate steps on the protected images (current noise and triggers). With ``public`` data, batches are
@@ -200,9 +206,7 @@ class MEMEngine:
             pixels, ids = [], []
             if (idx < n).any():
                 batch = self.make_batch(idx[idx < n], g, shard=True)
-                pixels.append(self.noise.protected(state, batch.index, batch.x_u8) if self.framing.trivial else
-                              self.framing(batch.x_u8.float() / 255,
-                                           self.noise.delta(state, batch.index, self.device), batch.index))
+                pixels.append(self._protected(state, batch))
                 ids.append(batch.ids(state.triggers[batch.index].to(self.device),
                                      drop=self._dropped(len(batch.index), g)))
             if pub is not None:
