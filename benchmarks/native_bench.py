@@ -6,6 +6,10 @@ whatever the photo's size, so what grows with the photo is reading, squashing, s
 writing), and prints per image: seconds, peak RSS of the process, and the ratio to the 64 px set.
 
     python benchmarks/native_bench.py [--n 40] [--sizes 64x64,1732x1155,4000x3000] [--format png]
+    python benchmarks/native_bench.py --n 1000 --sizes 64x64,2-12mp     # a phone's mix: 2-12 MP, several aspects
+
+A size is ``WxH`` (every image that size, landscape and portrait in turn) or ``LO-HImp`` (each image's megapixels
+drawn uniformly from LO to HI, its aspect from 1:1, 4:3, 3:2 and 16:9, either orientation).
 """
 from __future__ import annotations
 
@@ -37,15 +41,32 @@ def photo(w: int, h: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(a.clip(0, 255).astype(np.uint8))
 
 
-def make_set(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> Path:
+ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9)
+
+
+def image_sizes(spec: str, n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """The (W, H) of each of ``n`` images for a size spec ``WxH`` or ``LO-HImp``."""
+    if spec.endswith("mp"):
+        lo, hi = (float(v) for v in spec[:-2].split("-"))
+        rng = np.random.default_rng(seed + 1)
+        sizes = []
+        for i in range(n):
+            mp, aspect = rng.uniform(lo, hi) * 1e6, ASPECTS[int(rng.integers(len(ASPECTS)))]
+            w, h = round((mp * aspect) ** 0.5), round((mp / aspect) ** 0.5)
+            sizes.append((w, h) if i % 2 == 0 else (h, w))
+        return sizes
+    w, h = (int(v) for v in spec.split("x"))
+    return [(w, h) if i % 2 == 0 else (h, w) for i in range(n)]   # landscape and portrait
+
+
+def make_set(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
     csv = folder / "d.csv"
     if csv.is_file():
         return csv
     rng = np.random.default_rng(seed)
     (folder / "img").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in range(n):
-        w, h = size if i % 2 == 0 else size[::-1]            # landscape and portrait
+    for i, (w, h) in enumerate(sizes):
         photo(w, h, rng).save(folder / f"img/{i:04d}.jpg", quality=92)
         rows.append(f"img/{i:04d}.jpg,a photo of scene {i} with {['trees', 'a dog', 'the sea', 'a street'][i % 4]}\n")
     csv.write_text("filepath,caption\n" + "".join(rows))
@@ -62,9 +83,9 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for spec in args.sizes.split(","):
-        w, h = (int(v) for v in spec.split("x"))
+        sizes = image_sizes(spec, args.n)
         t0 = time.time()
-        csv = make_set(args.out / f"data-{spec}", args.n, (w, h))
+        csv = make_set(args.out / f"data-{spec}-{args.n}", sizes)
         gen_s = time.time() - t0
         out = args.out / f"prot-{spec}-{args.format}"
         cmd = [sys.executable, "-m", "mmue", "protect", "--train-data", str(csv), "--out", str(out), "--overwrite",
@@ -76,7 +97,7 @@ def main() -> None:
         if r.returncode:
             sys.exit(f"{spec}: mmue protect failed:\n{r.stderr[-3000:]}")
         man = json.loads((out / MANIFEST).read_text())
-        rows.append({"size": spec, "megapixels": w * h / 1e6, "n": args.n, "s_per_image": wall / args.n,
+        rows.append({"size": spec, "megapixels": float(np.mean([w * h for w, h in sizes])) / 1e6, "n": args.n, "s_per_image": wall / args.n,
                      "peak_rss_mb": int(r.stdout.split()[-1]) / 1024, "mean_psnr_db": man["mean_psnr_db"],
                      "noise_kept": man.get("mean_noise_kept"), "generate_s": round(gen_s, 1)})
         print(json.dumps(rows[-1]), flush=True)

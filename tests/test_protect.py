@@ -141,6 +141,34 @@ def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
         api.protect(tiny_synth / "train.csv", tiny_synth, "mem", device="cpu", progress=False, overwrite=True, **FAST)
 
 
+def _published(out: Path) -> tuple[list[bytes], list[str]]:
+    m = json.loads((out / "private/manifest.json").read_text())
+    return [(out / e["file"]).read_bytes() for e in m["images"]], [e["trigger"] for e in m["images"]]
+
+
+def test_stop_once_the_shortcut_is_learned(small_synth, tmp_path):
+    base = dict(FAST, seed=4, text_rounds=1)
+    # a bar every surrogate clears: stops at the first check (round 2, after the text round and one data pass),
+    # with exactly what a one-round run wrote (the check draws from its own generator)
+    stopped = api.protect(small_synth / "train.csv", tmp_path / "s", "mem-3", device="cpu", progress=False,
+                          **{**base, "rounds": 4, "stop_accuracy": 0.01})
+    log = stopped["rounds_log"]
+    assert [r["round"] for r in log] == [1, 2] and log[-1]["stopped"] and log[-1]["images_optimised"] == 0
+    assert 0.01 <= log[-1]["fit_accuracy"] <= 1
+    api.protect(small_synth / "train.csv", tmp_path / "one", "mem-3", device="cpu", progress=False,
+                **{**base, "rounds": 1})
+    assert _published(tmp_path / "s") == _published(tmp_path / "one")
+    # a bar no surrogate clears in 3 steps: every round runs, each check is logged, and the result is the
+    # unchecked run's
+    full = api.protect(small_synth / "train.csv", tmp_path / "f", "mem-3", device="cpu", progress=False,
+                       **{**base, "rounds": 3, "stop_accuracy": 1.0})
+    assert [r.get("fit_accuracy") is not None for r in full["rounds_log"]] == [False, True, True]
+    assert all(r["fit_accuracy"] < 1 and not r.get("stopped") for r in full["rounds_log"][1:])
+    api.protect(small_synth / "train.csv", tmp_path / "n", "mem-3", device="cpu", progress=False,
+                **{**base, "rounds": 3})
+    assert _published(tmp_path / "f") == _published(tmp_path / "n")
+
+
 def test_engine_rows_match_what_the_victim_tokenizes(tiny_synth):
     """Mid-caption triggers: the token rows the engine optimises are exactly the published captions' tokens,
     and trigger dropout swaps in the caption without its trigger."""

@@ -52,6 +52,9 @@ class ProtectConfig:
     rounds: int = knob(20, "rounds (surrogate training + a data pass)", min=0, show=True)
     surrogate_steps: int = knob(200, "surrogate training steps per round", min=0, show=True)
     text_rounds: int = knob(5, "rounds with a trigger (HotFlip) update, the first ones", min=0, show=True)
+    stop_accuracy: float = knob(0.0, "stop early once the surrogate, trained on the protected data, retrieves at "
+                                "least this share of its pairs within a batch, both ways, after the text rounds "
+                                "(the shortcut is learned; 0: run every round)", min=0, max=1)
     candidates: int = knob(16, "HotFlip candidates per trigger position", min=1, show=True)
     batch_size: int = knob(128, "batch size of surrogate steps and data passes", min=1)
     surrogate_lr: float = knob(1e-4, "surrogate learning rate", gt=0)

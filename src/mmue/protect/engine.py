@@ -351,6 +351,37 @@ class MEMEngine:
             n = torch.where(mine[:, None, None, None], state.noise, torch.zeros_like(state.noise)).to(torch.int16)
             state.noise = distributed.all_reduce_sum(n).to(torch.int8)
 
+    # ----------------------------------------------------------------------------------------- stopping
+    def may_stop(self, round_idx: int) -> bool:
+        """Whether round ``round_idx`` (0-based) checks the stop test: asked for, every text round done and at
+        least one data pass behind it, and image noise to stop optimising."""
+        cfg = self.cfg
+        return cfg.stop_accuracy > 0 and cfg.noise == "pgd" and round_idx >= max(1, cfg.text_rounds)
+
+    def fit_accuracy(self, state: ProtectionState, round_idx: int) -> float:
+        """How well the surrogate fits the protected data: its in-batch top-1 retrieval accuracy on the protected
+        images and their published captions (trigger in place, one caption drawn per image), the lower of the
+        two directions, over one pass in batches of ``batch_size``. Draws from its own generator, so a run that
+        checks it optimises exactly what one that does not would."""
+        g = generator(self.cfg.seed, "fit check", round_idx)
+        was_training = self.model.training
+        self.model.eval()
+        hits, pairs = torch.zeros(2, dtype=torch.float64), 0
+        try:
+            with torch.no_grad(), autocast(self.device):
+                for idx in self._batches(torch.randperm(self.data.n_images, generator=g)):
+                    batch = self.make_batch(idx, g, shard=True)
+                    img, txt = distributed.gather_features(
+                        self.model.encode_image(self._protected(state, batch)).float(),
+                        self.model.encode_text(batch.ids(state.triggers[batch.index].to(self.device))).float())
+                    sim, labels = img @ txt.T, torch.arange(len(img), device=img.device)
+                    hits += torch.tensor([float((sim.argmax(1) == labels).sum()),
+                                          float((sim.argmax(0) == labels).sum())], dtype=torch.float64)
+                    pairs += len(img)
+        finally:
+            self.model.train(was_training)
+        return float(hits.min()) / max(1, pairs)
+
     def run(self, state: ProtectionState, on_round: Callable[[ProtectionState, dict], None] | None = None,
             progress: bool = True) -> ProtectionState:
         """Run the remaining rounds of ``state``; ``on_round`` is called after each (checkpointing)."""
@@ -364,6 +395,20 @@ class MEMEngine:
         for r in bar:
             g = generator(cfg.seed, "round", r)
             sl = self.train_surrogate(state, g)
+            fit = self.fit_accuracy(state, r) if self.may_stop(r) else None
+            if fit is not None and fit >= cfg.stop_accuracy:
+                # the surrogate, trained on the data as it is, already retrieves it through the shortcut: later
+                # rounds would only polish noise that is learned (the EM paper's stop test)
+                state.rounds_done = last_round
+                stats = {"round": r + 1, "surrogate_loss": sl, "fit_accuracy": round(fit, 4), "stopped": True,
+                         "images_optimised": 0, "world_size": self.dist.world}
+                log.info("round %d/%d: the surrogate retrieves %.1f %% of the protected pairs (stop at %.1f %%): "
+                         "the shortcut is learned, stopping after %d data passes", r + 1, last_round, 100 * fit,
+                         100 * cfg.stop_accuracy, r)
+                distributed.barrier()
+                if on_round is not None:
+                    distributed.on_main(lambda: on_round(state, stats))
+                break
             tl, il, visits, changed = self.data_pass(state, r, g, progress)
             if visits.max() > 0 and not (visits.min() == visits.max() == 1):
                 raise RuntimeError(f"round {r + 1}: images optimised {int(visits.min())}..{int(visits.max())} times "
@@ -371,7 +416,8 @@ class MEMEngine:
             state.rounds_done = r + 1
             stats = {"round": r + 1, "surrogate_loss": sl, "text_loss": tl, "image_loss": il,
                      "triggers_changed": changed if r < cfg.text_rounds and cfg.trigger_len else None,
-                     "images_optimised": int((visits > 0).sum()), "world_size": self.dist.world}
+                     "images_optimised": int((visits > 0).sum()), "world_size": self.dist.world,
+                     **({"fit_accuracy": round(fit, 4)} if fit is not None else {})}
             bar.set_postfix(surrogate=_loss_text(sl, 3), text=_loss_text(tl, 3), image=_loss_text(il, 3))
             log.info("round %d/%d surrogate %s text %s image %s%s", r + 1, last_round, _loss_text(sl),
                      _loss_text(tl), _loss_text(il), f" triggers changed {changed}/{self.data.n_images}"
