@@ -356,7 +356,8 @@ class MEMEngine:
         """Whether round ``round_idx`` (0-based) checks the stop test: asked for, every text round done and at
         least one data pass behind it, and image noise to stop optimising."""
         cfg = self.cfg
-        return cfg.stop_accuracy > 0 and cfg.noise == "pgd" and round_idx >= max(1, cfg.text_rounds)
+        text = cfg.text_rounds if cfg.trigger_len and not cfg.shares_trigger else 0
+        return cfg.stop_accuracy > 0 and cfg.noise == "pgd" and round_idx >= max(1, text)
 
     def fit_accuracy(self, state: ProtectionState, round_idx: int) -> float:
         """How well the surrogate fits the protected data: its in-batch top-1 retrieval accuracy on the protected
