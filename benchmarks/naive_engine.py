@@ -26,7 +26,9 @@ class NaiveMEMEngine(MEMEngine):
             return torch.stack(out)
         return batch_loss
 
-    def image_step(self, batch, delta, triggers, g, state=None):
+    def image_step(self, batch, delta, triggers, g, state=None, negatives=None):
+        if negatives is not None:
+            raise NotImplementedError("the naive reference has no public negatives")
         m, cfg = self.model, self.cfg
         x = batch.x_u8.float() / 255
         rows = self._step_rows(batch, triggers, g)

@@ -96,3 +96,38 @@ def test_public_surrogate_trains_on_the_mix_and_protects_only_the_owner(tiny_syn
     assert [e["sha256"] for e in mixed["images"]] != [e["sha256"] for e in alone["images"]]
     with pytest.raises(ValueError, match="owner_surrogate"):
         BenchConfig(methods=["mem-3"], owner_surrogate="own+rest").validate()
+
+
+def test_public_negatives_make_the_owners_pairs_stand_apart_from_the_others(tiny_synth):
+    from dataclasses import replace
+
+    import torch
+    from mmue.data.encoded import EncodedPairs
+    from mmue.losses import clip_loss
+    from mmue.models import create_model
+    from mmue.protect import MEMEngine, resolve
+    torch.manual_seed(0)
+    model = create_model("mmue-tiny-rn").eval()
+    pairs = read_pairs(tiny_synth / "train.csv")
+    build = lambda rows: EncodedPairs.build(pairs.subset(list(rows)), model.image_size,  # noqa: E731
+                                            model.codec.encode, False)
+    mine, others = build(range(16)), build(range(16, 96))
+    cfg = resolve("mem-3", rounds=1, surrogate_steps=0, pgd_steps=4, text_rounds=0, shuffle=False, seed=3)
+    with pytest.raises(ValueError, match="needs public"):
+        MEMEngine(model, mine, resolve("mem-3", public_negatives=8))
+    eng = MEMEngine(model, mine, replace(cfg, public_negatives=32), public=others)
+    neg = eng.public_features(torch.Generator().manual_seed(1))
+    assert neg[0].shape == neg[1].shape and len(neg[0]) == 32
+    batch = eng.make_batch(torch.arange(16), torch.Generator().manual_seed(0))
+    trig = eng.init_state().triggers[:16]
+    zero = torch.zeros(16, 3, 64, 64)
+    d_own, _ = eng.image_step(batch, zero, trig, torch.Generator().manual_seed(2))
+    d_neg, _ = eng.image_step(batch, zero, trig, torch.Generator().manual_seed(2), negatives=neg)
+    assert not torch.equal(d_own, d_neg)
+
+    def loss_against_others(delta):   # the owner's pairs among the public ones, as a scraper's batch mixes them
+        with torch.no_grad():
+            img = model.encode_image(eng._pixels(batch, delta)).float()
+            txt = model.encode_text(batch.ids(trig)).float()
+            return float(clip_loss(torch.cat([img, neg[0]]), torch.cat([txt, neg[1]]), model.logit_scale.exp()))
+    assert loss_against_others(d_neg) < loss_against_others(d_own) < loss_against_others(zero)

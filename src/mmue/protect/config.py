@@ -56,6 +56,10 @@ class ProtectConfig:
                                 "least this share of its pairs within a batch, both ways, after the text rounds "
                                 "(the shortcut is learned; 0: run every round)", min=0, max=1)
     candidates: int = knob(16, "HotFlip candidates per trigger position", min=1, show=True)
+    public_negatives: int = knob(0, "with --public data: clean public pairs added to every image-step batch as "
+                                 "negatives, so the noise must set the owner's pairs apart from other people's "
+                                 "images and captions, not only from each other (0: the owner's own batch only)",
+                                 min=0)
     batch_size: int = knob(128, "batch size of surrogate steps and data passes", min=1)
     surrogate_lr: float = knob(1e-4, "surrogate learning rate", gt=0)
     surrogate_wd: float = knob(0.2, "surrogate weight decay", min=0)

@@ -120,6 +120,8 @@ class MEMEngine:
         self.data = data
         self.public = public   # clean data of others the surrogate also trains on (never protected)
         self.cfg = cfg.validate()
+        if cfg.public_negatives and public is None:
+            raise ValueError("public_negatives needs public clean data (mmue protect --public CSV)")
         self.device = torch.device(device)
         self.model.to(self.device)
         self.fwd = distributed.wrap_ddp(self.model, self.device)  # surrogate training is data parallel
@@ -256,8 +258,25 @@ class MEMEngine:
             rows.append(batch.ids(triggers, order, self._dropped(b, g)))
         return rows
 
+    def public_features(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Image and text features of ``public_negatives`` clean public pairs (one caption each, no trigger), drawn
+        afresh for each batch: the others' data the owner's pairs must stand apart from in the image step."""
+        m, pub = self.cfg.public_negatives, self.public
+        if not m or pub is None:
+            return None
+        idx = torch.randperm(pub.n_images, generator=g)[:m]
+        caps = pub.sample_captions(idx, g)
+        with torch.no_grad(), autocast(self.device):
+            img = self.model.encode_image(pub.images[idx].to(self.device).float() / 255).float()
+            txt = self.model.encode_text(
+                self.model.codec.rows([pub.caption_bodies[c] for c in caps]).to(self.device)).float()
+        return img, txt
+
     def image_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor, g: torch.Generator,
-                   state: ProtectionState | None = None) -> tuple[torch.Tensor, float]:
+                   state: ProtectionState | None = None,
+                   negatives: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
+        """PGD on the batch's noise. ``negatives``: fixed image and text features of other pairs, appended to the
+        batch's in the contrastive loss (their own pairs included), so they compete in both directions."""
         m, cfg = self.model, self.cfg
         x = batch.x_u8.float() / 255
         rows = self._step_rows(batch, triggers, g)
@@ -273,7 +292,10 @@ class MEMEngine:
                 framed = self.framing(x, delta, batch.index)
                 with autocast(self.device):
                     img_f = m.encode_image(self.view(framed, g)).float()
-                loss = clip_loss(img_f, txt[s % len(rows)], scale)
+                t = txt[s % len(rows)]
+                if negatives is not None:
+                    img_f, t = torch.cat([img_f, negatives[0]]), torch.cat([t, negatives[1]])
+                loss = clip_loss(img_f, t, scale)
                 (grad,) = torch.autograd.grad(loss, delta)
                 delta = self.noise.step(state, batch.index, delta.detach(), self.grad_filter(grad), cfg.alpha, x,
                                         cfg.eps)
@@ -319,7 +341,7 @@ class MEMEngine:
                     changed += int((triggers != before).any(1).sum())
                     state.triggers[idx] = triggers.cpu()
                 if do_image:
-                    delta, il = self.image_step(batch, delta, triggers, g, state)
+                    delta, il = self.image_step(batch, delta, triggers, g, state, self.public_features(g))
                     image_losses.append(il)
                     self.noise.store(state, idx, batch.x_u8, delta)
                 visits[idx] += 1
