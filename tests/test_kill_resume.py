@@ -49,6 +49,18 @@ def test_protect_killed_then_resumed_equals_uninterrupted(small_synth, tmp_path_
     assert not (out / ".mmue.lock").exists() and not (out / ".mmue_state").exists()
 
 
+def test_protect_with_two_surrogates_killed_then_resumed_equals_uninterrupted(small_synth, tmp_path):
+    # the second surrogate (and its optimiser) is checkpointed with the first: round 2 redone from round 1's
+    # state gives the same noise only if both come back as they were
+    args = ["protect", "--train-data", str(small_synth / "train.csv"), "--surrogate", "mmue-tiny-rn+mmue-tiny-vit"]
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert _run(args + ["--out", str(ref)] + PROTECT, small_synth.parent) == 0
+    killed = args + ["--out", str(out)] + PROTECT
+    assert _run(killed, small_synth.parent, ("mmue.protect.engine:MEMEngine.image_step", 2)) == -9
+    assert _run(killed + ["--resume"], small_synth.parent) == 0
+    assert _published(out) == _published(ref)
+
+
 def test_train_killed_mid_epoch_then_resumed_equals_uninterrupted(small_synth, tmp_path):
     args = ["train", "--train-data", str(small_synth / "train.csv"), "--val-data", str(small_synth / "test.csv"),
             "--epochs", "3", "--batch-size", "8", "--seed", "0", "--device", "cpu"]

@@ -411,3 +411,26 @@ def test_twelve_megapixel_photo_keeps_memory_flat(tmp_path):
     clean = np.asarray(Image.open(tmp_path / "big/img/photo.jpg").convert("RGB"), dtype=np.int16)
     for corner in (out[:300, :300] - clean[:300, :300], out[-300:, -300:] - clean[-300:, -300:]):
         assert (corner != 0).mean() > 0.5
+
+
+def test_a_second_surrogate_at_another_size_shapes_the_noise_too(tiny_synth):
+    from mmue.protect.engine import at_size
+    torch.manual_seed(0)
+    big, small = create_model("mmue-tiny-rn-128").eval(), create_model("mmue-tiny-rn").eval()
+    data = EncodedPairs.build(read_pairs(tiny_synth / "train.csv"), big.image_size, big.codec.encode, False)
+    cfg = resolve("mem-3", **{**FAST, "pgd_steps": 3, "shuffle": False})
+    with pytest.raises(ValueError, match="largest input size first"):
+        MEMEngine(small, data, cfg, helpers=[big])
+    alone, both = MEMEngine(big, data, cfg), MEMEngine(big, data, cfg, helpers=[small])
+    assert "Helper(ClipModel('mmue-tiny-rn'" in repr(both)
+    batch = alone.make_batch(torch.arange(16), torch.Generator().manual_seed(0))
+    trig, zero = alone.init_state().triggers[:16], torch.zeros(16, 3, 128, 128)
+    d_alone, _ = alone.image_step(batch, zero, trig, torch.Generator().manual_seed(1))
+    d_both, _ = both.image_step(batch, zero, trig, torch.Generator().manual_seed(1))
+
+    def small_loss(delta):   # what a 64 px trainer's model makes of the protected pairs
+        with torch.no_grad():
+            img = small.encode_image(at_size(both._pixels(batch, delta), 64)).float()
+            return float(clip_loss(img, small.encode_text(batch.ids(trig)).float(), small.logit_scale.exp()))
+    assert small_loss(d_both) < small_loss(d_alone)
+    assert small_loss(d_both) < small_loss(zero)

@@ -179,7 +179,12 @@ def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume
         gone = {b["index"] for b in skipped}
         pairs = pairs.subset([i for i in range(pairs.n_images) if i not in gone])
     torch.manual_seed(cfg.seed)
-    model = create_model(params["surrogate"], pretrained=params["surrogate_pretrained"], device=dev)
+    # "a+b": surrogates at several input sizes; the first (the largest) holds the noise grid and the triggers
+    names = params["surrogate"].split("+")
+    if params["surrogate_pretrained"] and len(names) > 1:
+        raise ValueError("--surrogate-pretrained takes one surrogate, not several joined by '+'")
+    model = create_model(names[0], pretrained=params["surrogate_pretrained"], device=dev)
+    helpers = [create_model(name, device=dev) for name in names[1:]]
     built: dict = {}
 
     def encode(show: bool = False) -> EncodedPairs:  # rank 0 fills the on-disk image cache; the others open it
@@ -198,7 +203,7 @@ def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume
             return built["public"]
         distributed.on_main(lambda: encode_public(progress) and None)
         public = built.get("public") or encode_public()
-    engine = MEMEngine(model, data, cfg, dev, public=public)
+    engine = MEMEngine(model, data, cfg, dev, public=public, helpers=helpers)
     states: dict = {}
 
     def start() -> int:

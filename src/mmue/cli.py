@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", default="high", choices=list_strengths(),
                    help="; ".join(f"{s}: {get_strength(s).summary}" for s in list_strengths()))
     _knob_flags(p)
-    p.add_argument("--surrogate", default=DEFAULT_MODEL, help="surrogate architecture")
+    p.add_argument("--surrogate", default=DEFAULT_MODEL,
+                   help="surrogate architecture; several joined by '+' (largest input size first, e.g. "
+                   "mmue-tiny-rn-128+mmue-tiny-rn) optimise one noise for trainers at each size")
     p.add_argument("--surrogate-pretrained", default=None, help="local weights for the surrogate")
     p.add_argument("--device", default="auto")
     g = p.add_mutually_exclusive_group()

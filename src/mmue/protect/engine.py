@@ -28,11 +28,12 @@ through the text tower in one batched forward, and all shuffled texts of a PGD v
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import distributed
@@ -72,6 +73,31 @@ def frozen(model: torch.nn.Module):
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def at_size(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """``pixels`` [B,3,S,S] as a model of input ``size`` sees them: an antialiased resize, as a trainer's."""
+    if pixels.shape[-1] == size:
+        return pixels
+    return F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+class Helper:
+    """A further surrogate at a smaller input size (a trainer at another resolution): it trains beside the main
+    one on the same batches, seen through ``at_size``, and its CLIP loss joins the main one's in the image step."""
+
+    def __init__(self, model: ClipModel, cfg: ProtectConfig, device: torch.device):
+        model.to(device)
+        self.fwd = distributed.wrap_ddp(model, device)
+        self.model = distributed.unwrap(self.fwd)
+        self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
+
+    @property
+    def size(self) -> int:
+        return self.model.image_size
+
+    def __repr__(self) -> str:
+        return f"Helper({self.model!r})"
 
 
 @dataclass
@@ -115,7 +141,7 @@ class Batch:
 
 class MEMEngine:
     def __init__(self, surrogate: ClipModel, data: EncodedPairs, cfg: ProtectConfig, device: torch.device | str = "cpu",
-                 public: EncodedPairs | None = None):
+                 public: EncodedPairs | None = None, helpers: tuple[ClipModel, ...] | list[ClipModel] = ()):
         self.model = surrogate
         self.data = data
         self.public = public   # clean data of others the surrogate also trains on (never protected)
@@ -128,6 +154,13 @@ class MEMEngine:
         self.model = distributed.unwrap(self.fwd)
         self.dist = distributed.info()
         self.optimizer = make_optimizer(self.model, cfg.surrogate_lr, cfg.surrogate_wd)
+        for h in helpers:   # the noise lives on the main surrogate's grid; the others see it resized, with its ids
+            if h.image_size > surrogate.image_size or h.codec.context_length != surrogate.codec.context_length \
+                    or h.codec.vocab_size != surrogate.codec.vocab_size:
+                raise ValueError(f"surrogate {h.name} ({h.image_size} px) cannot help {surrogate.name} "
+                                 f"({surrogate.image_size} px): list the largest input size first, and use one "
+                                 "tokenizer and context length for all")
+        self.helpers = [Helper(h, cfg, self.device) for h in helpers]
         self.triggers = TriggerPolicy.build(cfg, data, self.model.codec)
         self.view = parse_view(cfg.eot)
         self.framing = Framing(data.sizes, data.images.shape[-1], cfg.stretch)
@@ -142,6 +175,7 @@ class MEMEngine:
     def __repr__(self) -> str:
         return (f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images}, "
                 + (f"public={self.public.n_images}, " if self.public is not None else "")
+                + (f"helpers={self.helpers!r}, " if self.helpers else "")
                 + f"{self.triggers!r}, view={self.view!r}, filter={self.grad_filter!r}, noise={self.noise!r}, "
                 + f"{self.framing!r})")
 
@@ -219,7 +253,10 @@ class MEMEngine:
                 ids.append(self.model.codec.rows([pub.caption_bodies[c] for c in caps]).to(self.device))
                 if sum(len(p) for p in pixels) < 2:   # a contrastive step needs two pairs
                     continue
-            losses.append(clip_train_step(self.fwd, self.optimizer, torch.cat(pixels), torch.cat(ids), self.device))
+            pixels, ids = torch.cat(pixels), torch.cat(ids)
+            losses.append(clip_train_step(self.fwd, self.optimizer, pixels, ids, self.device))
+            for h in self.helpers:
+                clip_train_step(h.fwd, h.optimizer, at_size(pixels, h.size), ids, self.device)
         return sum(losses) / max(1, len(losses))
 
     # ----------------------------------------------------------------------------------------- text step
@@ -285,17 +322,26 @@ class MEMEngine:
         # all texts of this visit in one forward; they do not depend on the noise
         with torch.no_grad(), autocast(self.device):
             txt = m.encode_text(torch.cat(rows)).float()
+            helper_txt = [h.model.encode_text(torch.cat(rows)).float().view(len(rows), len(batch.index), -1)
+                          for h in self.helpers]
         txt = txt.view(len(rows), len(batch.index), -1)
-        with frozen(m):
+        with ExitStack() as stack:
+            for model in (m, *(h.model for h in self.helpers)):
+                stack.enter_context(frozen(model))
             for s in range(cfg.pgd_steps):
                 delta = delta.detach().requires_grad_(True)
-                framed = self.framing(x, delta, batch.index)
+                viewed = self.view(self.framing(x, delta, batch.index), g)
                 with autocast(self.device):
-                    img_f = m.encode_image(self.view(framed, g)).float()
+                    img_f = m.encode_image(viewed).float()
                 t = txt[s % len(rows)]
                 if negatives is not None:
                     img_f, t = torch.cat([img_f, negatives[0]]), torch.cat([t, negatives[1]])
                 loss = clip_loss(img_f, t, scale)
+                for h, h_txt in zip(self.helpers, helper_txt):   # each surrogate's loss counts the same
+                    with autocast(self.device):
+                        h_img = h.model.encode_image(at_size(viewed, h.size)).float()
+                    loss = loss + clip_loss(h_img, h_txt[s % len(rows)], h.model.logit_scale.exp().detach())
+                loss = loss / (1 + len(self.helpers))
                 (grad,) = torch.autograd.grad(loss, delta)
                 delta = self.noise.step(state, batch.index, delta.detach(), self.grad_filter(grad), cfg.alpha, x,
                                         cfg.eps)
@@ -324,7 +370,8 @@ class MEMEngine:
         if not (do_text or do_image):
             return float("nan"), float("nan"), visits, 0
         was_training = self.model.training
-        self.model.eval()  # no batch-norm statistics updates while optimising the data
+        for model in (self.model, *(h.model for h in self.helpers)):
+            model.eval()   # no batch-norm statistics updates while optimising the data
         text_losses, image_losses, changed = [], [], 0
         mine = torch.randperm(self.data.n_images, generator=g)[d.rank::d.world]   # the same order on every rank
         g = generator(cfg.seed, "data pass", round_idx, d.rank)                  # this rank's own draws
@@ -346,7 +393,8 @@ class MEMEngine:
                     self.noise.store(state, idx, batch.x_u8, delta)
                 visits[idx] += 1
         finally:
-            self.model.train(was_training)
+            for model in (self.model, *(h.model for h in self.helpers)):
+                model.train(was_training)
         if d.enabled:
             self._merge_ranks(state, visits > 0, do_text, do_image)
             distributed.all_reduce_sum(visits)

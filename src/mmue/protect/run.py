@@ -147,6 +147,9 @@ class ProtectionRun:
             files = ProtectionState.files(self.state_dir)
             engine.model.clip.load_state_dict(load_file(str(self.state_dir / files["surrogate"])))
             engine.optimizer.load_state_dict(torch.load(self.state_dir / files["optimizer"], weights_only=True))
+            for i, h in enumerate(engine.helpers, 1):
+                h.model.clip.load_state_dict(load_file(str(self.state_dir / files[f"surrogate{i}"])))
+                h.optimizer.load_state_dict(torch.load(self.state_dir / files[f"optimizer{i}"], weights_only=True))
             log.info("resuming after round %d/%d", rounds_done, engine.cfg.rounds)
 
     def checkpoint(self, engine, state: ProtectionState, stats: dict) -> None:
@@ -154,9 +157,14 @@ class ProtectionRun:
         names the round's files: a kill in between leaves the previous round's checkpoint whole)."""
         append_jsonl(self.state_dir / "rounds.jsonl", {**stats, "elapsed_s": round(time.time() - self.t0, 1)})
         r = state.rounds_done
-        save_model(engine.model, self.state_dir, f"surrogate.r{r}")
-        atomic_torch_save(engine.optimizer.state_dict(), self.state_dir / f"optimizer.r{r}.pt")
-        state.save(self.state_dir, {"surrogate": f"surrogate.r{r}.safetensors", "optimizer": f"optimizer.r{r}.pt"})
+        files = {}
+        for i, (model, optimizer) in enumerate([(engine.model, engine.optimizer)]
+                                               + [(h.model, h.optimizer) for h in engine.helpers]):
+            tag = str(i) if i else ""
+            save_model(model, self.state_dir, f"surrogate{tag}.r{r}")
+            atomic_torch_save(optimizer.state_dict(), self.state_dir / f"optimizer{tag}.r{r}.pt")
+            files.update({f"surrogate{tag}": f"surrogate{tag}.r{r}.safetensors", f"optimizer{tag}": f"optimizer{tag}.r{r}.pt"})
+        state.save(self.state_dir, files)
 
     def round_log(self) -> list[dict]:
         """One record per round; a round redone after a crash keeps its last record."""

@@ -62,8 +62,8 @@ class ProtectionState:
         atomic_write_json(folder / STATE_FILE, {"rounds_done": r, "noise_shape": list(self.noise.shape),
                                                 "files": files})
         for old in folder.glob("*.r*.*"):   # earlier rounds' files, now unreferenced
-            if old.name not in files.values() and old.name.split(".r")[0] in ("noise.ckpt", "triggers", "surrogate",
-                                                                             "optimizer"):
+            if old.name not in files.values() and old.name.split(".r")[0].rstrip("0123456789") in (
+                    "noise.ckpt", "triggers", "surrogate", "optimizer"):
                 old.unlink(missing_ok=True)
 
     @staticmethod
