@@ -463,6 +463,11 @@ class MEMEngine:
         last_round = cfg.rounds if cfg.noise == "pgd" else min(cfg.rounds, cfg.text_rounds)
         bar = tqdm(range(state.rounds_done, last_round), desc="protect", initial=state.rounds_done, total=last_round,
                    disable=None if progress and self.dist.is_main else True)
+
+        def finished(stats: dict) -> None:
+            distributed.barrier()  # every rank's noise rows are written before rank 0 checkpoints them
+            if on_round is not None:
+                distributed.on_main(lambda: on_round(state, stats))
         for r in bar:
             g = generator(cfg.seed, "round", r)
             sl = self.train_surrogate(state, g)
@@ -476,9 +481,7 @@ class MEMEngine:
                 log.info("round %d/%d: the surrogate retrieves %.1f %% of the protected pairs (stop at %.1f %%): "
                          "the shortcut is learned, stopping after %d data passes", r + 1, last_round, 100 * fit,
                          100 * cfg.stop_accuracy, r)
-                distributed.barrier()
-                if on_round is not None:
-                    distributed.on_main(lambda: on_round(state, stats))
+                finished(stats)
                 break
             tl, il, visits, changed = self.data_pass(state, r, g, progress)
             if visits.max() > 0 and not (visits.min() == visits.max() == 1):
@@ -493,7 +496,5 @@ class MEMEngine:
             log.info("round %d/%d surrogate %s text %s image %s%s", r + 1, last_round, _loss_text(sl),
                      _loss_text(tl), _loss_text(il), f" triggers changed {changed}/{self.data.n_images}"
                      if stats["triggers_changed"] is not None else "")
-            distributed.barrier()  # every rank's noise rows are written before rank 0 checkpoints them
-            if on_round is not None:
-                distributed.on_main(lambda: on_round(state, stats))
+            finished(stats)
         return state
