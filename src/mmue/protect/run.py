@@ -145,11 +145,9 @@ class ProtectionRun:
         """Surrogate and optimiser as they were after the last finished round."""
         if rounds_done > 0:
             files = ProtectionState.files(self.state_dir)
-            engine.model.clip.load_state_dict(load_file(str(self.state_dir / files["surrogate"])))
-            engine.optimizer.load_state_dict(torch.load(self.state_dir / files["optimizer"], weights_only=True))
-            for i, h in enumerate(engine.helpers, 1):
-                h.model.clip.load_state_dict(load_file(str(self.state_dir / files[f"surrogate{i}"])))
-                h.optimizer.load_state_dict(torch.load(self.state_dir / files[f"optimizer{i}"], weights_only=True))
+            for tag, model, optimizer in _surrogates(engine):
+                model.clip.load_state_dict(load_file(str(self.state_dir / files[f"surrogate{tag}"])))
+                optimizer.load_state_dict(torch.load(self.state_dir / files[f"optimizer{tag}"], weights_only=True))
             log.info("resuming after round %d/%d", rounds_done, engine.cfg.rounds)
 
     def checkpoint(self, engine, state: ProtectionState, stats: dict) -> None:
@@ -158,9 +156,7 @@ class ProtectionRun:
         append_jsonl(self.state_dir / "rounds.jsonl", {**stats, "elapsed_s": round(time.time() - self.t0, 1)})
         r = state.rounds_done
         files = {}
-        for i, (model, optimizer) in enumerate([(engine.model, engine.optimizer)]
-                                               + [(h.model, h.optimizer) for h in engine.helpers]):
-            tag = str(i) if i else ""
+        for tag, model, optimizer in _surrogates(engine):
             save_model(model, self.state_dir, f"surrogate{tag}.r{r}")
             atomic_torch_save(optimizer.state_dict(), self.state_dir / f"optimizer{tag}.r{r}.pt")
             files.update({f"surrogate{tag}": f"surrogate{tag}.r{r}.safetensors", f"optimizer{tag}": f"optimizer{tag}.r{r}.pt"})
@@ -173,3 +169,9 @@ class ProtectionRun:
     def close(self) -> None:
         """The protected copy is written: the working state goes."""
         shutil.rmtree(self.state_dir)
+
+
+def _surrogates(engine) -> list[tuple[str, object, object]]:
+    """(file tag, model, optimiser) of every surrogate: "" for the main one, "1", "2", ... for the helpers."""
+    return [("", engine.model, engine.optimizer)] + [(str(i), h.model, h.optimizer)
+                                                      for i, h in enumerate(engine.helpers, 1)]
