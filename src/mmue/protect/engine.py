@@ -179,6 +179,11 @@ class MEMEngine:
                 + f"{self.triggers!r}, view={self.view!r}, filter={self.grad_filter!r}, noise={self.noise!r}, "
                 + f"{self.framing!r})")
 
+    @property
+    def surrogates(self) -> list[ClipModel]:
+        """The main surrogate and its helpers."""
+        return [self.model, *(h.model for h in self.helpers)]
+
     # ----------------------------------------------------------------------------------------- state
     def init_state(self, folder=None) -> ProtectionState:
         """Fresh state: noise in memory, or in ``folder`` on disk (flat RAM for large datasets)."""
@@ -321,12 +326,13 @@ class MEMEngine:
         loss = torch.tensor(float("nan"))
         # all texts of this visit in one forward; they do not depend on the noise
         with torch.no_grad(), autocast(self.device):
-            txt = m.encode_text(torch.cat(rows)).float()
-            helper_txt = [h.model.encode_text(torch.cat(rows)).float().view(len(rows), len(batch.index), -1)
+            all_rows = torch.cat(rows)
+            txt = m.encode_text(all_rows).float()
+            helper_txt = [h.model.encode_text(all_rows).float().view(len(rows), len(batch.index), -1)
                           for h in self.helpers]
         txt = txt.view(len(rows), len(batch.index), -1)
         with ExitStack() as stack:
-            for model in (m, *(h.model for h in self.helpers)):
+            for model in self.surrogates:
                 stack.enter_context(frozen(model))
             for s in range(cfg.pgd_steps):
                 delta = delta.detach().requires_grad_(True)
@@ -370,7 +376,7 @@ class MEMEngine:
         if not (do_text or do_image):
             return float("nan"), float("nan"), visits, 0
         was_training = self.model.training
-        for model in (self.model, *(h.model for h in self.helpers)):
+        for model in self.surrogates:
             model.eval()   # no batch-norm statistics updates while optimising the data
         text_losses, image_losses, changed = [], [], 0
         mine = torch.randperm(self.data.n_images, generator=g)[d.rank::d.world]   # the same order on every rank
@@ -393,7 +399,7 @@ class MEMEngine:
                     self.noise.store(state, idx, batch.x_u8, delta)
                 visits[idx] += 1
         finally:
-            for model in (self.model, *(h.model for h in self.helpers)):
+            for model in self.surrogates:
                 model.train(was_training)
         if d.enabled:
             self._merge_ranks(state, visits > 0, do_text, do_image)
