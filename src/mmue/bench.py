@@ -15,6 +15,7 @@ from pathlib import Path
 from . import api
 from .defenses import apply_defense, uses_augment
 from .defenses import validate as validate_defense
+from .external import is_external
 from .experiments import ensure_protected, last_epoch_zeroshot, random_guess_of, train_victim, victim_metrics
 from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 from .data.pairs import read_pairs
@@ -69,6 +70,11 @@ class BenchConfig:
                 raise ValueError("method 'absent' (trained without the owner's data) needs an owner")   # names the known methods (`mmue methods`) when it is not one
         for d in self.defenses + [d for ds in self.victim_defenses.values() for d in ds]:
             validate_defense(d)
+        for v in filter(is_external, self.victims):
+            augmented = [d for d in self.victim_defenses.get(v, self.defenses) if uses_augment(d) != "none"]
+            if augmented:
+                raise ValueError(f"victim {v} trains with open_clip_train's own augmentation: give it defenses "
+                                 f"without a training augmentation in victim_defenses (not {augmented})")
         stray = set(self.victim_defenses) - set(self.victims)
         if stray:
             raise ValueError(f"victim_defenses names {sorted(stray)}, which are not among victims {self.victims}")
@@ -84,7 +90,8 @@ def _cell_key(method: str, victim: str, seed: int, defense: str = "none") -> str
 
 
 def _victim_dir(out: Path, method: str, victim: str, seed: int, defense: str = "none") -> Path:
-    return out / "victims" / (f"{method}-{victim}-s{seed}" + ("" if defense == "none" else f"-{defense}"))
+    name = victim.replace(":", "-")   # open_clip_train:ARCH
+    return out / "victims" / (f"{method}-{name}-s{seed}" + ("" if defense == "none" else f"-{defense}"))
 
 
 def _with_zeroshot(rows: list[dict], out: Path, zeroshot: Path, device: str) -> list[dict]:
@@ -185,7 +192,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 for m in sorted(cfg.methods, key=lambda m: not m.startswith("mem"))]
     shown = next((p for p in released if (p / MANIFEST).exists()), None)
     write_report(out, f"MMUE bench ({cfg.strength}, surrogate {cfg.surrogate})", tables,
-                 {f"{m} / {v}": out / "victims" / f"{m}-{v}-s{seed0}" for m in cfg.methods for v in cfg.victims},
+                 {f"{m} / {v}": _victim_dir(out, m, v, seed0) for m in cfg.methods for v in cfg.victims},
                  shown, train_csv if shown else None,
                  notes=[f"seeds {cfg.seeds}; curves show seed {seed0} of this run's methods and victims",
                         "victims trained on the written files (from scratch; mmue-effl0-minilm from pretrained "

@@ -10,6 +10,7 @@ from pathlib import Path
 from . import api
 from .data import read_pairs
 from .device import resolve_device
+from .external import is_external, train_with_open_clip
 from .metrics import random_guess
 from .models import load_model
 from .protect.run import ProtectionRun
@@ -30,6 +31,9 @@ def ensure_protected(train_csv: Path, out: Path, method: str, strength: str, see
 
 
 def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: TrainConfig, device: str) -> None:
+    """Train victim ``model`` (an architecture, or ``open_clip_train:ARCH`` for open_clip's own trainer)."""
+    if is_external(model):
+        return train_with_open_clip(train_csv, run, model, cfg, device)
     if (run / "summary.json").exists():
         log.info("victim %s already trained", run)
         return

@@ -83,8 +83,9 @@ def at_size(pixels: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class Helper:
-    """A further surrogate at a smaller input size (a trainer at another resolution): it trains beside the main
-    one on the same batches, seen through ``at_size``, and its CLIP loss joins the main one's in the image step."""
+    """A further surrogate, of another architecture or at a smaller input size (a trainer at another resolution):
+    it trains beside the main one on the same batches, seen through ``at_size``, and its CLIP loss joins the main
+    one's in the image step."""
 
     def __init__(self, model: ClipModel, cfg: ProtectConfig, device: torch.device):
         model.to(device)
