@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="; ".join(f"{s}: {get_strength(s).summary}" for s in list_strengths()))
     _knob_flags(p)
     p.add_argument("--surrogate", default=DEFAULT_MODEL,
-                   help="surrogate architecture; several joined by '+' (largest input size first, e.g. "
-                   "mmue-tiny-rn-128+mmue-tiny-rn) optimise one noise for trainers at each size")
+                   help="surrogate architecture; several joined by '+' optimise one noise against all of them "
+                   "(largest input size first: mmue-tiny-rn-128+mmue-tiny-rn for trainers at two sizes, "
+                   "mmue-tiny-rn+mmue-tiny-vit for two architectures)")
     p.add_argument("--surrogate-pretrained", default=None, help="local weights for the surrogate")
     p.add_argument("--device", default="auto")
     g = p.add_mutually_exclusive_group()
