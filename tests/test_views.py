@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mmue.protect.filters import GaussianBlur, GradientFilter, make_filter
-from mmue.protect.views import CropFlip, Identity, Jpeg, RandomChoice, Resize, parse_view
+from mmue.protect.views import Crop, CropFlip, Identity, Jpeg, RandomChoice, Resize, parse_view
 
 
 def test_parse_view_specs():
@@ -11,14 +11,16 @@ def test_parse_view_specs():
     assert isinstance(parse_view("rrc-flip"), CropFlip)
     assert isinstance(parse_view("jpeg"), Jpeg) and repr(parse_view("jpeg")) == "Jpeg(quality=10..95)"
     assert repr(parse_view("resize-32")) == "Resize(32)"
+    assert isinstance(parse_view("crop-0.9"), Crop) and repr(parse_view("crop-0.9")) == "Crop(scale=0.9..1)"
     mix = parse_view("rrc-flip|jpeg|resize-48")
     assert isinstance(mix, RandomChoice) and len(mix.views) == 3
-    for bad in ("png", "resize-2", "jpeg|", ""):
+    for bad in ("png", "resize-2", "jpeg|", "", "crop-0.01", "crop-2", "crop-"):
         with pytest.raises(ValueError, match="eot must be"):
             parse_view(bad)
 
 
-@pytest.mark.parametrize("spec", ["none", "rrc-flip", "jpeg", "resize-16", "rrc-flip|jpeg|resize-16"])
+@pytest.mark.parametrize("spec", ["none", "rrc-flip", "crop-0.9", "jpeg", "resize-16",
+                                  "rrc-flip|jpeg|resize-16"])
 def test_views_keep_shape_range_and_gradient(spec):
     x = torch.rand(4, 3, 32, 32, requires_grad=True)
     y = parse_view(spec)(x, torch.Generator().manual_seed(0))
@@ -34,6 +36,15 @@ def test_resize_view_removes_what_a_downscale_removes():
     assert (y - 0.5).abs().max() < 0.05     # the finest pattern does not survive 16 px
     smooth = torch.linspace(0, 1, 32).expand(1, 3, 32, 32)
     assert (Resize(16)(smooth, torch.Generator()) - smooth).abs().max() < 0.05
+
+
+def test_mild_crop_resamples_every_pixel_and_is_seeded():
+    x = torch.rand(2, 3, 32, 32)
+    a = Crop(0.9)(x, torch.Generator().manual_seed(1))
+    b = Crop(0.9)(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    # a crop of >= 90 % of the area, resized back, moves pixel-level noise: little of it stays in place
+    assert (a - x).abs().mean() > 0.1
 
 
 def test_random_choice_draws_from_its_generator():

@@ -9,7 +9,17 @@ import torch
 
 def rrc_flip(pixels: torch.Tensor, g: torch.Generator, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
     """Random-resized-crop + horizontal flip, independently per image, from a seeded generator."""
+    return random_resized_crop(pixels, g, scale, ratio, flip=True)
+
+
+def random_resized_crop(pixels: torch.Tensor, g: torch.Generator, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3),
+                        flip: bool = False, bicubic: bool = False) -> torch.Tensor:
+    """Random-resized-crop back to the input size, per image, differentiable in ``pixels``; ``flip``: then a
+    horizontal flip with probability 1/2; ``bicubic``: bicubic resampling (open_clip's training transform)
+    instead of bilinear."""
+    from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
+    mode = InterpolationMode.BICUBIC if bicubic else InterpolationMode.BILINEAR
     n, _, h, w = pixels.shape
     out = torch.empty_like(pixels)
     for i in range(n):
@@ -19,8 +29,8 @@ def rrc_flip(pixels: torch.Tensor, g: torch.Generator, scale=(0.5, 1.0), ratio=(
         ch = min(h, max(1, round(math.sqrt(area / aspect))))
         cw = min(w, max(1, round(math.sqrt(area * aspect))))
         top, left = int(r[2] * (h - ch + 1)), int(r[3] * (w - cw + 1))
-        crop = TF.resized_crop(pixels[i], top, left, ch, cw, [h, w], antialias=True)
-        out[i] = TF.horizontal_flip(crop) if torch.rand(1, generator=g).item() < 0.5 else crop
+        crop = TF.resized_crop(pixels[i], top, left, ch, cw, [h, w], interpolation=mode, antialias=True)
+        out[i] = TF.horizontal_flip(crop) if flip and torch.rand(1, generator=g).item() < 0.5 else crop
     return out.clamp_(0, 1)
 
 

@@ -37,8 +37,9 @@ class ProtectConfig:
     trigger_vocab_min_images: int = knob(0, "trigger words only from those the dataset's captions use in >= N "
                                          "images (0: any whole word)", min=0)
     eot: str = knob("none", "view the surrogate sees of the noisy image during PGD: none, rrc-flip (random "
-                    "resized crop + flip), jpeg (differentiable JPEG, quality 10..95), resize-S (to S px and "
-                    "back), or several joined by '|' (one drawn per step)", show=False)
+                    "resized crop at 0.5-1 of the area + flip), crop-S (bicubic crop at S-1 of the area, no flip: "
+                    "crop-0.9 is open_clip_train's default), jpeg (differentiable JPEG, quality 10..95), resize-S "
+                    "(to S px and back), or several joined by '|' (one drawn per step)", show=False)
     stretch: str = knob("bilinear", "how the noise on the model's grid covers a full-size photo: bilinear (smooth) "
                         "or nearest (blocks, sharper after a trainer's resize)", choices=("bilinear", "nearest"))
     grad_blur: float = knob(0.0, "Gaussian sigma (px) on the PGD gradient: low-frequency noise", min=0, max=10)

@@ -2,7 +2,7 @@
 
 Each view is a callable ``view(pixels, generator) -> pixels`` on [N,3,H,W] in [0,1], differentiable in
 ``pixels``, with a readable ``repr``. ``parse_view`` reads the ``eot`` spec of a ``ProtectConfig``:
-``none``, ``rrc-flip``, ``jpeg``, ``resize-S``, or several joined by ``|`` (one drawn per PGD step).
+``none``, ``rrc-flip``, ``crop-S``, ``jpeg``, ``resize-S``, or several joined by ``|`` (one drawn per PGD step).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from ..augment import rrc_flip
+from ..augment import random_resized_crop, rrc_flip
 from .jpeg import diff_jpeg
 
 
@@ -33,6 +33,20 @@ class CropFlip(View):
 
     def __call__(self, pixels, g):
         return rrc_flip(pixels, g)
+
+
+class Crop(View):
+    """A trainer's random-resized-crop at ``low``..100 % of the area (aspect 3/4..4/3), bicubic, no flip:
+    open_clip_train's default training view at ``low`` = 0.9. Even so mild a crop resamples every pixel."""
+
+    def __init__(self, low: float):
+        self.low = low
+
+    def __call__(self, pixels, g):
+        return random_resized_crop(pixels, g, scale=(self.low, 1.0), bicubic=True)
+
+    def __repr__(self) -> str:
+        return f"Crop(scale={self.low:g}..1)"
 
 
 class Jpeg(View):
@@ -84,10 +98,14 @@ def _one(spec: str) -> View:
         return CropFlip()
     if spec == "jpeg":
         return Jpeg()
+    m = re.fullmatch(r"crop-(0\.\d+|1)", spec)
+    if m and float(m.group(1)) >= 0.05:
+        return Crop(float(m.group(1)))
     m = re.fullmatch(r"resize-(\d+)", spec)
     if m and int(m.group(1)) >= 8:
         return Resize(int(m.group(1)))
-    raise ValueError(f"eot must be none, rrc-flip, jpeg, resize-S (S >= 8 px) or several joined by '|' "
+    raise ValueError(f"eot must be none, rrc-flip, crop-S (0.05 <= S <= 1: bicubic crop at S..1 of the area), "
+                     f"jpeg, resize-S (S >= 8 px) or several joined by '|' "
                      f"(got {spec!r})")
 
 
