@@ -9,10 +9,11 @@ from mmue.augment import rrc_flip
 
 def test_validate_names():
     for ok in ("none", "jpeg-50", "grayscale", "blur-0.5", "bits-3", "resize-0.5", "strip-3", "rare-5",
-               "shuffle-captions", "rrc-flip", "oracle-captions", "rare-10+jpeg-75+rrc-flip"):
+               "shuffle-captions", "rrc-flip", "oracle-captions", "rare-10+jpeg-75+rrc-flip", "crop-0.9",
+               "jpeg-75+crop-0.9"):
         assert validate(ok) == ok
     for bad in ("jpeg-0", "bits-9", "resize-2", "strip-0", "rare-1", "sharpen", "none+jpeg-75", "jpeg-75+jpeg-75",
-                "rare-10+sharpen"):
+                "rare-10+sharpen", "crop-0.01", "crop-1.5", "crop-"):
         with pytest.raises(ValueError):
             validate(bad)
 
@@ -102,6 +103,10 @@ def test_oracle_captions_and_composition(tiny_synth, tmp_path):
     assert composed.parent.name == "1-jpeg-75"
     from mmue.defenses import uses_augment
     assert uses_augment("oracle-captions+jpeg-75+rrc-flip") == "rrc-flip" and uses_augment("jpeg-75") == "none"
+    assert uses_augment("jpeg-75+crop-0.9") == "crop-0.9"
+    assert apply_defense(src, "crop-0.9", tmp_path / "crop") == src            # acts in training: no file written
+    with pytest.raises(ValueError, match="one training augmentation"):
+        uses_augment("crop-0.9+rrc-flip")
     other = tmp_path / "one_row.csv"
     other.write_text(f"filepath,caption\n{tiny_synth / 'images/train_00000.png'},a\n")
     with pytest.raises(ValueError, match="not the data it was protected from"):

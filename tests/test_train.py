@@ -93,6 +93,20 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_synth, tmp_path, m
     assert ra[-1]["train_loss"] == pytest.approx(rb[-1]["train_loss"], abs=1e-6)
 
 
+def test_crop_augment_is_validated_recorded_and_changes_training(tiny_synth, tmp_path):
+    """``augment="crop-0.9"`` (open_clip_train's default view) trains on resampled crops, seeded."""
+    with pytest.raises(ValueError, match="crop-S"):
+        TrainConfig(augment="crop-2").validate()
+    short = {**CFG, "epochs": 1}
+    plain = api.train(tiny_synth / "train.csv", tmp_path / "plain", config=TrainConfig(**short), device="cpu",
+                      progress=False)
+    runs = [api.train(tiny_synth / "train.csv", tmp_path / f"crop{i}", config=TrainConfig(**short, augment="crop-0.9"),
+                      device="cpu", progress=False) for i in range(2)]
+    assert runs[0]["last"]["train_loss"] == pytest.approx(runs[1]["last"]["train_loss"], abs=1e-6)
+    assert runs[0]["last"]["train_loss"] != pytest.approx(plain["last"]["train_loss"], abs=1e-4)
+    assert RunDir(tmp_path / "crop0").params()["augment"] == "crop-0.9"
+
+
 def test_rrc_whole_trains_on_whole_photos(tmp_path):
     """``augment="rrc-whole"`` reads crops from each photo whole (twice the model's size, native size kept)."""
     import numpy as np

@@ -3,8 +3,19 @@ model-size image (``rrc_flip``) or of the whole photo at its native aspect (``rr
 from __future__ import annotations
 
 import math
+import re
 
 import torch
+
+
+_CROP = re.compile(r"crop-(0\.\d+|1)")
+
+
+def crop_scale(spec: str) -> float | None:
+    """S of a ``crop-S`` spec (a bicubic random-resized-crop at S..1 of the area, no flip; ``crop-0.9`` is
+    open_clip_train's default training view), or None when ``spec`` is not one (S must be in [0.05, 1])."""
+    m = _CROP.fullmatch(spec)
+    return float(m.group(1)) if m and float(m.group(1)) >= 0.05 else None
 
 
 def rrc_flip(pixels: torch.Tensor, g: torch.Generator, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:

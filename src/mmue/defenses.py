@@ -6,9 +6,10 @@ the first K words of every caption: trigger stripping), ``rare-N`` (drop every w
 of fewer than N images: an attacker who knows triggers are rare words, wherever they sit), ``shuffle-captions``
 (permute captions among an image's captions), ``oracle-captions`` (the released images with their *original*
 captions: the bound for any caption cleaning, which measures what the image noise does alone), ``rrc-flip``
-(random-resized-crop + flip augmentation during victim training, no file change) and ``rrc-whole`` (the same
+(random-resized-crop + flip augmentation during victim training, no file change), ``rrc-whole`` (the same
 over the whole photo at its native aspect, as a trainer crops full-size photos; ``rrc-flip`` crops the model's
-centre square). Defenses compose with ``+``,
+centre square) and ``crop-S`` (a bicubic random-resized-crop at S..1 of the area during training, no flip:
+``crop-0.9`` is open_clip_train's default training view). Defenses compose with ``+``,
 applied left to right (``rare-10+jpeg-75+rrc-flip``: the cheap attacker's pipeline).
 File defenses write a defended copy of the dataset; the originals and the released copy are only read.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .augment import crop_scale
 from .data.pairs import read_pairs, write_pairs
 from .data.types import PairSet
 
@@ -34,14 +36,19 @@ _PATTERNS = {
 CAPTION_DEFENSES = ("strip", "rare", "shuffle-captions", "oracle-captions")
 
 
+def is_training_defense(name: str) -> bool:
+    """Whether ``name`` acts through the victim's training augmentation (no file is changed)."""
+    return name in TRAINING_DEFENSES or crop_scale(name) is not None
+
+
 def parts(name: str) -> list[str]:
     """The single defenses of a composed name, in the order they are applied."""
     return name.split("+")
 
 
 def uses_augment(name: str) -> str:
-    """The victim's training augmentation under defense ``name`` ("rrc-flip", "rrc-whole" or "none")."""
-    used = [p for p in parts(name) if p in TRAINING_DEFENSES]
+    """The victim's training augmentation under defense ``name`` ("rrc-flip", "rrc-whole", "crop-S" or "none")."""
+    used = [p for p in parts(name) if is_training_defense(p)]
     if len(used) > 1:
         raise ValueError(f"defense {name!r}: one training augmentation at a time")
     return used[0] if used else "none"
@@ -55,7 +62,7 @@ def validate(name: str) -> str:
         for p in ps:
             validate(p)
         return name
-    if name in ("none", "grayscale", "shuffle-captions", "oracle-captions") or name in TRAINING_DEFENSES:
+    if name in ("none", "grayscale", "shuffle-captions", "oracle-captions") or is_training_defense(name):
         return name
     for kind, pat in _PATTERNS.items():
         m = pat.match(name)
@@ -66,7 +73,8 @@ def validate(name: str) -> str:
             if ok:
                 return name
     raise ValueError(f"unknown defense {name!r}: use none, jpeg-Q, grayscale, blur-S, bits-B, resize-F (0<F<1), "
-                     "strip-K, rare-N (N>=2), shuffle-captions, oracle-captions, rrc-flip or rrc-whole, or several joined "
+                     "strip-K, rare-N (N>=2), shuffle-captions, oracle-captions, rrc-flip, rrc-whole or crop-S "
+                     "(0.05<=S<=1), or several joined "
                      "by '+'")
 
 
@@ -148,7 +156,7 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
         for i, part in enumerate(parts(name)):
             csv_path = apply_defense(csv_path, part, Path(out_dir) / f"{i}-{part}", seed, original)
         return csv_path
-    if name == "none" or name in TRAINING_DEFENSES:
+    if name == "none" or is_training_defense(name):
         return csv_path
     out = Path(out_dir)
     target = out / csv_path.name

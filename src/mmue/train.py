@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .data.encoded import EncodedPairs
 from .data.images import to_float
-from .augment import rrc_flip, rrc_flip_whole
+from .augment import crop_scale, random_resized_crop, rrc_flip, rrc_flip_whole
 from .device import autocast
 from .metrics import mean_recall, retrieval_metrics
 from .models import ClipModel, save_model
@@ -43,14 +43,17 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 256
     augment: str = "none"       # "rrc-flip": random-resized-crop (scale 0.5-1) + horizontal flip per sample;
-    #                             "rrc-whole": the same over the whole photo at its native aspect (not its centre)
+    #                             "rrc-whole": the same over the whole photo at its native aspect (not its centre);
+    #                             "crop-S": bicubic random-resized-crop at S..1 of the area, no flip (crop-0.9:
+    #                             open_clip_train's default training view)
 
     def validate(self) -> "TrainConfig":
         for k in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        if self.augment not in AUGMENTS and crop_scale(self.augment) is None:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)} or crop-S (0.05 <= S <= 1), "
+                             f"got {self.augment!r}")
         if self.lr <= 0 or self.wd < 0 or self.warmup < 0:
             raise ValueError(f"lr must be > 0, wd and warmup >= 0 (got lr={self.lr}, wd={self.wd}, warmup={self.warmup})")
         return self
@@ -141,6 +144,9 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
             idx, caps = d.my_slice(idx, caps)
             if cfg.augment == "rrc-flip":
                 pixels = rrc_flip(to_float(train.images[idx]), g_aug).to(device, non_blocking=True)
+            elif crop_scale(cfg.augment) is not None:
+                pixels = random_resized_crop(to_float(train.images[idx]), g_aug, (crop_scale(cfg.augment), 1.0),
+                                             bicubic=True).to(device, non_blocking=True)
             elif cfg.augment == "rrc-whole":
                 pixels = rrc_flip_whole(to_float(train.images[idx]), train.sizes[idx], g_aug,
                                         model.image_size).to(device, non_blocking=True)

@@ -11,7 +11,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from ..augment import random_resized_crop, rrc_flip
+from ..augment import crop_scale, random_resized_crop, rrc_flip
 from .jpeg import diff_jpeg
 
 
@@ -98,9 +98,8 @@ def _one(spec: str) -> View:
         return CropFlip()
     if spec == "jpeg":
         return Jpeg()
-    m = re.fullmatch(r"crop-(0\.\d+|1)", spec)
-    if m and float(m.group(1)) >= 0.05:
-        return Crop(float(m.group(1)))
+    if crop_scale(spec) is not None:
+        return Crop(crop_scale(spec))
     m = re.fullmatch(r"resize-(\d+)", spec)
     if m and int(m.group(1)) >= 8:
         return Resize(int(m.group(1)))
