@@ -63,3 +63,36 @@ def test_cluster_presets_share_noise_and_trigger(tiny_synth, tmp_path, method):
             both = (ref != 99) & (n != 99)
             assert (ref[both] == n[both]).mean() > 0.99
     assert 0 < m["max_linf_px"] <= 8
+
+
+def test_block_noise_is_constant_on_squares_at_the_bound():
+    from mmue.protect.pgd import random_noise
+    r = random_noise((3, 3, 20, 20), 8, torch.Generator().manual_seed(0), block=8)
+    assert r.dtype == torch.int8 and r.shape == (3, 3, 20, 20)
+    assert set(r.unique().tolist()) == {-8, 8}
+    assert (r[:, :, :8, :8] == r[:, :, :1, :1]).all() and (r[:, :, 16:, 16:] == r[:, :, 16:17, 16:17]).all()
+    assert torch.equal(r, random_noise((3, 3, 20, 20), 8, torch.Generator().manual_seed(0), block=8))
+    uniform = random_noise((3, 3, 20, 20), 8, torch.Generator().manual_seed(0))
+    assert uniform.unique().numel() > 2                     # block 1: the per-pixel uniform baseline as before
+
+
+def test_random_cluster_with_blocks_writes_patchwise_patterns(tiny_synth, tmp_path):
+    from mmue.protect import ProtectConfig
+    with pytest.raises(ValueError, match="needs noise random"):
+        ProtectConfig(noise="pgd", noise_block=8).validate()
+    m = api.protect(tiny_synth / "train.csv", tmp_path / "b", "random-cluster", device="cpu", progress=False,
+                    noise_block=8, clusters=4)
+    from PIL import Image
+    from mmue.data import read_pairs
+    clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "b/publish/train.csv")
+    a = np.asarray(Image.open(clean.image_path(0)).convert("RGB"), dtype=np.int16)
+    b = np.asarray(Image.open(prot.image_path(0)).convert("RGB"), dtype=np.int16)
+    d, inside = b - a, (a >= 8) & (a <= 247)
+    assert set(np.unique(d[inside]).tolist()) <= {-8, 8}
+    square = d[:8, :8][inside[:8, :8]].reshape(-1)
+    assert m["max_linf_px"] == 8 and m["config"]["noise_block"] == 8
+    # one sign per channel over an 8 x 8 square (where the pixel range does not clip it)
+    for ch in range(3):
+        vals = d[:8, :8, ch][inside[:8, :8, ch]]
+        assert len(set(vals.tolist())) <= 1
+    assert square.size > 0

@@ -168,7 +168,8 @@ class MEMEngine:
         self.grad_filter = make_filter(cfg.grad_blur, cfg.objective)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
                          if cfg.share != "none" else None)
-        self.noise = ClusterNoise(cfg.eps_px, self.clusters) if cfg.shares_noise else PixelNoise(cfg.eps_px)
+        self.noise = (ClusterNoise(cfg.eps_px, self.clusters, cfg.noise_block) if cfg.shares_noise
+                      else PixelNoise(cfg.eps_px))
         self._allowed = self.triggers.vocab.to(self.device) if self.triggers.vocab is not None else None
         self.trigger_words, self.trigger_at = self.triggers.placement(
             data.word_starts, len(data.caption_bodies), self.model.codec.context_length)
@@ -198,7 +199,7 @@ class MEMEngine:
         elif self.cfg.noise == "random":
             for s in range(0, n, 1024):  # in chunks: the images may live on disk too
                 x = self.data.images[s:s + 1024]
-                r = random_noise(tuple(x.shape), self.cfg.eps_px, g)
+                r = random_noise(tuple(x.shape), self.cfg.eps_px, g, self.cfg.noise_block)
                 state.noise[s:s + len(x)] = (apply_noise(x, r).to(torch.int16) - x.to(torch.int16)).to(torch.int8)
         if self.cfg.shares_trigger:   # one draw per cluster, the same words for all its images
             state.triggers = self.triggers.initial(int(self.clusters.max()) + 1, g)[self.clusters]

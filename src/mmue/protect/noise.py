@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .pgd import apply_noise, project, quantise, sign_step
+from .pgd import apply_noise, project, quantise, random_noise, sign_step
 from .store import ProtectionState
 
 
@@ -43,16 +43,22 @@ class PixelNoise:
 
 
 class ClusterNoise(PixelNoise):
-    def __init__(self, eps_px: int, assign: torch.Tensor):
+    def __init__(self, eps_px: int, assign: torch.Tensor, block: int = 1):
         super().__init__(eps_px)
+        self.block = block   # the random baseline's patterns: constant on block x block squares
         self.assign = assign.long()
         self.k = int(assign.max()) + 1 if len(assign) else 0
 
     def init(self, state: ProtectionState, g: torch.Generator, random: bool) -> None:
-        """Zero patterns (or uniform random ones, the ``random`` baseline), written to every image's noise."""
+        """Zero patterns (or random ones, the ``random`` baseline), written to every image's noise."""
         shape = (self.k, *state.noise.shape[1:])
         eps = self.eps_px / 255
-        state.patterns = (torch.rand(shape, generator=g) * 2 - 1) * eps if random else torch.zeros(shape)
+        if not random:
+            state.patterns = torch.zeros(shape)
+        elif self.block > 1:
+            state.patterns = random_noise(shape, self.eps_px, g, self.block).float() / 255
+        else:
+            state.patterns = (torch.rand(shape, generator=g) * 2 - 1) * eps
 
     def write_all(self, state: ProtectionState, images) -> None:
         """Every image's int8 noise from its cluster's pattern (chunked: the images may live on disk)."""
@@ -70,4 +76,5 @@ class ClusterNoise(PixelNoise):
         return project(state.patterns[c.cpu()].to(delta.device), x, eps)
 
     def __repr__(self) -> str:
-        return f"ClusterNoise(eps={self.eps_px}/255, clusters={self.k})"
+        blocks = f", blocks={self.block}px" if self.block > 1 else ""
+        return f"ClusterNoise(eps={self.eps_px}/255, clusters={self.k}{blocks})"

@@ -28,6 +28,13 @@ def apply_noise(x_u8: torch.Tensor, noise_i8: torch.Tensor) -> torch.Tensor:
     return (x_u8.to(torch.int16) + noise_i8.to(torch.int16)).clamp(0, 255).to(torch.uint8)
 
 
-def random_noise(shape, eps_px: int, generator: torch.Generator) -> torch.Tensor:
-    """Uniform integer noise in [-eps_px, eps_px] (the 'random' baseline)."""
-    return torch.randint(-eps_px, eps_px + 1, shape, generator=generator, dtype=torch.int16).to(torch.int8)
+def random_noise(shape, eps_px: int, generator: torch.Generator, block: int = 1) -> torch.Tensor:
+    """Random integer noise for the 'random' baseline, [N,C,H,W]: uniform in [-eps_px, eps_px] per pixel, or with
+    ``block`` > 1 constant on block x block squares at +-eps_px, a random sign per square and channel (patch-wise
+    colours, the linearly separable shortcut of LSP: any architecture picks it up, and JPEG keeps it)."""
+    if block <= 1:
+        return torch.randint(-eps_px, eps_px + 1, shape, generator=generator, dtype=torch.int16).to(torch.int8)
+    n, c, h, w = shape
+    signs = torch.randint(0, 2, (n, c, -(-h // block), -(-w // block)), generator=generator) * 2 - 1
+    full = signs.repeat_interleave(block, 2).repeat_interleave(block, 3)[:, :, :h, :w]
+    return (full * eps_px).to(torch.int8)
