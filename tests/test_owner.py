@@ -66,6 +66,13 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert set(r["metrics"]) == {"absent", "clean", "protected"} and r["metrics"]["clean"]["mem/gallery_images"] == 64
     assert (tmp_path / "v" / "verify.md").read_text().startswith("# mmue verify")
+    # the victims train with open_clip_train's mild crop unless told otherwise, and say so
+    assert r["augment"] == "crop-0.9" and "augmentation crop-0.9" in out
+    assert json.loads((tmp_path / "v/victims/clean/params.json").read_text())["augment"] == "crop-0.9"
+    # finished victims are reused only for the same recipe
+    rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot"), "--out",
+               str(tmp_path / "v"), "--public", str(public), "--epochs", "1", "--device", "cpu", "--augment", "none"])
+    assert rc == 2 and "trained with augment 'crop-0.9' (asked: 'none')" in capsys.readouterr().err
 
 
 def test_owner_table_reports_the_concept_view_with_its_gap():

@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", default="crop-0.9",
+                   help="the victims' training augmentation: crop-0.9 (default: open_clip_train's mild random crop, "
+                        "what a scraper's trainer does), none, rrc-flip, or crop-S")
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("check", help="verify a protected copy before and after publishing: every file against "
@@ -296,7 +299,7 @@ def _run(args) -> int:
     if args.command == "verify":
         from .verify import CAVEATS, run_verify, verify_table
         r = run_verify(args.clean, args.protected, args.out, args.public, args.distractors, args.model, args.epochs,
-                       args.seed, args.device)
+                       args.seed, args.device, args.augment)
         print(verify_table(r))
         print(f"\n{r['verdict']}\n\n{CAVEATS}\nreport: {args.out / 'verify.md'}")
         return 0

@@ -30,10 +30,28 @@ def ensure_protected(train_csv: Path, out: Path, method: str, strength: str, see
     return run.manifest()
 
 
+RECIPE = ("epochs", "batch_size", "lr", "wd", "warmup", "seed", "augment")   # what a victim learns depends on
+
+
+def check_recipe(run: Path, model: str, cfg: TrainConfig) -> None:
+    """Refuse to reuse or resume a victim folder that was trained with another model or recipe: its figures
+    would be reported as this recipe's."""
+    p = run / "params.json"
+    if not p.exists():
+        return
+    old = json.loads(p.read_text())
+    want = {"model": model, **{k: getattr(cfg, k) for k in RECIPE}}
+    diff = [f"{k} {old[k]!r} (asked: {v!r})" for k, v in want.items() if k in old and old[k] != v]
+    if diff:
+        raise ValueError(f"{run}: this victim was trained with {', '.join(diff)}; give another output folder "
+                         "or delete this one")
+
+
 def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: TrainConfig, device: str) -> None:
     """Train victim ``model`` (an architecture, or ``open_clip_train:ARCH`` for open_clip's own trainer)."""
     if is_external(model):
         return train_with_open_clip(train_csv, run, model, cfg, device)
+    check_recipe(run, model, cfg)
     if (run / "summary.json").exists():
         log.info("victim %s already trained", run)
         return

@@ -1,6 +1,8 @@
 """``mmue verify``: an owner's own verdict on their protected copy.
 
-Trains three victims with the default recipe (same architecture, seed and epochs): on the owner's clean data, on
+Trains three victims with the default recipe (same architecture, seed, epochs and training augmentation: by
+default ``crop-0.9``, the mild random crop open_clip's training app applies, which undoes part of a protection
+that MMUE's plain trainer would credit): on the owner's clean data, on
 their protected copy, and without either (``--public`` data alone, or no training at all), each mixed with
 ``--public`` clean data when given, as a scraper would mix them. Then asks each victim to find the owner's
 images from the owner's original captions and the reverse (``owner.owner_metrics``), with ``--distractors``
@@ -23,6 +25,8 @@ from .owner import concat_csvs, gap_closed, owner_metrics
 from .protect.export import MANIFEST
 from .train import TrainConfig
 
+DEFAULT_AUGMENT = "crop-0.9"   # open_clip_train's default training view: the trainer a scraper runs
+
 CAVEATS = ("What this does not show: other architectures or bigger models than the one trained here, an attacker "
            "who re-saves, crops or re-captions your data (see the bench's defenses), or models fine-tuned from "
            "pretrained weights. A small owner set makes every figure noisy: compare with the absent row.")
@@ -44,11 +48,11 @@ def protected_csv(path: Path) -> Path:
 
 def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = None,
                distractors: Path | None = None, model: str = DEFAULT_MODEL, epochs: int = 20, seed: int = 0,
-               device: str = "auto") -> dict:
+               device: str = "auto", augment: str = DEFAULT_AUGMENT) -> dict:
     out = Path(out)
+    cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment).validate()
     out.mkdir(parents=True, exist_ok=True)
     prot_csv = protected_csv(protected)
-    cfg = TrainConfig(epochs=epochs, seed=seed)
     train_sets = {"clean": [Path(clean)], "protected": [prot_csv]}
     if public is not None:
         train_sets = {k: [Path(public)] + v for k, v in train_sets.items()}
@@ -67,7 +71,7 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
     r10 = {k: statistics.mean([v["mem/image_to_text_R@10"], v["mem/text_to_image_R@10"]]) for k, v in rows.items()}
     report = {"clean": str(clean), "protected": str(prot_csv), "public": str(public) if public else None,
               "distractors": str(distractors) if distractors else None, "model": model, "epochs": epochs,
-              "seed": seed, "metrics": rows, "mean_R@10": r10,
+              "seed": seed, "augment": augment, "metrics": rows, "mean_R@10": r10,
               "gap_closed": gap_closed(r10["absent"], r10["clean"], r10["protected"]), "caveats": CAVEATS}
     report["verdict"] = verdict(report)
     atomic_write_json(out / "verify.json", report)
@@ -80,7 +84,8 @@ def verify_table(report: dict) -> str:
     keys = [f"{d}_R@{k}" for k in (1, 10) for d in ("image_to_text", "text_to_image")]
     m = report["metrics"]
     lines = ["your images found from your captions (t2i) and the reverse (i2t), %; gallery "
-             f"{m['clean']['mem/gallery_images']} images",
+             f"{m['clean']['mem/gallery_images']} images; victims {report['model']}, {report['epochs']} epochs, "
+             f"augmentation {report.get('augment', 'none')}",
              f"{'trained on':<34}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>10}"
                                              for k in keys)]
     names = {"absent": "without your data (floor)" if report["public"] else "nothing (untrained: floor)",
