@@ -255,6 +255,8 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
     workdir = Path(workdir).resolve()
     max_bytes = max_upload_mb * 2**20
     running: dict[str, subprocess.Popen] = {}
+    cancelled: set[str] = set()   # runs that Cancel stopped: their end is a cancel, not a failure
+    CANCELLED = "**Cancelled.** Press Protect to resume from the last finished round."
 
     def choices():
         return [(f"{n} — {get_method(n).summary}", n) for n in PRESETS]
@@ -312,6 +314,11 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                     proc.terminate()
                     proc.wait(timeout=30)
                 running.pop(str(out), None)
+            was_cancelled = str(out) in cancelled
+            cancelled.discard(str(out))
+            if was_cancelled and proc.returncode != 0:   # this generator may outlive the cancel: say what it said
+                yield (CANCELLED, *empty)
+                return
             if proc.returncode != 0:
                 shown = "\n".join(t for t in tail if "WARNING" not in t)
                 yield (f"**Protection stopped** (exit {proc.returncode}). Press Protect to resume.\n\n```\n{shown}\n```",
@@ -326,14 +333,15 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                "`private-record.zip` to yourself.", items, captions, files_out)
 
     def cancel():
-        for proc in list(running.values()):
+        for key, proc in list(running.items()):
             if proc.poll() is None:
+                cancelled.add(key)
                 proc.terminate()
                 try:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        return "**Cancelled.** Press Protect to resume from the last finished round."
+        return CANCELLED
 
     def verify(files, preset, strength, rounds, image_format, epochs):
         try:
