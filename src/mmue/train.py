@@ -130,6 +130,7 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
         log.info("before training: val i2t R@1 %.1f%% t2i R@1 %.1f%%", 100 * init["image_to_text_R@1"],
                  100 * init["text_to_image_R@1"])
     t0 = time.time()
+    crop = crop_scale(cfg.augment)   # crop-S: the smallest share of the area a crop keeps
     for epoch in range(start_epoch, cfg.epochs):
         g = generator(cfg.seed, "captions", epoch)                 # the same on every rank
         g_aug = generator(cfg.seed, "augmentation", epoch, d.rank)  # each rank crops its own slice
@@ -144,8 +145,8 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
             idx, caps = d.my_slice(idx, caps)
             if cfg.augment == "rrc-flip":
                 pixels = rrc_flip(to_float(train.images[idx]), g_aug).to(device, non_blocking=True)
-            elif crop_scale(cfg.augment) is not None:
-                pixels = random_resized_crop(to_float(train.images[idx]), g_aug, (crop_scale(cfg.augment), 1.0),
+            elif crop is not None:
+                pixels = random_resized_crop(to_float(train.images[idx]), g_aug, (crop, 1.0),
                                              bicubic=True).to(device, non_blocking=True)
             elif cfg.augment == "rrc-whole":
                 pixels = rrc_flip_whole(to_float(train.images[idx]), train.sizes[idx], g_aug,
