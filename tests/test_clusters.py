@@ -96,3 +96,59 @@ def test_random_cluster_with_blocks_writes_patchwise_patterns(tiny_synth, tmp_pa
         vals = d[:8, :8, ch][inside[:8, :8, ch]]
         assert len(set(vals.tolist())) <= 1
     assert square.size > 0
+
+
+def test_word_codes_take_each_images_rarest_words_that_enough_images_use():
+    from mmue.protect.clusters import caption_word_codes
+    # token 1 in every caption, 2 in four, 3 in three, 4 in two, 8 and 9 in one each
+    bodies = [[1, 2, 3, 9], [1, 2, 3, 4], [1, 2, 3], [1, 2, 4], [1], [1, 8]]
+    images = [[i] for i in range(len(bodies))]
+    codes = caption_word_codes(bodies, images, words=2, min_images=2, seed=0)
+    assert codes[0].tolist() == [3, 2]    # 9 is used by one image only: a rare-word filter would drop it
+    assert codes[1].tolist() == [4, 3]
+    assert codes[4].tolist() == [1, -1]   # one token: the code is shorter
+    assert codes[5].tolist() == [1, 8]    # nothing common enough but 1: a rare one fills the rest
+    assert torch.equal(codes, caption_word_codes(bodies, images, words=2, min_images=2, seed=0))
+
+
+def test_word_noise_is_the_mean_of_its_words_patterns_and_steps_each_by_its_images():
+    from mmue.protect.noise import SharedNoise
+    codes = torch.tensor([[10, 20], [10, -1], [30, 20]])
+    noise = SharedNoise(8, codes)
+    assert noise.k == 3 and noise.ids.tolist() == [10, 20, 30]
+    state = ProtectionState(torch.zeros(3, 3, 2, 2, dtype=torch.int8), torch.zeros(3, 0, dtype=torch.long))
+    noise.init(state, torch.Generator().manual_seed(0), random=True)
+    p = state.patterns
+    mixed = noise.mix(p, torch.arange(3))
+    assert torch.allclose(mixed[0], (p[0] + p[1]) / 2) and torch.allclose(mixed[1], p[0])
+    assert torch.allclose(mixed[2], (p[2] + p[1]) / 2)
+    noise.init(state, torch.Generator().manual_seed(0), random=False)
+    x = torch.full((3, 3, 2, 2), 0.5)
+    grad = torch.tensor([1.0, -3.0, 4.0]).view(3, 1, 1, 1).expand(3, 3, 2, 2)
+    delta = noise.step(state, torch.arange(3), torch.zeros(3, 3, 2, 2), grad, 1 / 255, x, 8 / 255)
+    assert torch.allclose(state.patterns[0], torch.full((3, 2, 2), 1 / 255))    # sign of 1/2 - 3
+    assert torch.allclose(state.patterns[1], torch.full((3, 2, 2), -1 / 255))   # sign of 1/2 + 4/2
+    assert torch.allclose(state.patterns[2], torch.full((3, 2, 2), -1 / 255))   # sign of 4/2
+    assert torch.allclose(delta[0], torch.zeros(3, 2, 2)) and torch.allclose(delta[1], state.patterns[0])
+
+
+def test_random_words_noise_follows_the_captions_words_and_keeps_the_captions(tiny_synth, tmp_path):
+    from PIL import Image
+    from mmue.data import read_pairs
+    m = api.protect(tiny_synth / "train.csv", tmp_path / "w", "random-words", device="cpu", progress=False,
+                    code_min_images=2)
+    assert m["config"]["share"] == "words" and 0 < m["max_linf_px"] <= 8
+    clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "w/publish/train.csv")
+    assert prot.captions == clean.captions   # nothing added to the captions
+    diffs = []
+    for i in range(len(clean.images)):
+        a = np.asarray(Image.open(clean.image_path(i)).convert("RGB"), dtype=np.int16)
+        b = np.asarray(Image.open(prot.image_path(i)).convert("RGB"), dtype=np.int16)
+        diffs.append(np.where((a >= 8) & (a <= 247), b - a, 99))
+    # the mean of 3 patterns at +-8 on 8 px squares: +-8 or +-8/3 rounded
+    vals = set(np.unique(np.concatenate([d[d != 99] for d in diffs])).tolist())
+    assert vals <= {-8, -3, 3, 8} and {-8, 8} <= vals
+    # images with different words get different noise; many share some of it (a word in common)
+    same = [(diffs[i] == diffs[j])[(diffs[i] != 99) & (diffs[j] != 99)].mean()
+            for i in range(len(diffs)) for j in range(i)]
+    assert max(same) > min(same) + 0.2 and min(same) < 0.6

@@ -70,3 +70,25 @@ def kmeans(x: torch.Tensor, k: int, seed: int, iters: int = 30) -> torch.Tensor:
 def caption_clusters(caption_bodies, image_captions, k: int, seed: int) -> torch.Tensor:
     """The cluster (0..k-1) of each image, from its captions."""
     return kmeans(caption_features(caption_bodies, image_captions), k, seed)
+
+
+def caption_word_codes(caption_bodies, image_captions, words: int, min_images: int, seed: int) -> torch.Tensor:
+    """[N, words] each image's code: the ids of its ``words`` most distinctive caption tokens (fewest images
+    among those used by >= ``min_images`` images, so that a rare-word filter keeps them; ties broken by a seeded
+    draw), -1 where an image has fewer tokens. Tokens below ``min_images`` come last, not never: an image whose
+    caption has nothing common enough still gets a code. Codes of different images overlap in some words but are
+    nearly unique as a whole: a victim that learns one pattern per word can tell every pair of a batch apart
+    without the content, which one pattern per cluster cannot."""
+    n = len(image_captions)
+    tokens = [sorted({t for c in caps for t in caption_bodies[c]}) for caps in image_captions]
+    df: dict[int, int] = {}
+    for ts in tokens:
+        for t in ts:
+            df[t] = df.get(t, 0) + 1
+    g = generator(seed, "caption word codes")
+    tie = {t: float(r) for t, r in zip(sorted(df), torch.rand(len(df), generator=g).tolist())}
+    codes = torch.full((n, words), -1, dtype=torch.long)
+    for i, ts in enumerate(tokens):
+        best = sorted(ts, key=lambda t: (df[t] < min_images, df[t], tie[t]))[:words]
+        codes[i, :len(best)] = torch.tensor(best, dtype=torch.long)
+    return codes

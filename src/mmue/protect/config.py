@@ -49,10 +49,15 @@ class ProtectConfig:
     objective: str = knob("minimise", "what PGD does to the surrogate's CLIP loss: minimise it (error-minimising "
                           "noise: EM, MEM) or maximise it (error-maximising noise: TAP)", choices=("minimise", "maximise"))
     share: str = knob("none", "what images of one caption cluster share: nothing, the noise pattern, the trigger, "
-                      "or both (a shared trigger is drawn per cluster and not changed by HotFlip)",
-                      choices=("none", "noise", "trigger", "noise+trigger"))
+                      "or both (a shared trigger is drawn per cluster and not changed by HotFlip); or words: one "
+                      "noise pattern per caption word, each image's noise the mean of its code words' patterns "
+                      "(no trigger needed: the captions already carry the words)",
+                      choices=("none", "noise", "trigger", "noise+trigger", "words"))
     clusters: int = knob(64, "caption clusters (k-means on TF-IDF of each image's captions) when --share is set",
                          min=1)
+    code_words: int = knob(3, "--share words: caption words per image whose patterns make its noise", min=1)
+    code_min_images: int = knob(10, "--share words: code words are the image's rarest caption words among those "
+                                "used by >= N images (so a rare-word filter keeps them)", min=1)
     rounds: int = knob(20, "rounds (surrogate training + a data pass)", min=0, show=True)
     surrogate_steps: int = knob(200, "surrogate training steps per round", min=0, show=True)
     text_rounds: int = knob(5, "rounds with a trigger (HotFlip) update, the first ones", min=0, show=True)
@@ -80,7 +85,7 @@ class ProtectConfig:
 
     @property
     def shares_noise(self) -> bool:
-        return self.share in ("noise", "noise+trigger")
+        return self.share in ("noise", "noise+trigger", "words")
 
     @property
     def shares_trigger(self) -> bool:

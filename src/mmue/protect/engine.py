@@ -43,12 +43,12 @@ from ..losses import clip_loss, clip_loss_options
 from ..models import ClipModel
 from ..optim import clip_train_step, make_optimizer
 from ..seeding import generator
-from .clusters import caption_clusters
+from .clusters import caption_clusters, caption_word_codes
 from .config import ProtectConfig
 from .filters import make_filter
 from .framing import Framing
 from .hotflip import greedy_rerank, hotflip_candidates
-from .noise import ClusterNoise, PixelNoise
+from .noise import ClusterNoise, PixelNoise, SharedNoise
 from .pgd import apply_noise, random_noise
 from .store import ProtectionState
 from .triggers import TriggerPolicy
@@ -167,9 +167,15 @@ class MEMEngine:
         self.framing = Framing(data.sizes, data.images.shape[-1], cfg.stretch)
         self.grad_filter = make_filter(cfg.grad_blur, cfg.objective)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
-                         if cfg.share != "none" else None)
-        self.noise = (ClusterNoise(cfg.eps_px, self.clusters, cfg.noise_block) if cfg.shares_noise
-                      else PixelNoise(cfg.eps_px))
+                         if cfg.share not in ("none", "words") else None)
+        if cfg.share == "words":
+            codes = caption_word_codes(data.caption_bodies, data.image_captions, cfg.code_words,
+                                       cfg.code_min_images, cfg.seed)
+            self.noise = SharedNoise(cfg.eps_px, codes, cfg.noise_block)
+        elif cfg.shares_noise:
+            self.noise = ClusterNoise(cfg.eps_px, self.clusters, cfg.noise_block)
+        else:
+            self.noise = PixelNoise(cfg.eps_px)
         self._allowed = self.triggers.vocab.to(self.device) if self.triggers.vocab is not None else None
         self.trigger_words, self.trigger_at = self.triggers.placement(
             data.word_starts, len(data.caption_bodies), self.model.codec.context_length)
