@@ -15,7 +15,7 @@ def test_parse_view_specs():
     mix = parse_view("rrc-flip|jpeg|resize-48")
     assert isinstance(mix, RandomChoice) and len(mix.views) == 3
     for bad in ("png", "resize-2", "jpeg|", "", "crop-0.01", "crop-2", "crop-"):
-        with pytest.raises(ValueError, match="eot must be"):
+        with pytest.raises(ValueError, match="a view must be"):
             parse_view(bad)
 
 
@@ -72,3 +72,16 @@ def test_ascend_filter_turns_the_step_around():
     up = make_filter(0, "maximise")
     assert isinstance(up, Ascend) and torch.equal(up(g), -g) and repr(up) == "Ascend(Identity())"
     assert repr(make_filter(1.5, "maximise")) == "Ascend(GaussianBlur(sigma=1.5))"
+
+
+def test_surrogate_view_is_the_surrogates_augmentation_and_checked_like_eot(tiny_synth, tmp_path):
+    from mmue import api
+    from mmue.protect import ProtectConfig
+    with pytest.raises(ValueError, match="surrogate_view: a view must be"):
+        ProtectConfig(surrogate_view="png").validate()
+    fast = dict(rounds=1, surrogate_steps=3, pgd_steps=1, batch_size=32, device="cpu", progress=False, seed=1)
+    plain = api.protect(tiny_synth / "train.csv", tmp_path / "plain", "mem-3", **fast)
+    cropped = api.protect(tiny_synth / "train.csv", tmp_path / "crop", "mem-3", surrogate_view="rrc-flip", **fast)
+    assert cropped["config"]["surrogate_view"] == "rrc-flip" and plain["config"]["surrogate_view"] == "none"
+    # the surrogate learned from other pixels, so the noise fitted to it differs
+    assert cropped["rounds_log"][0]["surrogate_loss"] != plain["rounds_log"][0]["surrogate_loss"]

@@ -43,6 +43,10 @@ class ProtectConfig:
                     "resized crop at 0.5-1 of the area + flip), crop-S (bicubic crop at S-1 of the area, no flip: "
                     "crop-0.9 is open_clip_train's default), jpeg (differentiable JPEG, quality 10..95), resize-S "
                     "(to S px and back), or several joined by '|' (one drawn per step)", show=False)
+    surrogate_view: str = knob("none", "what the surrogate trains on between data passes, as its own data "
+                               "augmentation: the protected images as they are (none) or a view as for --eot "
+                               "(rrc-flip, crop-S, jpeg, resize-S, several joined by '|'), so that the noise is fitted "
+                               "to a network that learned through a trainer's augmentation")
     stretch: str = knob("bilinear", "how the noise on the model's grid covers a full-size photo: bilinear (smooth) "
                         "or nearest (blocks, sharper after a trainer's resize)", choices=("bilinear", "nearest"))
     grad_blur: float = knob(0.0, "Gaussian sigma (px) on the PGD gradient: low-frequency noise", min=0, max=10)
@@ -113,10 +117,11 @@ class ProtectConfig:
         if self.shares_noise and self.noise == "none":
             problems.append(f"share={self.share} needs image noise (noise pgd or random)")
         from .views import parse_view   # the view spec is checked by the part that reads it
-        try:
-            parse_view(self.eot)
-        except ValueError as e:
-            problems.append(str(e))
+        for name in ("eot", "surrogate_view"):
+            try:
+                parse_view(getattr(self, name))
+            except ValueError as e:
+                problems.append(f"{name}: {e}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -164,6 +164,7 @@ class MEMEngine:
         self.helpers = [Helper(h, cfg, self.device) for h in helpers]
         self.triggers = TriggerPolicy.build(cfg, data, self.model.codec)
         self.view = parse_view(cfg.eot)
+        self.surrogate_view = parse_view(cfg.surrogate_view)
         self.framing = Framing(data.sizes, data.images.shape[-1], cfg.stretch)
         self.grad_filter = make_filter(cfg.grad_blur, cfg.objective)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
@@ -184,7 +185,7 @@ class MEMEngine:
         return (f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images}, "
                 + (f"public={self.public.n_images}, " if self.public is not None else "")
                 + (f"helpers={self.helpers!r}, " if self.helpers else "")
-                + f"{self.triggers!r}, view={self.view!r}, filter={self.grad_filter!r}, noise={self.noise!r}, "
+                + f"{self.triggers!r}, view={self.view!r}, surrogate view={self.surrogate_view!r}, filter={self.grad_filter!r}, noise={self.noise!r}, "
                 + f"{self.framing!r})")
 
     @property
@@ -267,6 +268,8 @@ class MEMEngine:
                 if sum(len(p) for p in pixels) < 2:   # a contrastive step needs two pairs
                     continue
             pixels, ids = torch.cat(pixels), torch.cat(ids)
+            with torch.no_grad():
+                pixels = self.surrogate_view(pixels, g)   # the identity draws nothing: runs without it unchanged
             losses.append(clip_train_step(self.fwd, self.optimizer, pixels, ids, self.device))
             for h in self.helpers:
                 clip_train_step(h.fwd, h.optimizer, at_size(pixels, h.size), ids, self.device)

@@ -103,7 +103,7 @@ def _one(spec: str) -> View:
     m = re.fullmatch(r"resize-(\d+)", spec)
     if m and int(m.group(1)) >= 8:
         return Resize(int(m.group(1)))
-    raise ValueError(f"eot must be none, rrc-flip, crop-S (0.05 <= S <= 1: bicubic crop at S..1 of the area), "
+    raise ValueError(f"a view must be none, rrc-flip, crop-S (0.05 <= S <= 1: bicubic crop at S..1 of the area), "
                      f"jpeg, resize-S (S >= 8 px) or several joined by '|' "
                      f"(got {spec!r})")
 
