@@ -185,7 +185,8 @@ class MEMEngine:
         return (f"MEMEngine({self.cfg!r}, surrogate={self.model!r}, images={self.data.n_images}, "
                 + (f"public={self.public.n_images}, " if self.public is not None else "")
                 + (f"helpers={self.helpers!r}, " if self.helpers else "")
-                + f"{self.triggers!r}, view={self.view!r}, surrogate view={self.surrogate_view!r}, filter={self.grad_filter!r}, noise={self.noise!r}, "
+                + f"{self.triggers!r}, view={self.view!r}, surrogate view={self.surrogate_view!r}, "
+                + f"filter={self.grad_filter!r}, noise={self.noise!r}, "
                 + f"{self.framing!r})")
 
     @property
@@ -251,6 +252,7 @@ class MEMEngine:
         n, pub = self.data.n_images, self.public
         n_pub = pub.n_images if pub is not None else 0
         bs = min(self.cfg.batch_size, n + n_pub)
+        view_g = generator(self.cfg.seed, "surrogate view", state.rounds_done, self.dist.rank)
         for _ in range(self.cfg.surrogate_steps):
             idx = torch.randperm(n + n_pub, generator=g)[:bs]
             pixels, ids = [], []
@@ -268,8 +270,8 @@ class MEMEngine:
                 if sum(len(p) for p in pixels) < 2:   # a contrastive step needs two pairs
                     continue
             pixels, ids = torch.cat(pixels), torch.cat(ids)
-            with torch.no_grad():
-                pixels = self.surrogate_view(pixels, g)   # the identity draws nothing: runs without it unchanged
+            with torch.no_grad():   # its own draws: the ranks' slices may differ in size, ``g`` must stay in step
+                pixels = self.surrogate_view(pixels, view_g)
             losses.append(clip_train_step(self.fwd, self.optimizer, pixels, ids, self.device))
             for h in self.helpers:
                 clip_train_step(h.fwd, h.optimizer, at_size(pixels, h.size), ids, self.device)
