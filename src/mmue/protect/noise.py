@@ -110,4 +110,3 @@ class ClusterNoise(SharedNoise):
 
     def __init__(self, eps_px: int, assign: torch.Tensor, block: int = 1):
         super().__init__(eps_px, assign.long()[:, None], block)
-        self.assign = assign.long()
