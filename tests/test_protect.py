@@ -1,5 +1,6 @@
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,7 @@ def test_dataset_vocab_counts_whole_words_per_image():
     assert dataset_vocab(bodies, starts, images, allowed, 2).tolist() == [6]
     assert dataset_vocab(bodies, starts, images, allowed, 1).tolist() == [5, 6, 8]   # 7 and 9 only inside a word
     assert dataset_vocab(bodies, None, images, allowed, 0) is allowed
+    assert dataset_vocab(bodies, starts, images, allowed, 2, others=Counter({5: 1, 8: 1})).tolist() == [5, 6, 8]
     with pytest.raises(ValueError, match="trigger_vocab_min_images"):
         dataset_vocab(bodies, starts, images, allowed, 3)
 

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -51,3 +53,19 @@ def test_default_triggers_never_draw_a_blocked_word(codec):
     assert len(words) > 1000 and not words & blocked_words() and words <= safe_words()
     research = TriggerPolicy.build(resolve("mem-3", trigger_vocab="any"), _Data(), codec)
     assert len(research.vocab) > len(policy.vocab)
+
+
+def test_public_data_counts_towards_an_owners_trigger_words(codec):
+    """An owner's few captions use no word in 10 images; counted over the public data they will be mixed into,
+    the words that data uses often become trigger words (so a scraper's rare-word filter keeps them)."""
+    def pairs(captions):   # every word here is one token
+        bodies = [codec.encode(c) for c in captions]
+        return SimpleNamespace(caption_bodies=bodies, word_starts=[list(range(len(b) + 1)) for b in bodies],
+                               image_captions=[[i] for i in range(len(captions))])
+    mine = pairs(["red boat", "old house", "boat on river"])
+    public = pairs(["river boat"] * 6 + ["river house"] * 4 + ["green tree"] * 20)
+    cfg = resolve("mem-3", trigger_vocab_min_images=10)
+    with pytest.raises(ValueError, match="no trigger word"):
+        TriggerPolicy.build(cfg, mine, codec)
+    words = {codec.decode([i]) for i in TriggerPolicy.build(cfg, mine, codec, public).vocab.tolist()}
+    assert words == {"river", "green", "tree"}   # river 1 + 10 images; boat 2 + 6 and house 1 + 4 stay below 10

@@ -199,7 +199,7 @@ def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume
 
         def encode_public(show: bool = False) -> EncodedPairs:
             built["public"] = EncodedPairs.build(public_pairs, model.image_size, model.codec.encode, show,
-                                                 run.state_dir / "public.u8")
+                                                 run.state_dir / "public.u8", TriggerPolicy.needs_words_for(cfg))
             return built["public"]
         distributed.on_main(lambda: encode_public(progress) and None)
         public = built.get("public") or encode_public()

@@ -38,7 +38,7 @@ class ProtectConfig:
                               "slurs; fit to publish) or any whole word of the tokenizer (research)",
                               choices=("safe", "any"))
     trigger_vocab_min_images: int = knob(0, "trigger words only from those the dataset's captions use in >= N "
-                                         "images (0: any whole word)", min=0)
+                                         "images, counting --public data too (0: any whole word)", min=0)
     eot: str = knob("none", "view the surrogate sees of the noisy image during PGD: none, rrc-flip (random "
                     "resized crop at 0.5-1 of the area + flip), crop-S (bicubic crop at S-1 of the area, no flip: "
                     "crop-0.9 is open_clip_train's default), jpeg (differentiable JPEG, quality 10..95), resize-S "

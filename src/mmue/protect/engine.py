@@ -162,7 +162,7 @@ class MEMEngine:
                                  f"({surrogate.image_size} px): list the largest input size first, and use one "
                                  "tokenizer and context length for all")
         self.helpers = [Helper(h, cfg, self.device) for h in helpers]
-        self.triggers = TriggerPolicy.build(cfg, data, self.model.codec)
+        self.triggers = TriggerPolicy.build(cfg, data, self.model.codec, public)
         self.view = parse_view(cfg.eot)
         self.surrogate_view = parse_view(cfg.surrogate_view)
         self.framing = Framing(data.sizes, data.images.shape[-1], cfg.stretch)

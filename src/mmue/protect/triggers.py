@@ -10,7 +10,7 @@ import torch
 
 from ..data.encoded import EncodedPairs
 from .placement import trigger_positions
-from .vocab import dataset_vocab, restrict
+from .vocab import dataset_vocab, restrict, word_images
 
 
 class TriggerPolicy:
@@ -20,12 +20,17 @@ class TriggerPolicy:
         self.min_images, self.words = min_images, words
 
     @classmethod
-    def build(cls, cfg, data: EncodedPairs, codec) -> "TriggerPolicy":
+    def build(cls, cfg, data: EncodedPairs, codec, public: EncodedPairs | None = None) -> "TriggerPolicy":
+        """``public``: others' clean data the protected copy will be mixed into; trigger words are then counted
+        over both, so that an owner's triggers can use words that many images of the mix use (a rare-word filter
+        keeps them), not only words of the owner's few captions."""
         vocab = None
         if cfg.trigger_len:
             allowed = restrict(codec.trigger_vocab, codec.decode, cfg.trigger_vocab)
+            others = (word_images(public.caption_bodies, public.word_starts, public.image_captions)
+                      if public is not None and cfg.trigger_vocab_min_images else None)
             vocab = dataset_vocab(data.caption_bodies, data.word_starts, data.image_captions, allowed,
-                                  cfg.trigger_vocab_min_images)
+                                  cfg.trigger_vocab_min_images, others)
         return cls(cfg.trigger_len, vocab, cfg.trigger_position, cfg.trigger_dropout if cfg.trigger_len else 0.0,
                    cfg.seed, cfg.trigger_vocab_min_images, cfg.trigger_vocab)
 

@@ -86,13 +86,11 @@ def restrict(allowed: torch.Tensor, decode: Callable[[list[int]], str], vocab: s
     return torch.tensor(keep, dtype=torch.long)
 
 
-def dataset_vocab(bodies: Sequence[Sequence[int]], word_starts: Sequence[Sequence[int]] | None,
-                  image_captions: Sequence[Sequence[int]], allowed: torch.Tensor, min_images: int) -> torch.Tensor:
-    """The ids of ``allowed`` that are a whole caption word (one token between two word boundaries, so not the
-    tail of a longer word like "agon" in "pentagon") in the captions of at least ``min_images`` images; a word
-    repeated in several captions of one image counts once. ``min_images`` 0 keeps ``allowed`` whole."""
-    if min_images <= 0:
-        return allowed
+def word_images(bodies: Sequence[Sequence[int]], word_starts: Sequence[Sequence[int]] | None,
+                image_captions: Sequence[Sequence[int]]) -> Counter:
+    """How many images use each token id as a whole caption word (one token between two word boundaries, so not
+    the tail of a longer word like "agon" in "pentagon"); a word repeated in several captions of one image counts
+    once."""
     if word_starts is None:
         raise ValueError("trigger_vocab_min_images needs word boundaries: build the data with "
                          "EncodedPairs.build(..., words=True)")
@@ -101,7 +99,18 @@ def dataset_vocab(bodies: Sequence[Sequence[int]], word_starts: Sequence[Sequenc
         b, s = bodies[c], word_starts[c]
         return {b[s[j]] for j in range(len(s) - 1) if s[j + 1] - s[j] == 1}
 
-    images_with = Counter(i for caps in image_captions for i in set().union(*map(whole_words, caps)))
+    return Counter(i for caps in image_captions for i in set().union(*map(whole_words, caps)))
+
+
+def dataset_vocab(bodies: Sequence[Sequence[int]], word_starts: Sequence[Sequence[int]] | None,
+                  image_captions: Sequence[Sequence[int]], allowed: torch.Tensor, min_images: int,
+                  others: Counter | None = None) -> torch.Tensor:
+    """The ids of ``allowed`` that are a whole caption word in the captions of at least ``min_images`` images
+    (``word_images``), counting ``others`` (``word_images`` of data the dataset will be mixed into) as well.
+    ``min_images`` 0 keeps ``allowed`` whole."""
+    if min_images <= 0:
+        return allowed
+    images_with = word_images(bodies, word_starts, image_captions) + (others or Counter())
     keep = [i for i in allowed.tolist() if images_with[i] >= min_images]
     if not keep:
         raise ValueError(f"no trigger word occurs in the captions of {min_images} or more images: lower "
