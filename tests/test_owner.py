@@ -3,7 +3,7 @@ import json
 import pytest
 
 from mmue import api
-from mmue.bench import BenchConfig, owner_table, run_bench
+from mmue.bench import BenchConfig, owner_table, owner_worst_case_table, run_bench
 from mmue.cli import main
 from mmue.data import read_pairs
 from mmue.owner import Owner, gap_closed, owner_metrics, write_subset
@@ -87,6 +87,25 @@ def test_owner_table_reports_the_concept_view_with_its_gap():
     mem3 = next(line for line in table.splitlines() if " mem-3 " in line)
     assert mem3.split()[-1] == "0.62"          # (50 - 25) / (50 - 10), R@10 averaged over the seeds
     assert owner_table(rows).count("\n") == 1  # no memorisation keys: header lines only
+
+
+def test_owner_worst_case_takes_the_scraper_that_learns_most():
+    def row(method, defense, seed, r10):
+        mem = {f"owner/last/mem/{d}_R@{k}": r10 for d in ("image_to_text", "text_to_image") for k in (1, 10)}
+        return {"owner": "random 1 %", "victim": "v", "defense": defense, "method": method, "seed": seed, **mem}
+    rows = [row("absent", d, s, 0.2) for d in ("none", "rare-10") for s in (0, 1)] \
+        + [row("clean", d, s, 1.0) for d in ("none", "rare-10") for s in (0, 1)] \
+        + [row("mem-3", "none", 0, 0.4), row("mem-3", "none", 1, 0.6),       # gap closed 0.75, 0.50
+           row("mem-3", "rare-10", 0, 0.2), row("mem-3", "rare-10", 1, 0.3),  # 1.00, 0.88
+           row("mem-3", "jpeg-75", 0, 0.9)]                                    # no absent / clean: not a scraper here
+    line = next(x for x in owner_worst_case_table(rows).splitlines() if " mem-3 " in x).split()
+    assert line[line.index("mem-3") + 1:] == ["2", "0.62", "v", "/", "none", "0.75,", "0.50", "30.0", "v", "/", "none"]
+    rows = [r if r["defense"] != "none" or r["method"] != "mem-3" else {**r, "owner/last/mem/image_to_text_R@10": 0.1,
+                                                                       "owner/last/mem/text_to_image_R@10": 0.1}
+            for r in rows]   # below absent undefended: the filter is now the worst case, 5 points above absent
+    line = next(x for x in owner_worst_case_table(rows).splitlines() if " mem-3 " in x).split()
+    assert line[line.index("mem-3") + 2:line.index("mem-3") + 5] == ["0.94", "v", "/"] and line[-1] == "rare-10"
+    assert line[-4] == "5.0"
 
 
 def test_public_surrogate_trains_on_the_mix_and_protects_only_the_owner(tiny_synth, tmp_path):

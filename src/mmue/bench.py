@@ -183,6 +183,11 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
         tables["the owner's view"] = owner_table(rows)
     if any("owner/last/gen/image_to_text_R@1" in r for r in rows):
         tables["the owner's concept"] = owner_table(rows, "gen")
+    for kind, title in (("mem", "the owner's worst case over the scrapers"),
+                        ("gen", "the owner's concept: worst case over the scrapers")):
+        scrapers = {(r["victim"], r.get("defense", "none")) for r in rows if f"owner/last/{kind}/image_to_text_R@1" in r}
+        if len(scrapers) > 1:
+            tables[title] = owner_worst_case_table(rows, kind)
     if any("last/zeroshot_acc1" in r for r in rows):
         tables["zero-shot classification (last epoch)"] = zeroshot_table(rows)
     if any("init/image_to_text_R@1" in r for r in rows):
@@ -249,6 +254,39 @@ def owner_table(rows: list[dict], kind: str = "mem") -> str:
         if has_random:
             line += f"{100 * statistics.mean(r[f'owner/last/{kind}/random_text_to_image_R@10'] for r in rs):>13.2f}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def owner_worst_case_table(rows: list[dict], kind: str = "mem") -> str:
+    """Per owner and protection, the scraper (victim / defense) that learns most about the owner: the lowest gap
+    closed among the scrapers whose absent and clean victims were measured too (seed by seed beside), and the
+    most the owner is found above the absent victim (R@10 in points: the goal is <= 1). Mean R@10 of both
+    directions, as in ``owner_table``."""
+    key = f"owner/last/{kind}/"
+    r10 = {}
+    for r in rows:
+        if f"{key}image_to_text_R@10" in r:
+            v = 50 * (r[f"{key}image_to_text_R@10"] + r[f"{key}text_to_image_R@10"])
+            r10.setdefault((r["owner"], r["victim"], r.get("defense", "none"), r["method"]), {})[r["seed"]] = v
+    worst: dict[tuple[str, str], list[tuple]] = {}
+    for (o, v, d, m), by_seed in r10.items():
+        absent, clean = r10.get((o, v, d, "absent")), r10.get((o, v, d, "clean"))
+        if m in ("absent", "clean") or not absent or not clean:
+            continue
+        mean = statistics.mean
+        gap = gap_closed(mean(absent.values()), mean(clean.values()), mean(by_seed.values()))
+        seeds = [gap_closed(absent[s], clean[s], x) for s, x in sorted(by_seed.items()) if s in absent and s in clean]
+        worst.setdefault((o, m), []).append((gap, f"{v} / {d}", seeds, mean(by_seed.values()) - mean(absent.values())))
+    lines = [f"({OWNER_VIEWS[kind].split(':')[0]}, last epoch; over the scrapers (victim / defense) measured with "
+             "their absent and clean victims: the lowest gap closed and the most R@10 above never publishing, in "
+             "points of the mean of both directions; goal: <= 1)",
+             f"{'owner':<24}{'method':<16}{'scrapers':>9}{'worst gap closed':>18}  {'by':<28}{'per seed':<16}"
+             f"{'R@10 above absent':>18}  by"]
+    for (o, m), cells in sorted(worst.items(), key=lambda kv: (kv[0][0], method_order(kv[0][1]))):
+        gap, who, seeds, _ = min(cells, key=lambda c: c[0])
+        above, who_above = max((c[3], c[1]) for c in cells)
+        per_seed = ", ".join(f"{g:.2f}" for g in seeds)
+        lines.append(f"{o:<24}{m:<16}{len(cells):>9}{gap:>18.2f}  {who:<28}{per_seed:<16}{above:>18.1f}  {who_above}")
     return "\n".join(lines)
 
 
