@@ -244,11 +244,12 @@ def owner_table(rows: list[dict], kind: str = "mem") -> str:
              + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>10}" for k in keys)
              + f"{'gap closed':>12}" + (f"{'random R@10':>13}" if has_random else "")]
     order = {"absent": -3, "clean": -2}
+    r10 = {k: statistics.mean(v.values()) for k, v in _owner_r10(rows, kind).items()}
     for (o, v, d, m), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], order.get(kv[0][3], method_order(kv[0][3])))):
-        r10 = lambda rr: (mean(rr, "image_to_text_R@10") + mean(rr, "text_to_image_R@10")) / 2   # noqa: E731
-        ref = {x: groups.get((o, v, d, x)) for x in ("absent", "clean")}
-        gap = (gap_closed(r10(ref["absent"]), r10(ref["clean"]), r10(rs))
-               if ref["absent"] and ref["clean"] and m not in ("absent", "clean") else float("nan"))
+        ref = {x: r10.get((o, v, d, x)) for x in ("absent", "clean")}
+        gap = (gap_closed(ref["absent"], ref["clean"], r10[(o, v, d, m)])
+               if ref["absent"] is not None and ref["clean"] is not None and m not in ("absent", "clean")
+               else float("nan"))
         line = (f"{o:<24}{v:<15}{d:<12}{m:<16}{len(rs):>3}" + "".join(f"{mean(rs, k):>10.1f}" for k in keys)
                 + (f"{gap:>12.2f}" if gap == gap else f"{'':>12}"))
         if has_random:
@@ -257,17 +258,23 @@ def owner_table(rows: list[dict], kind: str = "mem") -> str:
     return "\n".join(lines)
 
 
+def _owner_r10(rows: list[dict], kind: str) -> dict[tuple, dict[int, float]]:
+    """The owner's R@10 in %, mean of both directions, per (owner, victim, defense, method) and seed."""
+    key = f"owner/last/{kind}/"
+    r10: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        if f"{key}image_to_text_R@10" in r:
+            v = 50 * (r[f"{key}image_to_text_R@10"] + r[f"{key}text_to_image_R@10"])
+            r10.setdefault((r["owner"], r["victim"], r.get("defense", "none"), r["method"]), {})[r["seed"]] = v
+    return r10
+
+
 def owner_worst_case_table(rows: list[dict], kind: str = "mem") -> str:
     """Per owner and protection, the scraper (victim / defense) that learns most about the owner: the lowest gap
     closed among the scrapers whose absent and clean victims were measured too (seed by seed beside), and the
     most the owner is found above the absent victim (R@10 in points: the goal is <= 1). Mean R@10 of both
     directions, as in ``owner_table``."""
-    key = f"owner/last/{kind}/"
-    r10 = {}
-    for r in rows:
-        if f"{key}image_to_text_R@10" in r:
-            v = 50 * (r[f"{key}image_to_text_R@10"] + r[f"{key}text_to_image_R@10"])
-            r10.setdefault((r["owner"], r["victim"], r.get("defense", "none"), r["method"]), {})[r["seed"]] = v
+    r10 = _owner_r10(rows, kind)
     worst: dict[tuple[str, str], list[tuple]] = {}
     for (o, v, d, m), by_seed in r10.items():
         absent, clean = r10.get((o, v, d, "absent")), r10.get((o, v, d, "clean"))
