@@ -37,14 +37,19 @@ def test_owner_metrics_restrict_queries_to_the_owner(tiny_synth, tmp_path):
 
 def test_bench_owner_mode_trains_absent_clean_and_protected_on_the_mix(tiny_synth, tmp_path):
     cfg = BenchConfig(data=str(tiny_synth), methods=["absent", "clean", "trigger-only"], seeds=[0], epochs=1,
-                      protect={"rounds": 0}, owner={"fraction": 0.25})
+                      protect={"rounds": 0}, owner={"fraction": 0.25}, defenses=["none", "oracle-captions"])
     rows = run_bench(cfg, tmp_path / "b", device="cpu")
-    assert [r["method"] for r in rows] == ["absent", "clean", "trigger-only"]
+    assert [(r["method"], r["defense"]) for r in rows] == [(m, d) for m in ("absent", "clean", "trigger-only")
+                                                           for d in ("none", "oracle-captions")]
     assert all(r["owner_images"] == 24 and "owner/last/mem/text_to_image_R@10" in r for r in rows)
     mix = read_pairs(tmp_path / "b" / "owner" / "s0" / "mix-trigger-only.csv")
     assert mix.n_images == 96 and len(mix.captions) == 96 * 5       # the 72 others clean + the owner's 24
     original = set(read_pairs(tiny_synth / "train.csv").captions)
     assert sum(c not in original for c in mix.captions) == 24 * 5     # only the owner's captions carry triggers
+    # caption cleaning at its best: the owner's released images with their original captions, row for row
+    oracle = read_pairs(tmp_path / "b/defended/mix-trigger-only-s0-oracle-captions/mix-trigger-only.csv")
+    assert oracle.images == mix.images and set(oracle.captions) <= original
+    assert oracle.captions == read_pairs(tmp_path / "b/owner/s0/mix-original.csv").captions
     table = owner_table(rows)
     assert "absent" in table and "gap closed" in table
     assert "the owner's view" in (tmp_path / "b" / "report.md").read_text()

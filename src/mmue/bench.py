@@ -61,8 +61,6 @@ class BenchConfig:
             raise ValueError("owner_surrogate needs an owner")
         if self.owner is not None:
             Owner.parse(self.owner)
-            if any("oracle-captions" in d for d in self.defenses):
-                raise ValueError("oracle-captions is not defined for an owner's mix (rows are reordered)")
         for m in self.methods:
             if m not in ("clean", "absent"):
                 get_method(m)
@@ -126,11 +124,15 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 if _cell_key(method, victim, seed, defense) in done:
                     continue
                 owned = _owner_split(cfg, train_csv, out, seed) if cfg.owner else None
+                # original: the rows the victim's data was made from, in its order (for oracle-captions)
                 if method == "clean":
                     victim_train, protection = train_csv, {}
+                    original = victim_train
                 elif method == "absent":
                     victim_train, protection = owned["rest"], {}
+                    original = victim_train
                 else:
+                    original = train_csv
                     source = owned["owner"] if owned else train_csv
                     prot = out / "protected" / (f"{method}-{cfg.strength}-{cfg.surrogate}-s{seed}"
                                                 + ("-owner" if owned else "")
@@ -143,13 +145,14 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     if owned:   # the scraper's mix: everyone else's clean rows and the owner's protected copy
                         victim_train = concat_csvs([owned["rest"], victim_train],
                                                    owned["rest"].parent / f"mix-{method}.csv")
+                        original = concat_csvs([owned["rest"], owned["owner"]], owned["rest"].parent / "mix-original.csv")
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
                                   "generation_s": man["generation_s"],
                                   **({"noise_kept": man["mean_noise_kept"]} if "mean_noise_kept" in man else {})}
                 released = (victim_train.stem + f"-s{seed}" if owned else victim_train.parent.name
                             if method != "clean" else f"clean-s{seed}")
                 defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed,
-                                         original=train_csv)
+                                         original=original)
                 run = _victim_dir(out, method, victim, seed, defense)
                 tcfg = TrainConfig(**{"seed": seed, "augment": uses_augment(defense),
                                       **({"epochs": cfg.epochs} if cfg.epochs else {}), **cfg.train})
