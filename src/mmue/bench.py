@@ -6,6 +6,7 @@ best epoch. Cells append one flat JSON line to ``OUT/results.jsonl``; a rerun sk
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import statistics
@@ -22,7 +23,7 @@ from .data.pairs import read_pairs
 from .metrics import KS
 from .owner import Owner, concat_csvs, gap_closed, owner_metrics, write_subset
 from .protect.export import MANIFEST
-from .protect.registry import get_method, method_order
+from .protect.registry import method_order, resolve
 from .models import DEFAULT_MODEL
 from .report import write_report
 from .train import TrainConfig
@@ -61,9 +62,13 @@ class BenchConfig:
             raise ValueError("owner_surrogate needs an owner")
         if self.owner is not None:
             Owner.parse(self.owner)
+        # "protect" holds engine settings and api.protect's own options (image_format, ...): check the settings
+        # now, so that a typo fails at once rather than after the clean victims have trained
+        options = set(inspect.signature(api.protect).parameters)
+        settings = {k: v for k, v in self.protect.items() if k not in options}
         for m in self.methods:
             if m not in ("clean", "absent"):
-                get_method(m)
+                resolve(m, self.strength, **settings)
             elif m == "absent" and self.owner is None:
                 raise ValueError("method 'absent' (trained without the owner's data) needs an owner")   # names the known methods (`mmue methods`) when it is not one
         for d in self.defenses + [d for ds in self.victim_defenses.values() for d in ds]:
