@@ -282,13 +282,12 @@ def owner_worst_case_table(rows: list[dict], kind: str = "mem") -> str:
     closed among the scrapers whose absent and clean victims were measured too (seed by seed beside), and the
     most the owner is found above the absent victim (R@10 in points: the goal is <= 1). Mean R@10 of both
     directions, as in ``owner_table``."""
-    r10 = _owner_r10(rows, kind)
+    r10, mean = _owner_r10(rows, kind), statistics.mean
     worst: dict[tuple[str, str], list[tuple]] = {}
     for (o, v, d, m), by_seed in r10.items():
         absent, clean = r10.get((o, v, d, "absent")), r10.get((o, v, d, "clean"))
         if m in ("absent", "clean") or not absent or not clean:
             continue
-        mean = statistics.mean
         gap = gap_closed(mean(absent.values()), mean(clean.values()), mean(by_seed.values()))
         seeds = [gap_closed(absent[s], clean[s], x) for s, x in sorted(by_seed.items()) if s in absent and s in clean]
         worst.setdefault((o, m), []).append((gap, f"{v} / {d}", seeds, mean(by_seed.values()) - mean(absent.values())))
@@ -298,7 +297,7 @@ def owner_worst_case_table(rows: list[dict], kind: str = "mem") -> str:
              f"{'owner':<24}{'method':<16}{'scrapers':>9}{'worst gap closed':>18}  {'by':<28}{'per seed':<16}"
              f"{'R@10 above absent':>18}  by"]
     for (o, m), cells in sorted(worst.items(), key=lambda kv: (kv[0][0], method_order(kv[0][1]))):
-        gap, who, seeds, _ = min(cells, key=lambda c: c[0])
+        gap, who, seeds, _ = min(cells, key=lambda c: (c[0] != c[0], c[0]))   # nan (clean = absent) last
         above, who_above = max((c[3], c[1]) for c in cells)
         per_seed = ", ".join(f"{g:.2f}" for g in seeds)
         lines.append(f"{o:<24}{m:<16}{len(cells):>9}{gap:>18.2f}  {who:<28}{per_seed:<16}{above:>18.1f}  {who_above}")
