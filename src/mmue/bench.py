@@ -6,7 +6,6 @@ best epoch. Cells append one flat JSON line to ``OUT/results.jsonl``; a rerun sk
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import statistics
@@ -17,7 +16,8 @@ from . import api
 from .defenses import apply_defense, uses_augment
 from .defenses import validate as validate_defense
 from .external import is_external
-from .experiments import ensure_protected, last_epoch_zeroshot, random_guess_of, train_victim, victim_metrics
+from .experiments import (engine_settings, ensure_protected, last_epoch_zeroshot, random_guess_of, train_victim,
+                          victim_metrics)
 from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 from .data.pairs import read_pairs
 from .metrics import KS
@@ -64,11 +64,9 @@ class BenchConfig:
             Owner.parse(self.owner)
         # "protect" holds engine settings and api.protect's own options (image_format, ...): check the settings
         # now, so that a typo fails at once rather than after the clean victims have trained
-        options = set(inspect.signature(api.protect).parameters)
-        settings = {k: v for k, v in self.protect.items() if k not in options}
         for m in self.methods:
             if m not in ("clean", "absent"):
-                resolve(m, self.strength, **settings)
+                resolve(m, self.strength, **engine_settings(self.protect))
             elif m == "absent" and self.owner is None:
                 raise ValueError("method 'absent' (trained without the owner's data) needs an owner")   # names the known methods (`mmue methods`) when it is not one
         for d in self.defenses + [d for ds in self.victim_defenses.values() for d in ds]:

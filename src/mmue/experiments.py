@@ -3,8 +3,10 @@ protected, train a victim unless already trained, a victim's metrics, the random
 Every block skips finished work and resumes interrupted work, so a rerun loses nothing."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 from . import api
@@ -13,6 +15,7 @@ from .device import resolve_device
 from .external import is_external, train_with_open_clip
 from .metrics import random_guess
 from .models import load_model
+from .protect.registry import resolve
 from .protect.run import ProtectionRun
 from .train import TrainConfig, evaluate
 from .zeroshot import evaluate_zeroshot, read_classification
@@ -20,10 +23,25 @@ from .zeroshot import evaluate_zeroshot, read_classification
 log = logging.getLogger(__name__)
 
 
+def engine_settings(settings: dict) -> dict:
+    """The engine's settings among keyword arguments for ``api.protect`` (less its own: image_format, public, ...)."""
+    options = set(inspect.signature(api.protect).parameters)
+    return {k: v for k, v in settings.items() if k not in options}
+
+
 def ensure_protected(train_csv: Path, out: Path, method: str, strength: str, seed: int, device: str,
                      **settings) -> dict:
-    """The manifest of ``out``, protecting ``train_csv`` into it first unless that already finished."""
+    """The manifest of ``out``, protecting ``train_csv`` into it first unless that already finished. A copy
+    (finished or started) made with other settings is refused: its figures would be reported as these."""
     run = ProtectionRun(out)
+    if run.finished or run.started:
+        want = resolve(method, strength, seed=seed, **engine_settings(settings))
+        have = ProtectionRun.config(run.manifest() if run.finished else json.loads(run.params_file.read_text()))
+        diff = [f"{f.name} {getattr(have, f.name)!r} (asked: {getattr(want, f.name)!r})" for f in fields(want)
+                if getattr(have, f.name) != getattr(want, f.name)]
+        if diff:
+            raise ValueError(f"{out}: this copy was protected with {', '.join(diff)}; give another output folder "
+                             "or delete this one")
     if not run.finished:
         api.protect(train_csv, out, method=method, strength=strength, seed=seed, device=device,
                     resume=run.started, **settings)
