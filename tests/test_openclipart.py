@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmue.data import read_pairs
+from mmue.data import DataError, read_pairs
 from mmue.data.openclipart import DEFAULT_ROOT, clean_keywords, parse_svg, write_openclipart
 
 SVG = """<?xml version="1.0"?>
@@ -47,6 +47,26 @@ def test_converter_builds_csvs(tmp_path):
     im = Image.open(train.image_path(0))
     assert im.size == (32, 32) and im.mode == "RGB"
     assert all(c.startswith("animal number") and "kind" in c for c in train.captions)
+    assert {r["author"] for r in train.rows} == {"Jane Artist"}          # the creator: an owner column
+
+
+def test_converter_resumes_and_refuses_other_settings(tmp_path):
+    root = tmp_path / "oc"
+    for i in range(6):
+        make_item(root, f"things/t{i}", f"Thing {'abcdef'[i]}", ["thing"])
+    out = tmp_path / "out"
+    write_openclipart(out, root, size=16, n_test=1, progress=False)
+    done = out / "images/things/t1.png"
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(done)                  # marks the finished file
+    (out / "images/things/t2.png").unlink()                            # as if the run had died before it
+    (out / "test.csv").unlink()
+    counts = write_openclipart(out, root, size=16, n_test=1, progress=False)
+    assert counts["train"] + counts["test"] == 6 and (out / "test.csv").is_file()
+    assert Image.open(done).getpixel((0, 0)) == (1, 2, 3)               # kept, not rendered again
+    assert Image.open(out / "images/things/t2.png").size == (16, 16)    # the missing one rendered
+    assert not list(out.rglob("*.partial"))
+    with pytest.raises(DataError, match="size"):
+        write_openclipart(out, root, size=32, n_test=1, progress=False)
 
 
 @pytest.mark.skipif(not (DEFAULT_ROOT / "svg").is_dir(), reason="openclipart-svg/png not installed")

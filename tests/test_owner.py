@@ -24,6 +24,25 @@ def test_owner_specs_pick_images(tiny_synth):
     assert gap_closed(1.0, 11.0, 1.0) == 1.0 and gap_closed(1.0, 11.0, 11.0) == 0.0
 
 
+def test_column_owner_takes_the_rows_with_that_value(tiny_synth, tmp_path):
+    import csv
+    rows = list(csv.DictReader(open(tiny_synth / "train.csv", encoding="utf-8")))
+    ann = {"images/train_00007.png", "images/train_00011.png"}          # every caption of these: one artist's
+    with open(tmp_path / "train.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["filepath", "caption", "author"])
+        for r in rows:
+            w.writerow([str((tiny_synth / r["filepath"]).resolve()), r["caption"],
+                        "Ann" if r["filepath"] in ann else "Bo"])
+    pairs = read_pairs(tmp_path / "train.csv")
+    owner = Owner.parse({"column": "author", "value": "Ann"})
+    assert sorted(pairs.images[i].rsplit("/", 1)[-1] for i in owner.images(pairs, seed=0)) == \
+        ["train_00007.png", "train_00011.png"]
+    assert owner.semantic and owner.label() == "author = 'Ann'"
+    with pytest.raises(ValueError, match="0 training images"):
+        Owner.parse({"column": "author", "value": "Cy"}).images(pairs, seed=0)
+
+
 def test_owner_metrics_restrict_queries_to_the_owner(tiny_synth, tmp_path):
     from mmue.models import create_model
     pairs = read_pairs(tiny_synth / "train.csv")

@@ -3,7 +3,8 @@
 ``openclipart-svg`` carries each drawing's human-written title and keywords in its RDF metadata;
 ``openclipart-png`` carries the rendered PNG at the same relative path. Captions are built from the title and
 keywords (falling back to the file name where the title is a collection name shared by many files), with
-junk keywords dropped; near-duplicate captions (icon sets, flag variants) and pure patterns are dropped too.
+junk keywords dropped, and an ``author`` column from the drawing's creator (one artist's drawings are a real
+owner: ``{"column": "author", "value": NAME}`` in a bench config); near-duplicate captions (icon sets, flag variants) and pure patterns are dropped too.
 Images are composited on white, padded to a square and resized, so the whole drawing survives the models'
 center crop; or, with ``native``, kept at their own aspect with the longest side ``native`` px (the photo-like
 case a trainer has to resize and crop). Nothing is downloaded: ``apt-get install openclipart-svg openclipart-png`` provides the files.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import os
 import re
@@ -139,11 +141,39 @@ def collect(root: Path) -> list[ClipArt]:
     return items
 
 
+def _params_stamp(out: Path, params: dict) -> None:
+    """Record what the images in ``out`` were rendered with; refuse to mix renderings of other settings."""
+    stamp = out / "openclipart.json"
+    if stamp.is_file():
+        before = json.loads(stamp.read_text())
+        if before != params:
+            raise DataError(f"{out}: already holds a rendering with {before}, not {params}; "
+                            "write to another folder or delete this one")
+    elif any((out / "images").rglob("*.png")):
+        raise DataError(f"{out}/images: holds images from an unknown rendering; write to another folder "
+                        "or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(params))
+
+
+def _render(src: Path, dst: Path, size: int, native: int | None) -> None:
+    """Render once: a finished image is kept (so that an interrupted conversion resumes), a half-written one
+    never appears under its final name."""
+    if dst.is_file():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".partial")
+    (native_rgb(src, native) if native else square_rgb(src, size)).save(tmp, format="PNG")
+    os.replace(tmp, dst)
+
+
 def write_openclipart(out_dir: str | Path, root: str | Path = DEFAULT_ROOT, size: int = 64, n_test: int = 1000,
                       progress: bool = True, native: int | None = None) -> dict:
-    """Write ``images/…png``, ``train.csv`` and ``test.csv`` (``filepath,caption``); returns counts. ``native``:
-    images at their own aspect, longest side ``native`` px, instead of ``size`` px squares."""
+    """Write ``images/…png``, ``train.csv`` and ``test.csv`` (``filepath,caption,author``); returns counts.
+    ``native``: images at their own aspect, longest side ``native`` px, instead of ``size`` px squares. Rerun into
+    the same folder with the same settings, it keeps the images already rendered and rewrites the CSVs."""
     root, out = Path(root), Path(out_dir)
+    _params_stamp(out, {"size": None if native else size, "native": native})
     items = collect(root)
     title_counts = Counter(i.title for i in items)
     generic = {t for t, c in title_counts.items() if c >= 5}
@@ -172,13 +202,11 @@ def write_openclipart(out_dir: str | Path, root: str | Path = DEFAULT_ROOT, size
             # the package's own renderings; some are huge (600 Mpx): skipped below, not a threat to warn about
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             w = csv.writer(f)
-            w.writerow(["filepath", "caption"])
+            w.writerow(["filepath", "caption", "author"])
             for item, cap in tqdm(rows, desc=f"openclipart {split}", disable=None if progress else True, leave=False):
                 rel = f"images/{item.rel}.png"
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    src = root / "png" / f"{item.rel}.png"
-                    (native_rgb(src, native) if native else square_rgb(src, size)).save(out / rel)
+                    _render(root / "png" / f"{item.rel}.png", out / rel, size, native)
                 except Image.DecompressionBombError:
                     dropped["too large"] += 1
                     continue
@@ -186,7 +214,7 @@ def write_openclipart(out_dir: str | Path, root: str | Path = DEFAULT_ROOT, size
                     log.warning("skipping %s: %s", item.rel, e)
                     dropped["unreadable"] += 1
                     continue
-                w.writerow([rel, cap])
+                w.writerow([rel, cap, item.creator])
                 written[split] += 1
     # the CSVs appear only when complete, test.csv last (its presence marks a finished conversion)
     os.replace(out / "train.csv.partial", out / "train.csv")
