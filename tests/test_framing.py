@@ -90,3 +90,19 @@ def test_nearest_stretch_writes_blocks_and_is_modelled_too():
     seen = Framing(torch.tensor([[384, 384]]), s, "nearest")(stored, grid_noise.float()[None] / 255,
                                                              torch.tensor([0]))[0]
     assert float((255 * (seen - trainer)).pow(2).mean().sqrt()) < 1.0
+
+
+def test_stretch_matrices_are_the_interpolate_and_tile_they_replace():
+    g = torch.Generator().manual_seed(0)
+    grid = torch.randint(-8, 9, (3, 16, 16), generator=g).to(torch.int8)
+    for w, h in ((48, 48), (100, 37), (37, 100), (161, 64)):
+        left, top, tw, th = trainer_crop(w, h, 16)
+        for mode in ("bilinear", "nearest"):
+            ref = torch.nn.functional.interpolate(grid[None].float(), size=(th, tw), mode=mode,
+                                                  **({"align_corners": False} if mode == "bilinear" else {}))[0]
+            ref = ref[:, tile_index(h, th, top)][:, :, tile_index(w, tw, left)].round().clamp(-8, 8)
+            got = native_noise(grid, w, h, 8, mode)
+            assert got.shape == ref.shape and got.dtype == torch.int8
+            diff = (got.float() - ref).abs()
+            assert diff.max() <= (0 if mode == "nearest" else 1)     # bilinear: only ties at .5 may round apart
+            assert (diff > 0).float().mean() < 1e-3

@@ -130,6 +130,10 @@ def test_owner_worst_case_takes_the_scraper_that_learns_most():
     line = next(x for x in owner_worst_case_table(rows).splitlines() if " mem-3 " in x).split()
     assert line[line.index("mem-3") + 2:line.index("mem-3") + 5] == ["0.94", "v", "/"] and line[-1] == "rare-10"
     assert line[-4] == "5.0"
+    long = [{**r, "victim": "mmue-tiny-rn", "defense": "oracle-captions"} for r in rows if r["defense"] == "rare-10"]
+    line = next(x for x in owner_worst_case_table(long).splitlines() if " mem-3 " in x).split()
+    assert line[line.index("mem-3") + 3:line.index("mem-3") + 8] == ["mmue-tiny-rn", "/", "oracle-captions", "1.00,",
+                                                                     "0.88"]   # long names keep the columns apart
 
 
 def test_public_surrogate_trains_on_the_mix_and_protects_only_the_owner(tiny_synth, tmp_path):

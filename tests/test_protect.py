@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 from mmue import api
 from mmue.data import read_pairs
@@ -436,3 +436,21 @@ def test_a_second_surrogate_at_another_size_shapes_the_noise_too(tiny_synth):
             return float(clip_loss(img, small.encode_text(batch.ids(trig)).float(), small.logit_scale.exp()))
     assert small_loss(d_both) < small_loss(d_alone)
     assert small_loss(d_both) < small_loss(zero)
+
+
+def test_photo_png_is_a_lossless_png_with_the_profile():
+    import io
+    import numpy as np
+    from mmue.protect.export import encode_image, photo_png
+    from mmue.quality import diff_stats
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    with Image.open(io.BytesIO(photo_png(y, icc))) as im:
+        assert im.format == "PNG" and im.mode == "RGB" and im.info["icc_profile"] == icc
+        assert np.array_equal(np.asarray(im), y)
+    big = np.zeros((1001, 1000, 3), np.uint8)                        # > 1 MP: the photo encoder
+    assert encode_image(big)[:8] == b"\x89PNG\r\n\x1a\n" and encode_image(big) == photo_png(big)
+    a, b = torch.zeros(2, 3, dtype=torch.uint8), torch.full((2, 3), 200, dtype=torch.uint8)
+    assert diff_stats(a, b)[1] == 200 and abs(diff_stats(a, b)[0] - 10 * np.log10(255 ** 2 / 200 ** 2)) < 1e-9
+    assert diff_stats(a, a) == (float("inf"), 0)

@@ -289,16 +289,23 @@ def owner_worst_case_table(rows: list[dict], kind: str = "mem") -> str:
         gap = gap_closed(mean(absent.values()), mean(clean.values()), mean(by_seed.values()))
         seeds = [gap_closed(absent[s], clean[s], x) for s, x in sorted(by_seed.items()) if s in absent and s in clean]
         worst.setdefault((o, m), []).append((gap, f"{v} / {d}", seeds, mean(by_seed.values()) - mean(absent.values())))
-    lines = [f"({OWNER_VIEWS[kind].split(':')[0]}, last epoch; over the scrapers (victim / defense) measured with "
-             "their absent and clean victims: the lowest gap closed and the most R@10 above never publishing, in "
-             "points of the mean of both directions; goal: <= 1)",
-             f"{'owner':<24}{'method':<16}{'scrapers':>9}{'worst gap closed':>18}  {'by':<28}{'per seed':<16}"
-             f"{'R@10 above absent':>18}  by"]
+    rows_out = []
     for (o, m), cells in sorted(worst.items(), key=lambda kv: (kv[0][0], method_order(kv[0][1]))):
         gap, who, seeds, _ = min(cells, key=lambda c: (c[0] != c[0], c[0]))   # nan (clean = absent) last
         above, who_above = max((c[3], c[1]) for c in cells)
-        per_seed = ", ".join(f"{g:.2f}" for g in seeds)
-        lines.append(f"{o:<24}{m:<16}{len(cells):>9}{gap:>18.2f}  {who:<28}{per_seed:<16}{above:>18.1f}  {who_above}")
+        rows_out.append((o, m, len(cells), gap, who, ", ".join(f"{g:.2f}" for g in seeds), above, who_above))
+    # columns as wide as their longest entry (owner labels and victim / defense names vary in length)
+    ow = max([24] + [len(r[0]) + 2 for r in rows_out])
+    mw = max([16] + [len(r[1]) + 2 for r in rows_out])
+    bw = max([28] + [len(r[4]) + 2 for r in rows_out])
+    sw = max([16] + [len(r[5]) + 2 for r in rows_out])
+    lines = [f"({OWNER_VIEWS[kind].split(':')[0]}, last epoch; over the scrapers (victim / defense) measured with "
+             "their absent and clean victims: the lowest gap closed and the most R@10 above never publishing, in "
+             "points of the mean of both directions; goal: <= 1)",
+             f"{'owner':<{ow}}{'method':<{mw}}{'scrapers':>9}{'worst gap closed':>18}  {'by':<{bw}}{'per seed':<{sw}}"
+             f"{'R@10 above absent':>18}  by"]
+    for o, m, n, gap, who, per_seed, above, who_above in rows_out:
+        lines.append(f"{o:<{ow}}{m:<{mw}}{n:>9}{gap:>18.2f}  {who:<{bw}}{per_seed:<{sw}}{above:>18.1f}  {who_above}")
     return "\n".join(lines)
 
 

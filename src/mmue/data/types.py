@@ -75,12 +75,18 @@ class PairSet:
         return f"PairSet({self.source}, images={self.n_images}, captions={len(self.captions)})"
 
 
+ORIENTATION = 0x0112   # the EXIF tag
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """The image as RGB, turned upright by its EXIF orientation (as viewers show it: phones store photos
     sideways with a tag), so the protected copy, which carries no EXIF, looks like the original did."""
     try:
         with Image.open(path) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
+            if im.getexif().get(ORIENTATION, 1) != 1:
+                im = ImageOps.exif_transpose(im)
+            # each of these copies a full-size photo: only when there is something to do
+            return im.convert("RGB") if im.mode != "RGB" else (im.load(), im)[1]
     except FileNotFoundError as e:
         raise DataError(f"{path}: image not found") from e
     except Image.DecompressionBombError as e:

@@ -18,22 +18,23 @@ from collections import Counter
 import io
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.pairs import PairSet, write_pairs
-from ..data.types import pil_to_u8
 from ..data.webdataset import ShardWriter
 from ..fileio import atomic_write, atomic_write_json
 from ..models.tokens import TokenCodec
 from ..workers import ordered_map
-from ..quality import psnr
-from .pgd import apply_noise
-from .framing import tile_index, trainer_crop
+from ..quality import diff_stats
+from .framing import stretch_matrix, tile_index, trainer_crop
 from .placement import insert_trigger
 from .store import ProtectionState
 
@@ -72,28 +73,55 @@ def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int, stre
         return noise
     s = noise.shape[-1]
     left, top, tw, th = trainer_crop(width, height, s)
-    smaller = min(tw, th) < s
-    mode = "bilinear" if stretch == "bilinear" or smaller else "nearest"
-    up = F.interpolate(noise[None].float(), size=(th, tw), mode=mode,
-                       **({"align_corners": False, "antialias": smaller} if mode == "bilinear" else {}))[0]
-    if (tw, th) != (width, height):
-        up = up[:, tile_index(height, th, top)][:, :, tile_index(width, tw, left)]
-    return up.round_().clamp_(-eps_px, eps_px).to(torch.int8)
+    if min(tw, th) < s:   # shrinking: antialiased, on the crop, then tiled (small images: cost does not matter)
+        up = F.interpolate(noise[None].float(), size=(th, tw), mode="bilinear", align_corners=False,
+                           antialias=True)[0].round_().clamp_(-eps_px, eps_px).to(torch.int8)
+        return up[:, tile_index(height, th, top)][:, :, tile_index(width, tw, left)] if (tw, th) != (width, height) else up
+    # stretching and tiling are linear along each axis: out[h, w, c] = rows[h] . (pattern[c] cols[w]), one matrix
+    # product straight into channels-last memory, in blocks of rows (a 12 MP photo in ~0.1 s and a few MB of
+    # floats at a time, where interpolating and then indexing took ~0.5 s)
+    rows = stretch_matrix(height, th, top, s, stretch)
+    c = noise.shape[0]
+    right = torch.einsum("cab,wb->awc", noise.float(), stretch_matrix(width, tw, left, s, stretch))
+    right = right.reshape(s, width * c)
+    out = torch.empty(height, width * c, dtype=torch.int8)
+    for r in range(0, height, 256):
+        out[r:r + 256] = (rows[r:r + 256] @ right).round_().clamp_(-eps_px, eps_px)
+    return out.view(height, width, c).permute(2, 0, 1)   # [3,H,W], its memory [H,W,3]: as photos are decoded
 
 
-def encode_image(y: torch.Tensor, image_format: str = "png", quality: int = 90, icc: bytes | None = None) -> bytes:
-    """The file bytes of uint8 [3,H,W] ``y`` as PNG, JPEG (4:4:4 chroma: subsampling would halve colour noise)
+def encode_image(y: np.ndarray, image_format: str = "png", quality: int = 90, icc: bytes | None = None) -> bytes:
+    """The file bytes of uint8 [H,W,3] ``y`` as PNG, JPEG (4:4:4 chroma: subsampling would halve colour noise)
     or WebP at ``quality``; no EXIF; ``icc`` profile kept."""
     fmt = IMAGE_FORMATS[image_format][0]
-    # PNG: zlib level 1 on photos (12 MP: 0.9 s instead of 4.1 s at the default 6, for a file 6 % larger: noisy
-    # pixels barely compress anyway)
-    png = {"compress_level": 1} if y.shape[-1] * y.shape[-2] > 1_000_000 else {}
-    opts = {"PNG": png, "JPEG": {"quality": quality, "subsampling": 0}, "WEBP": {"quality": quality, "method": 6}}[fmt]
+    if fmt == "PNG" and y.shape[0] * y.shape[1] > 1_000_000:
+        return photo_png(y, icc)
+    opts = {"PNG": {}, "JPEG": {"quality": quality, "subsampling": 0}, "WEBP": {"quality": quality, "method": 6}}[fmt]
     if icc:
         opts["icc_profile"] = icc
     buf = io.BytesIO()
-    Image.fromarray(y.permute(1, 2, 0).numpy()).save(buf, format=fmt, **opts)
+    Image.fromarray(y).save(buf, format=fmt, **opts)
     return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def photo_png(y: np.ndarray, icc: bytes | None = None) -> bytes:
+    """A PNG of uint8 [H,W,3] ``y`` for photos: every row "up"-filtered and deflated at level 1. Pillow picks a
+    filter per row by trying all five and took 0.6 s for a 7 MP photo at level 1, this 0.25 s, for files of the
+    same size within 1 % on noisy photos (``benchmarks/native_bench.py``); zlib also lets other threads run."""
+    h, w, c = y.shape
+    rows = np.ascontiguousarray(y).reshape(h, w * c)
+    raw = np.empty((h, w * c + 1), np.uint8)
+    raw[:, 0] = 2                                   # filter type Up (the row above the first counts as zeros)
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])   # modulo 256, as the format wants
+    head = _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))   # 8-bit RGB, no interlace
+    profile = _chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc)) if icc else b""
+    return b"".join([b"\x89PNG\r\n\x1a\n", head, profile, _chunk(b"IDAT", zlib.compress(raw, 1)),
+                     _chunk(b"IEND", b"")])
 
 
 def rgb_profile(img: Image.Image) -> bytes | None:
@@ -102,14 +130,18 @@ def rgb_profile(img: Image.Image) -> bytes | None:
     return icc if icc and icc[16:20] == b"RGB " else None
 
 
-def noise_kept(x: torch.Tensor, intended: torch.Tensor, saved: torch.Tensor) -> float:
+def noise_kept(x, intended, saved, rows: int = 128) -> float:
     """The share of the intended noise ``intended - x`` that is still in ``saved``: the projection of what the save
     left onto it (1.0 for a lossless save, about 0 when the save erased it; a little above 1 where the codec's own
-    error happens to line up with the noise)."""
-    n = (intended.to(torch.int16) - x.to(torch.int16)).float()
-    d = (saved.to(torch.int16) - x.to(torch.int16)).float()
-    nn = float((n * n).sum())
-    return float((d * n).sum()) / nn if nn else 1.0
+    error happens to line up with the noise). uint8 images (tensors or arrays), in blocks of ``rows`` rows."""
+    x, intended, saved = (np.asarray(v).reshape(np.asarray(v).shape[0], -1) for v in (x, intended, saved))
+    nn = dn = 0.0
+    for r in range(0, x.shape[0], rows):
+        n = np.subtract(intended[r:r + rows], x[r:r + rows], dtype=np.int16).ravel().astype(np.float64)
+        d = np.subtract(saved[r:r + rows], x[r:r + rows], dtype=np.int16).ravel().astype(np.float64)
+        nn += float(n @ n)
+        dn += float(d @ n)
+    return dn / nn if nn else 1.0
 
 
 PUBLISH, PRIVATE = "publish", "private"
@@ -158,19 +190,23 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
     rel_out = output_paths(pairs, ext) if out_format == "files" else [f"{i:08d}" for i in range(pairs.n_images)]
     writer = ShardWriter(pub / "shards", maxcount) if out_format == "webdataset" else None
     def render(i: int) -> dict:
-        """Image i protected and encoded (on a worker thread: decoding, stretching and encoding are the cost)."""
+        """Image i protected and encoded (on a worker thread: decoding, stretching and encoding are the cost).
+        Channels-last numpy throughout, as the decoder gives it and the encoders take it (numpy's integer
+        kernels are 3x torch's on a CPU for this)."""
         src = pairs.open_image(i)
-        x = pil_to_u8(src)
-        y = apply_noise(x, native_noise(state.noise[i], src.width, src.height, eps_px, stretch))
+        x = np.asarray(src)                                                               # [H,W,3] uint8
+        noise = native_noise(state.noise[i], src.width, src.height, eps_px, stretch).permute(1, 2, 0).numpy()
+        y = np.add(x, noise, dtype=np.int16)
+        y = np.clip(y, 0, 255, out=y).astype(np.uint8)                                    # saturating
         data_bytes = encode_image(y, image_format, quality, rgb_profile(src))
         kept = None
         if lossy:   # what a reader of the file gets, and how much of the noise is still in it
             with Image.open(io.BytesIO(data_bytes)) as saved:
-                decoded = pil_to_u8(saved)
+                decoded = np.asarray(saved.convert("RGB"))
             kept = noise_kept(x, y, decoded)
             y = decoded
-        return {"bytes": data_bytes, "size": [src.width, src.height], "psnr": psnr(x, y),
-                "linf_px": int((y.to(torch.int16) - x.to(torch.int16)).abs().max()), "kept": kept}
+        p, linf = diff_stats(x, y)
+        return {"bytes": data_bytes, "size": [src.width, src.height], "psnr": p, "linf_px": linf, "kept": kept}
 
     per_image, psnrs = [], []
     rendered = ordered_map(render, range(pairs.n_images), workers)

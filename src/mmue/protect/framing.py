@@ -43,6 +43,25 @@ def tile_index(length: int, side: int, offset: int) -> torch.Tensor:
     return (torch.arange(length) - offset) % side
 
 
+def stretch_matrix(length: int, side: int, offset: int, grid: int, stretch: str = "bilinear") -> torch.Tensor:
+    """[length, grid] weights that stretch a ``grid``-px pattern to ``side`` px (bilinear as ``F.interpolate`` with
+    ``align_corners=False``, or nearest) and tile it over ``length`` px from ``offset`` (``tile_index``): one axis of
+    ``native_noise`` as a matrix, so the whole photo's noise is two small matrix products."""
+    pos = tile_index(length, side, offset).double()
+    m = torch.zeros(length, grid, dtype=torch.float64)
+    rows = torch.arange(length)
+    if stretch == "nearest":
+        m[rows, (pos * grid / side).floor().long().clamp_(max=grid - 1)] = 1
+        return m.float()
+    src = ((pos + 0.5) * grid / side - 0.5).clamp_(min=0)
+    i0 = src.floor().long().clamp_(max=grid - 1)
+    i1 = (i0 + 1).clamp_(max=grid - 1)
+    frac = src - i0
+    m[rows, i0] += 1 - frac
+    m[rows, i1] += frac
+    return m.float()
+
+
 @lru_cache(maxsize=2)
 def resize_kernel(stretch: str = "bilinear", scale: int = 8, grid: int = 32) -> torch.Tensor:
     """The 1-D kernel [5] that grid noise comes back through after a ``stretch`` (bilinear or nearest) by
