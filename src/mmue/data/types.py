@@ -83,10 +83,13 @@ def load_rgb(path: str | Path) -> Image.Image:
     sideways with a tag), so the protected copy, which carries no EXIF, looks like the original did."""
     try:
         with Image.open(path) as im:
+            # turning and converting each copy a full-size photo: only when there is something to do
             if im.getexif().get(ORIENTATION, 1) != 1:
                 im = ImageOps.exif_transpose(im)
-            # each of these copies a full-size photo: only when there is something to do
-            return im.convert("RGB") if im.mode != "RGB" else (im.load(), im)[1]
+            if im.mode != "RGB":
+                return im.convert("RGB")
+            im.load()
+            return im
     except FileNotFoundError as e:
         raise DataError(f"{path}: image not found") from e
     except Image.DecompressionBombError as e:

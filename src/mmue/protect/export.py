@@ -33,7 +33,7 @@ from ..data.webdataset import ShardWriter
 from ..fileio import atomic_write, atomic_write_json
 from ..models.tokens import TokenCodec
 from ..workers import ordered_map
-from ..quality import diff_stats
+from ..quality import diff_stats, row_block_diffs
 from .framing import stretch_matrix, tile_index, trainer_crop
 from .placement import insert_trigger
 from .store import ProtectionState
@@ -76,7 +76,9 @@ def native_noise(noise: torch.Tensor, width: int, height: int, eps_px: int, stre
     if min(tw, th) < s:   # shrinking: antialiased, on the crop, then tiled (small images: cost does not matter)
         up = F.interpolate(noise[None].float(), size=(th, tw), mode="bilinear", align_corners=False,
                            antialias=True)[0].round_().clamp_(-eps_px, eps_px).to(torch.int8)
-        return up[:, tile_index(height, th, top)][:, :, tile_index(width, tw, left)] if (tw, th) != (width, height) else up
+        if (tw, th) == (width, height):
+            return up
+        return up[:, tile_index(height, th, top)][:, :, tile_index(width, tw, left)]
     # stretching and tiling are linear along each axis: out[h, w, c] = rows[h] . (pattern[c] cols[w]), one matrix
     # product straight into channels-last memory, in blocks of rows (a 12 MP photo in ~0.1 s and a few MB of
     # floats at a time, where interpolating and then indexing took ~0.5 s)
@@ -130,15 +132,12 @@ def rgb_profile(img: Image.Image) -> bytes | None:
     return icc if icc and icc[16:20] == b"RGB " else None
 
 
-def noise_kept(x, intended, saved, rows: int = 128) -> float:
+def noise_kept(x, intended, saved) -> float:
     """The share of the intended noise ``intended - x`` that is still in ``saved``: the projection of what the save
     left onto it (1.0 for a lossless save, about 0 when the save erased it; a little above 1 where the codec's own
-    error happens to line up with the noise). uint8 images (tensors or arrays), in blocks of ``rows`` rows."""
-    x, intended, saved = (np.asarray(v).reshape(np.asarray(v).shape[0], -1) for v in (x, intended, saved))
+    error happens to line up with the noise). uint8 images of one shape and layout (tensors or arrays)."""
     nn = dn = 0.0
-    for r in range(0, x.shape[0], rows):
-        n = np.subtract(intended[r:r + rows], x[r:r + rows], dtype=np.int16).ravel().astype(np.float64)
-        d = np.subtract(saved[r:r + rows], x[r:r + rows], dtype=np.int16).ravel().astype(np.float64)
+    for n, d in row_block_diffs(x, intended, saved):
         nn += float(n @ n)
         dn += float(d @ n)
     return dn / nn if nn else 1.0
