@@ -4,7 +4,7 @@ import torch
 
 from mmue import api
 from mmue.protect import ProtectionState
-from mmue.protect.clusters import caption_clusters, kmeans
+from mmue.protect.clusters import caption_clusters, cluster_targets, kmeans
 from mmue.protect.noise import ClusterNoise
 
 FAST = dict(rounds=2, surrogate_steps=3, pgd_steps=2, batch_size=32, clusters=4)
@@ -28,6 +28,49 @@ def test_caption_clusters_group_shared_words():
     bodies = [[1, 2, 3], [1, 2, 4], [7, 8, 9], [7, 8, 5], [1, 2, 3], [7, 9, 8]]
     a = caption_clusters(bodies, [[i] for i in range(6)], 2, seed=0).tolist()
     assert a[0] == a[1] == a[4] and a[2] == a[3] == a[5] and a[0] != a[2]
+
+
+def test_cluster_targets_permute_clusters_without_a_fixed_point():
+    clusters = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3, 3, 3])
+    for seed in range(5):
+        t = cluster_targets(clusters, seed)
+        to = clusters[t]
+        assert (to != clusters).all()                                   # never its own cluster
+        for c in range(4):                                              # one target cluster per cluster ...
+            assert len(set(to[clusters == c].tolist())) == 1
+        assert sorted(set(to.tolist())) == [0, 1, 2, 3]                 # ... a permutation of them
+        assert torch.equal(t, cluster_targets(clusters, seed))          # a function of the seed
+    assert torch.equal(cluster_targets(torch.zeros(3, dtype=torch.long), 0), torch.arange(3))
+
+
+def test_targeted_image_step_pulls_images_toward_the_target_captions(tiny_synth):
+    from mmue.data import read_pairs
+    from mmue.data.encoded import EncodedPairs
+    from mmue.losses import clip_loss
+    from mmue.models import create_model
+    from mmue.protect.engine import MEMEngine
+    from mmue.protect.registry import resolve
+    with pytest.raises(ValueError, match="needs shuffle off"):
+        resolve("tap-cluster", shuffle=True)
+    torch.manual_seed(0)
+    model = create_model("mmue-tiny-rn").eval()
+    data = EncodedPairs.build(read_pairs(tiny_synth / "train.csv"), model.image_size, model.codec.encode, False)
+    eng = MEMEngine(model, data, resolve("tap-cluster", **{**FAST, "pgd_steps": 4}))
+    idx = torch.arange(16)
+    own, aimed = eng.make_batch(idx, torch.Generator().manual_seed(0)), \
+        eng.make_batch(idx, torch.Generator().manual_seed(0), aim=True)
+    assert not torch.equal(own.template, aimed.template)
+    assert (eng.clusters[eng.targets[idx]] != eng.clusters[idx]).all()
+    delta, _ = eng.image_step(aimed, torch.zeros(16, 3, 64, 64), torch.zeros(16, 0, dtype=torch.long),
+                              torch.Generator().manual_seed(1))
+
+    def loss(batch, d):
+        with torch.no_grad():
+            img = model.encode_image(eng._pixels(batch, d)).float()
+            return float(clip_loss(img, model.encode_text(batch.template).float(), model.logit_scale.exp()))
+    zero = torch.zeros_like(delta)
+    assert loss(aimed, delta) < loss(aimed, zero)      # closer to the captions aimed at
+    assert delta.abs().max() <= 8 / 255 + 1e-6
 
 
 def test_cluster_step_moves_one_pattern_per_cluster():

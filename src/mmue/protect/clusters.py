@@ -92,3 +92,26 @@ def caption_word_codes(caption_bodies, image_captions, words: int, min_images: i
         best = sorted(ts, key=lambda t: (df[t] < min_images, df[t], tie[t]))[:words]
         codes[i, :len(best)] = torch.tensor(best, dtype=torch.long)
     return codes
+
+
+def cluster_targets(clusters: torch.Tensor, seed: int) -> torch.Tensor:
+    """For each image, the image whose captions its noise pulls it toward (targeted adversarial poisoning): the
+    clusters are permuted with no cluster left in place (a derangement), and image i of cluster c is given a
+    random image of the cluster c goes to. The pull is consistent per cluster, as a class permutation is for a
+    classifier: a victim that learns the noise learns "features of cluster c' <-> captions of cluster c", a
+    wrong rule for clean images, instead of a random one per image. One cluster: every image keeps its own."""
+    n, k = len(clusters), int(clusters.max()) + 1 if len(clusters) else 0
+    if k < 2:
+        return torch.arange(n)
+    g = generator(seed, "cluster targets")
+    shift = torch.randperm(k, generator=g)
+    to = torch.empty(k, dtype=torch.long)
+    to[shift] = shift.roll(-1)   # a random cycle through all clusters: no fixed point
+    members = [torch.nonzero(clusters == c).flatten() for c in range(k)]
+    out = torch.empty(n, dtype=torch.long)
+    for c in range(k):
+        own = members[c]
+        if len(own):
+            pool = members[int(to[c])]
+            out[own] = pool[torch.randint(len(pool), (len(own),), generator=g)]
+    return out

@@ -52,6 +52,10 @@ class ProtectConfig:
     grad_blur: float = knob(0.0, "Gaussian sigma (px) on the PGD gradient: low-frequency noise", min=0, max=10)
     objective: str = knob("minimise", "what PGD does to the surrogate's CLIP loss: minimise it (error-minimising "
                           "noise: EM, MEM) or maximise it (error-maximising noise: TAP)", choices=("minimise", "maximise"))
+    target: str = knob("own", "captions the image step pulls each image toward: its own (with its trigger), or "
+                       "those of an image in another caption cluster, the clusters permuted (targeted adversarial "
+                       "poisoning: with --objective minimise, no shuffle and a surrogate trained on clean data)",
+                       choices=("own", "cluster"))
     share: str = knob("none", "what images of one caption cluster share: nothing, the noise pattern, the trigger, "
                       "or both (a shared trigger is drawn per cluster and not changed by HotFlip); or words: one "
                       "noise pattern per caption word, each image's noise the mean of its code words' patterns "
@@ -114,6 +118,8 @@ class ProtectConfig:
                 problems.append(f"{f.name} must be > {m['gt']} (got {v})")
         if self.noise_block > 1 and self.noise != "random":
             problems.append(f"noise_block={self.noise_block} needs noise random (PGD noise is per pixel)")
+        if self.target != "own" and self.shuffle:
+            problems.append(f"target={self.target} needs shuffle off (shuffling would trade the targets within a batch)")
         if self.shares_noise and self.noise == "none":
             problems.append(f"share={self.share} needs image noise (noise pgd or random)")
         from .views import parse_view   # the view spec is checked by the part that reads it

@@ -43,7 +43,7 @@ from ..losses import clip_loss, clip_loss_options
 from ..models import ClipModel
 from ..optim import clip_train_step, make_optimizer
 from ..seeding import generator
-from .clusters import caption_clusters, caption_word_codes
+from .clusters import caption_clusters, caption_word_codes, cluster_targets
 from .config import ProtectConfig
 from .filters import make_filter
 from .framing import Framing
@@ -168,7 +168,8 @@ class MEMEngine:
         self.framing = Framing(data.sizes, data.images.shape[-1], cfg.stretch)
         self.grad_filter = make_filter(cfg.grad_blur, cfg.objective)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
-                         if cfg.share not in ("none", "words") else None)
+                         if cfg.share not in ("none", "words") or cfg.target == "cluster" else None)
+        self.targets = cluster_targets(self.clusters, cfg.seed) if cfg.target == "cluster" else None
         if cfg.share == "words":
             codes = caption_word_codes(data.caption_bodies, data.image_captions, cfg.code_words,
                                        cfg.code_min_images, cfg.seed)
@@ -216,10 +217,11 @@ class MEMEngine:
         return state
 
     # ----------------------------------------------------------------------------------------- batches
-    def make_batch(self, index: torch.Tensor, g: torch.Generator, shard: bool = False) -> Batch:
+    def make_batch(self, index: torch.Tensor, g: torch.Generator, shard: bool = False, aim: bool = False) -> Batch:
         """The batch of images ``index`` with one random caption each; ``shard``: only this rank's slice of
-        that global batch (captions are drawn for all of it, so the generator stays in step on every rank)."""
-        caps = self.data.sample_captions(index, g)
+        that global batch (captions are drawn for all of it, so the generator stays in step on every rank).
+        ``aim``: the captions the image step pulls the images toward (another cluster's, with ``target``)."""
+        caps = self.data.sample_captions(self.targets[index] if aim and self.targets is not None else index, g)
         if shard:
             index, caps = self.dist.my_slice(index, caps)
         k, codec = self.cfg.trigger_len, self.model.codec
@@ -397,7 +399,7 @@ class MEMEngine:
         try:
             for idx in tqdm(self._batches(mine), desc=f"round {round_idx + 1} data", leave=False,
                             disable=None if progress and d.is_main else True):
-                batch = self.make_batch(idx, g)
+                batch = self.make_batch(idx, g, aim=True)
                 delta = self.noise.delta(state, idx, self.device)
                 triggers = state.triggers[idx].to(self.device)
                 if do_text:
