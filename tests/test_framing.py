@@ -92,7 +92,7 @@ def test_nearest_stretch_writes_blocks_and_is_modelled_too():
     assert float((255 * (seen - trainer)).pow(2).mean().sqrt()) < 1.0
 
 
-def test_stretch_matrices_are_the_interpolate_and_tile_they_replace():
+def test_stretch_taps_are_the_interpolate_and_tile_they_replace():
     g = torch.Generator().manual_seed(0)
     grid = torch.randint(-8, 9, (3, 16, 16), generator=g).to(torch.int8)
     for w, h in ((48, 48), (100, 37), (37, 100), (161, 64)):

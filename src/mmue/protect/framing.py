@@ -43,23 +43,19 @@ def tile_index(length: int, side: int, offset: int) -> torch.Tensor:
     return (torch.arange(length) - offset) % side
 
 
-def stretch_matrix(length: int, side: int, offset: int, grid: int, stretch: str = "bilinear") -> torch.Tensor:
-    """[length, grid] weights that stretch a ``grid``-px pattern to ``side`` px (bilinear as ``F.interpolate`` with
-    ``align_corners=False``, or nearest) and tile it over ``length`` px from ``offset`` (``tile_index``): one axis of
-    ``native_noise`` as a matrix, so the whole photo's noise is two small matrix products."""
+def stretch_taps(length: int, side: int, offset: int, grid: int, stretch: str = "bilinear"
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One axis of ``native_noise``: for each of ``length`` native pixels, the two grid cells it takes its value
+    from and the weight of the first (the second gets the rest), for a ``grid``-px pattern stretched to ``side`` px
+    (bilinear as ``F.interpolate`` with ``align_corners=False``; nearest: one cell, weight 1) and tiled over
+    ``length`` px from ``offset`` (``tile_index``). (i0 [length] long, i1 [length] long, w0 [length] float64)."""
     pos = tile_index(length, side, offset).double()
-    m = torch.zeros(length, grid, dtype=torch.float64)
-    rows = torch.arange(length)
     if stretch == "nearest":
-        m[rows, (pos * grid / side).floor().long().clamp_(max=grid - 1)] = 1
-        return m.float()
+        i0 = (pos * grid / side).floor().long().clamp_(max=grid - 1)
+        return i0, i0, torch.ones(length, dtype=torch.float64)
     src = ((pos + 0.5) * grid / side - 0.5).clamp_(min=0)
     i0 = src.floor().long().clamp_(max=grid - 1)
-    i1 = (i0 + 1).clamp_(max=grid - 1)
-    frac = src - i0
-    m[rows, i0] += 1 - frac
-    m[rows, i1] += frac
-    return m.float()
+    return i0, (i0 + 1).clamp_(max=grid - 1), 1 - (src - i0)
 
 
 @lru_cache(maxsize=2)
