@@ -111,3 +111,20 @@ def test_oracle_captions_and_composition(tiny_synth, tmp_path):
     other.write_text(f"filepath,caption\n{tiny_synth / 'images/train_00000.png'},a\n")
     with pytest.raises(ValueError, match="not the data it was protected from"):
         apply_defense(released.source, "oracle-captions", tmp_path / "o2", original=other)
+
+
+def test_a_defended_copy_is_reused_only_for_its_own_source(tiny_synth, tmp_path):
+    src = tiny_synth / "train.csv"
+    other = apply_defense(src, "strip-2", tmp_path / "released")   # another dataset, also named train.csv
+    first = apply_defense(src, "rare-3", tmp_path / "d")
+    stamp = (tmp_path / "d" / "defense.json").stat().st_mtime_ns
+    assert apply_defense(src, "rare-3", tmp_path / "d") == first            # the same source: reused as it is
+    assert (tmp_path / "d" / "defense.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="made from .*train.csv"):
+        apply_defense(other, "rare-3", tmp_path / "d")
+    with pytest.raises(ValueError, match="made from"):
+        apply_defense(src, "rare-3", tmp_path / "d", seed=1)
+    (tmp_path / "d" / "defense.json").unlink()                              # a copy from before stamps: rebuilt
+    again = read_pairs(apply_defense(other, "rare-3", tmp_path / "d"))
+    assert again.captions == read_pairs(apply_defense(other, "rare-3", tmp_path / "e")).captions
+    assert again.image_path(0).resolve() == read_pairs(other).image_path(0).resolve()   # relinked, not kept

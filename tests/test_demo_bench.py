@@ -144,3 +144,18 @@ def test_every_experiment_config_in_the_docs_still_loads():
     with pytest.raises(ValueError, match="trigger_dropout must be <= 0.99"):
         BenchConfig(methods=["mem-3"], protect={"trigger_dropout": 2}).validate()
     BenchConfig(methods=["mem-3"], protect={"image_format": "jpeg", "quality": 90}).validate()   # api.protect's own
+
+
+def test_each_release_is_defended_from_its_own_files(tiny_synth, tmp_path):
+    # every protected copy's CSV sits in its folder's publish/: the defended copy must be named by the release,
+    # or the second seed (or method) trains on the first one's images (a bug the bench once had)
+    cfg = BenchConfig(data=str(tiny_synth), methods=["random"], seeds=[0, 1], epochs=1, protect=TINY_PROTECT,
+                      defenses=["strip-2"])
+    run_bench(cfg, tmp_path / "b", device="cpu")
+    stamps = [json.loads(p.read_text()) for p in sorted((tmp_path / "b" / "defended").glob("*/defense.json"))]
+    releases = sorted(Path(s["source"]).parents[1].name for s in stamps)
+    assert releases == ["random-low-mmue-tiny-rn-s0", "random-low-mmue-tiny-rn-s1"]
+    for stamp_file in (tmp_path / "b" / "defended").glob("*/defense.json"):
+        release = Path(json.loads(stamp_file.read_text())["source"]).parent
+        first = next(p for p in (stamp_file.parent / "images").rglob("*") if p.is_symlink())
+        assert release.resolve() in first.resolve().parents

@@ -130,10 +130,10 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 # original: the rows the victim's data was made from, in its order (for oracle-captions)
                 if method == "clean":
                     victim_train, protection = train_csv, {}
-                    original = victim_train
+                    original, released = victim_train, f"clean-s{seed}"
                 elif method == "absent":
                     victim_train, protection = owned["rest"], {}
-                    original = victim_train
+                    original, released = victim_train, f"absent-s{seed}"
                 else:
                     original = train_csv
                     source = owned["owner"] if owned else train_csv
@@ -143,6 +143,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     public = {"public": owned["rest"]} if owned and cfg.owner_surrogate == "own+rest" else {}
                     man = ensure_protected(source, prot, method, cfg.strength, seed, device,
                                            surrogate=cfg.surrogate, **public, **cfg.protect)
+                    released = prot.name   # unique per release in this folder (the CSV sits in publish/ for all)
                     # manifests name their dataset under "data" (CSV or shards); older ones only under "csv"
                     victim_train = prot / man.get("data", man.get("csv", train_csv.name))
                     if owned:   # the scraper's mix: everyone else's clean rows and the owner's protected copy
@@ -152,8 +153,6 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
                                   "generation_s": man["generation_s"],
                                   **({"noise_kept": man["mean_noise_kept"]} if "mean_noise_kept" in man else {})}
-                released = (victim_train.stem + f"-s{seed}" if owned else victim_train.parent.name
-                            if method != "clean" else f"clean-s{seed}")
                 defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed,
                                          original=original)
                 run = _victim_dir(out, method, victim, seed, defense)

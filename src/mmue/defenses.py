@@ -15,6 +15,7 @@ File defenses write a defended copy of the dataset; the originals and the releas
 """
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import Counter
@@ -26,6 +27,7 @@ from PIL import Image, ImageFilter
 from .augment import crop_scale
 from .data.pairs import read_pairs, write_pairs
 from .data.types import PairSet
+from .fileio import atomic_write_json
 
 TRAINING_DEFENSES = {"rrc-flip", "rrc-whole"}
 _PATTERNS = {
@@ -158,12 +160,19 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
         return csv_path
     if name == "none" or is_training_defense(name):
         return csv_path
-    out = Path(out_dir)
-    target = out / csv_path.name
-    if target.exists():
-        return target
     if name == "oracle-captions" and original is None:
         raise ValueError("oracle-captions needs the original CSV the release was protected from")
+    out = Path(out_dir)
+    target, stamp_file = out / csv_path.name, out / "defense.json"
+    # what this copy is made from: a finished copy of other data must never be handed back as this one
+    stamp = {"source": str(csv_path.resolve()), "defense": name, "seed": seed,
+             "original": str(Path(original).resolve()) if original is not None else None}
+    if target.exists() and stamp_file.exists():
+        made = json.loads(stamp_file.read_text())
+        if made != stamp:
+            raise ValueError(f"{out}: this defended copy was made from {made['source']} ({made['defense']}, seed "
+                             f"{made['seed']}), not from {stamp['source']}; give another folder or delete this one")
+        return target
     pairs = read_pairs(csv_path)
     images = list(pairs.images)
     if not name.startswith(CAPTION_DEFENSES):
@@ -181,11 +190,12 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
         for i, rel in enumerate(pairs.images):  # captions only: link the images
             dst = out / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if not dst.exists():
-                dst.symlink_to(pairs.image_path(i).resolve())
+            dst.unlink(missing_ok=True)   # a copy rebuilt over an unstamped one must not keep its links
+            dst.symlink_to(pairs.image_path(i).resolve())
     captions = (original_captions(pairs, original) if name == "oracle-captions"
                 else transform_captions(pairs.captions, pairs.image_captions, name, seed))
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stamp_file, stamp)
     tmp = out / (csv_path.name + ".partial")
     write_pairs(pairs, tmp, captions, images=[images[i] for i in pairs.caption_image])
     tmp.rename(target)  # the CSV appears last: its presence marks a finished copy
