@@ -13,3 +13,28 @@ def test_a_finished_copy_is_reused_only_for_the_same_settings(tiny_synth, tmp_pa
     with pytest.raises(ValueError, match="seed"):
         ensure_protected(tiny_synth / "train.csv", out, "trigger-only", "low", 1, "cpu", **quick)
     assert engine_settings({"trigger_len": 5, "public": "x.csv", "quality": 90}) == {"trigger_len": 5}
+
+
+def test_a_victim_folder_is_reused_only_for_its_own_training_data(tmp_path):
+    import json
+    from mmue.experiments import check_recipe
+    from mmue.train import TrainConfig
+    run, cfg = tmp_path / "victim", TrainConfig(seed=0)
+    run.mkdir()
+    (run / "params.json").write_text(json.dumps({"model": "m", "seed": 0, "train_data": str(tmp_path / "a/train.csv")}))
+    check_recipe(run, "m", cfg, tmp_path / "a" / "train.csv")                 # its own data: reused
+    with pytest.raises(ValueError, match=r"train_data .*a/train.csv.* \(asked: .*b/train.csv"):
+        check_recipe(run, "m", cfg, tmp_path / "b" / "train.csv")
+
+
+def test_a_results_row_of_another_release_does_not_pass_for_this_cell():
+    from mmue.bench import _cell_key, _row_key
+    row = {"method": "mem-3", "victim": "v", "seed": 0, "defense": "none", "strength": "low", "surrogate": "s"}
+    assert _row_key(row) == _cell_key("mem-3", "v", 0, "none", "low", "s", {})
+    assert _row_key(row) != _cell_key("mem-3", "v", 0, "none", "mid", "s", {})            # another strength
+    assert _row_key(row) != _cell_key("mem-3", "v", 0, "none", "low", "s2", {})           # another surrogate
+    tuned = {**row, "protect": {"trigger_len": 12}}
+    assert _row_key(tuned) == _cell_key("mem-3", "v", 0, "none", "low", "s", {"trigger_len": 12})
+    assert _row_key(tuned) != _row_key(row)
+    clean = {**row, "method": "clean", "strength": "mid", "surrogate": "s2"}             # clean data is clean
+    assert _row_key(clean) == _cell_key("clean", "v", 0, "none", "low", "s", {"trigger_len": 12})

@@ -86,8 +86,17 @@ class BenchConfig:
         return [(v, d) for v in self.victims for d in self.victim_defenses.get(v, self.defenses)]
 
 
-def _cell_key(method: str, victim: str, seed: int, defense: str = "none") -> str:
-    return f"{method}|{victim}|{seed}|{defense}"
+def _cell_key(method: str, victim: str, seed: int, defense: str = "none", strength: str = "low",
+              surrogate: str = DEFAULT_MODEL, protect: dict | None = None) -> str:
+    """What makes a cell: a protected method's copy also depends on its strength, surrogate and engine settings
+    (a row of another configuration in the same folder must not pass for this one's); clean data does not."""
+    release = "" if method in ("clean", "absent") else f"|{strength}|{surrogate}|{json.dumps(protect or {}, sort_keys=True)}"
+    return f"{method}|{victim}|{seed}|{defense}{release}"
+
+
+def _row_key(r: dict) -> str:
+    return _cell_key(r["method"], r["victim"], r["seed"], r.get("defense", "none"), r.get("strength", "low"),
+                     r.get("surrogate", DEFAULT_MODEL), r.get("protect"))
 
 
 def _victim_dir(out: Path, method: str, victim: str, seed: int, defense: str = "none") -> Path:
@@ -119,12 +128,12 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
         api.synth(data)
     train_csv, test_csv = data / "train.csv", data / "test.csv"
     results_file = out / "results.jsonl"
-    done = {_cell_key(r["method"], r["victim"], r["seed"], r.get("defense", "none")) for r in read_jsonl(results_file)}
+    done = {_row_key(r) for r in read_jsonl(results_file)}
     rows = []
     for seed in cfg.seeds:
         for method in cfg.methods:
             for victim, defense in cfg.cells():
-                if _cell_key(method, victim, seed, defense) in done:
+                if _cell_key(method, victim, seed, defense, cfg.strength, cfg.surrogate, cfg.protect) in done:
                     continue
                 owned = _owner_split(cfg, train_csv, out, seed) if cfg.owner else None
                 # original: the rows the victim's data was made from, in its order (for oracle-captions)

@@ -51,15 +51,17 @@ def ensure_protected(train_csv: Path, out: Path, method: str, strength: str, see
 RECIPE = ("epochs", "batch_size", "lr", "wd", "warmup", "seed", "augment")   # what a victim learns depends on
 
 
-def check_recipe(run: Path, model: str, cfg: TrainConfig) -> None:
-    """Refuse to reuse or resume a victim folder that was trained with another model or recipe: its figures
-    would be reported as this recipe's."""
+def check_recipe(run: Path, model: str, cfg: TrainConfig, train_csv: Path | None = None) -> None:
+    """Refuse to reuse or resume a victim folder that was trained with another model, recipe or training data:
+    its figures would be reported as this one's."""
     p = run / "params.json"
     if not p.exists():
         return
     old = json.loads(p.read_text())
     want = {"model": model, **{k: getattr(cfg, k) for k in RECIPE}}
     diff = [f"{k} {old[k]!r} (asked: {v!r})" for k, v in want.items() if k in old and old[k] != v]
+    if train_csv is not None and "train_data" in old and Path(old["train_data"]).resolve() != Path(train_csv).resolve():
+        diff.append(f"train_data {old['train_data']!r} (asked: {str(train_csv)!r})")
     if diff:
         raise ValueError(f"{run}: this victim was trained with {', '.join(diff)}; give another output folder "
                          "or delete this one")
@@ -69,7 +71,7 @@ def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: Tr
     """Train victim ``model`` (an architecture, or ``open_clip_train:ARCH`` for open_clip's own trainer)."""
     if is_external(model):
         return train_with_open_clip(train_csv, run, model, cfg, device)
-    check_recipe(run, model, cfg)
+    check_recipe(run, model, cfg, train_csv)
     if (run / "summary.json").exists():
         log.info("victim %s already trained", run)
         return
