@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import sys
 from collections import Counter
@@ -436,6 +437,20 @@ def test_a_second_surrogate_at_another_size_shapes_the_noise_too(tiny_synth):
             return float(clip_loss(img, small.encode_text(batch.ids(trig)).float(), small.logit_scale.exp()))
     assert small_loss(d_both) < small_loss(d_alone)
     assert small_loss(d_both) < small_loss(zero)
+    balanced = MEMEngine(big, data, dataclasses.replace(cfg, ensemble="balanced"), helpers=[small])
+    d_bal, _ = balanced.image_step(batch, zero, trig, torch.Generator().manual_seed(1))
+    assert small_loss(d_bal) < small_loss(zero) and not torch.equal(d_bal, d_both)
+
+
+def test_balanced_sum_gives_each_surrogate_the_same_say():
+    from mmue.protect.filters import balanced_sum
+    g, h = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)).unbind(0)
+    g, h = g[None].repeat(2, 1, 1, 1), h[None].repeat(2, 1, 1, 1)
+    louder = h * torch.tensor([1000.0, 0.001]).view(2, 1, 1, 1)     # per image, one surrogate far louder / quieter
+    assert torch.allclose(balanced_sum([g, louder]), balanced_sum([g, h]))
+    raw, bal = (g + louder).sign(), balanced_sum([g, louder]).sign()
+    assert torch.equal(raw[0], h[0].sign()) and torch.equal(raw[1], g[1].sign())   # summed raw: the loud one decides
+    assert (bal[0] == g[0].sign()).float().mean() > 0.6                  # balanced: both have their say
 
 
 def test_photo_png_is_a_lossless_png_with_the_profile():

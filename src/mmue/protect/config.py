@@ -50,6 +50,10 @@ class ProtectConfig:
     stretch: str = knob("bilinear", "how the noise on the model's grid covers a full-size photo: bilinear (smooth) "
                         "or nearest (blocks, sharper after a trainer's resize)", choices=("bilinear", "nearest"))
     grad_blur: float = knob(0.0, "Gaussian sigma (px) on the PGD gradient: low-frequency noise", min=0, max=10)
+    ensemble: str = knob("mean-loss", "with several surrogates, what PGD's step follows: the gradient of their mean "
+                         "loss (the surrogate with the larger input gradient decides the sign) or the sum of their "
+                         "gradients each scaled to the same mean size per image (balanced)",
+                         choices=("mean-loss", "balanced"))
     objective: str = knob("minimise", "what PGD does to the surrogate's CLIP loss: minimise it (error-minimising "
                           "noise: EM, MEM) or maximise it (error-maximising noise: TAP)", choices=("minimise", "maximise"))
     target: str = knob("own", "captions the image step pulls each image toward: its own (with its trigger), or "

@@ -45,7 +45,7 @@ from ..optim import clip_train_step, make_optimizer
 from ..seeding import generator
 from .clusters import caption_clusters, caption_word_codes, cluster_targets
 from .config import ProtectConfig
-from .filters import make_filter
+from .filters import balanced_sum, make_filter
 from .framing import Framing
 from .hotflip import greedy_rerank, hotflip_candidates
 from .noise import ClusterNoise, PixelNoise, SharedNoise
@@ -357,13 +357,17 @@ class MEMEngine:
                 t = txt[s % len(rows)]
                 if negatives is not None:
                     img_f, t = torch.cat([img_f, negatives[0]]), torch.cat([t, negatives[1]])
-                loss = clip_loss(img_f, t, scale)
+                losses = [clip_loss(img_f, t, scale)]
                 for h, h_txt in zip(self.helpers, helper_txt):   # each surrogate's loss counts the same
                     with autocast(self.device):
                         h_img = h.model.encode_image(at_size(viewed, h.size)).float()
-                    loss = loss + clip_loss(h_img, h_txt[s % len(rows)], h.model.logit_scale.exp().detach())
-                loss = loss / (1 + len(self.helpers))
-                (grad,) = torch.autograd.grad(loss, delta)
+                    losses.append(clip_loss(h_img, h_txt[s % len(rows)], h.model.logit_scale.exp().detach()))
+                loss = sum(losses) / len(losses)
+                if cfg.ensemble == "balanced" and len(losses) > 1:
+                    grad = balanced_sum([torch.autograd.grad(x, delta, retain_graph=i < len(losses) - 1)[0]
+                                         for i, x in enumerate(losses)])
+                else:
+                    (grad,) = torch.autograd.grad(loss, delta)
                 delta = self.noise.step(state, batch.index, delta.detach(), self.grad_filter(grad), cfg.alpha, x,
                                         cfg.eps)
         return delta.detach(), float(loss.detach())

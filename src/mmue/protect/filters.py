@@ -3,7 +3,8 @@ filtered gradient).
 
 ``sign(grad)`` gives per-pixel noise; ``sign(blur(grad))`` gives spatially coherent, low-frequency noise that
 survives JPEG and resizing better (translation-invariant attacks); ``Ascend`` negates the gradient, so the
-same step maximises the loss (error-maximising noise, TAP).
+same step maximises the loss (error-maximising noise, TAP). ``balanced_sum`` combines several surrogates'
+gradients with equal weight before the filter.
 """
 from __future__ import annotations
 
@@ -47,3 +48,9 @@ class Ascend(GradientFilter):
 def make_filter(grad_blur: float = 0.0, objective: str = "minimise") -> GradientFilter:
     f = GaussianBlur(grad_blur) if grad_blur else GradientFilter()
     return Ascend(f) if objective == "maximise" else f
+
+
+def balanced_sum(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of several surrogates' gradients, each first scaled to mean absolute value 1 per image, so that each
+    has the same say in the sign a PGD step takes (summed raw, the largest decides it)."""
+    return sum(g / g.abs().mean(dim=tuple(range(1, g.dim())), keepdim=True).clamp_min(1e-20) for g in grads)
