@@ -90,8 +90,10 @@ def _cell_key(method: str, victim: str, seed: int, defense: str = "none", streng
               surrogate: str = DEFAULT_MODEL, protect: dict | None = None) -> str:
     """What makes a cell: a protected method's copy also depends on its strength, surrogate and engine settings
     (a row of another configuration in the same folder must not pass for this one's); clean data does not."""
-    release = "" if method in ("clean", "absent") else f"|{strength}|{surrogate}|{json.dumps(protect or {}, sort_keys=True)}"
-    return f"{method}|{victim}|{seed}|{defense}{release}"
+    cell = f"{method}|{victim}|{seed}|{defense}"
+    if method in ("clean", "absent"):
+        return cell
+    return f"{cell}|{strength}|{surrogate}|{json.dumps(protect or {}, sort_keys=True)}"
 
 
 def _row_key(r: dict) -> str:
