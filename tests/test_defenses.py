@@ -128,3 +128,16 @@ def test_a_defended_copy_is_reused_only_for_its_own_source(tiny_synth, tmp_path)
     again = read_pairs(apply_defense(other, "rare-3", tmp_path / "d"))
     assert again.captions == read_pairs(apply_defense(other, "rare-3", tmp_path / "e")).captions
     assert again.image_path(0).resolve() == read_pairs(other).image_path(0).resolve()   # relinked, not kept
+
+
+def test_a_defended_copy_never_writes_beside_the_originals(tiny_synth, tmp_path):
+    # an owner's mix lists its images by absolute path: the copy must go into its own folder, never over them
+    src = read_pairs(tiny_synth / "train.csv")
+    mix = tmp_path / "mix.csv"
+    mix.write_text("filepath,caption\n" + "".join(f"{src.image_path(i).resolve()},a b c\n" for i in range(3)))
+    before = sorted(p.name for p in src.image_path(0).parent.iterdir())
+    for name in ("strip-1", "oracle-captions", "jpeg-75"):
+        out = read_pairs(apply_defense(mix, name, tmp_path / name, original=mix))
+        assert all(tmp_path / name in out.image_path(i).parents for i in range(3))
+        assert src.image_path(0).is_file()
+    assert sorted(p.name for p in src.image_path(0).parent.iterdir()) == before

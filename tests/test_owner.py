@@ -66,8 +66,10 @@ def test_bench_owner_mode_trains_absent_clean_and_protected_on_the_mix(tiny_synt
     original = set(read_pairs(tiny_synth / "train.csv").captions)
     assert sum(c not in original for c in mix.captions) == 24 * 5     # only the owner's captions carry triggers
     # caption cleaning at its best: the owner's released images with their original captions, row for row
-    oracle = read_pairs(tmp_path / "b/defended/mix-trigger-only-s0-oracle-captions/mix-trigger-only.csv")
-    assert oracle.images == mix.images and set(oracle.captions) <= original
+    defended = tmp_path / "b/defended/trigger-only-low-mmue-tiny-rn-s0-owner-oracle-captions"
+    oracle = read_pairs(defended / "mix-trigger-only.csv")
+    assert [oracle.image_path(i).resolve() for i in range(oracle.n_images)] == \
+        [mix.image_path(i).resolve() for i in range(mix.n_images)] and set(oracle.captions) <= original
     assert oracle.captions == read_pairs(tmp_path / "b/owner/s0/mix-original.csv").captions
     table = owner_table(rows)
     assert "absent" in table and "gap closed" in table

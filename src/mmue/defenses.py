@@ -146,6 +146,13 @@ def original_captions(released: PairSet, original_csv: str | Path) -> list[str]:
     return list(orig.captions)
 
 
+def _local_name(rel: str, i: int) -> str:
+    """Where image ``rel`` goes inside a defended copy's folder: its own relative path, or, for an absolute path or
+    one that climbs out (``../x``), a numbered folder, so that a copy never writes beside (or over) the originals."""
+    p = Path(rel)
+    return str(Path("external") / str(i) / p.name) if p.is_absolute() or ".." in p.parts else rel
+
+
 def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: int = 0,
                   original: str | Path | None = None) -> Path:
     """Write the defended copy of the dataset at ``csv_path`` into ``out_dir``; returns its CSV.
@@ -178,7 +185,7 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
     if not name.startswith(CAPTION_DEFENSES):
         for i, rel in enumerate(pairs.images):
             img, suffix = transform_image(pairs.open_image(i), name)
-            new_rel = str(Path(rel).with_suffix(suffix))
+            new_rel = str(Path(_local_name(rel, i)).with_suffix(suffix))
             dst = out / new_rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             if suffix == ".jpg":
@@ -188,9 +195,11 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
             images[i] = new_rel
     else:
         for i, rel in enumerate(pairs.images):  # captions only: link the images
-            dst = out / rel
+            images[i] = _local_name(rel, i)
+            dst = out / images[i]
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.unlink(missing_ok=True)   # a copy rebuilt over an unstamped one must not keep its links
+            if dst.is_symlink():   # a copy rebuilt over an unstamped one must not keep its links
+                dst.unlink()
             dst.symlink_to(pairs.image_path(i).resolve())
     captions = (original_captions(pairs, original) if name == "oracle-captions"
                 else transform_captions(pairs.captions, pairs.image_captions, name, seed))
