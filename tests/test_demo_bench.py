@@ -159,3 +159,25 @@ def test_each_release_is_defended_from_its_own_files(tiny_synth, tmp_path):
         release = Path(json.loads(stamp_file.read_text())["source"]).parent
         first = next(p for p in (stamp_file.parent / "images").rglob("*") if p.is_symlink())
         assert release.resolve() in first.resolve().parents
+
+
+def test_a_stack_adds_each_stage_noise_to_the_previous_release(tiny_synth, tmp_path):
+    # a stage protects the previous stage's published copy: the victim trains on both noises, and the row's
+    # fidelity is measured against the original images (up to the sum of the stages' budgets)
+    stage = {"method": "random", "protect": {**TINY_PROTECT, "eps": 2 / 255}}
+    cfg = BenchConfig(data=str(tiny_synth), methods=["random"], seeds=[0], epochs=1,
+                      protect={**TINY_PROTECT, "eps": 4 / 255}, stack=[stage])
+    rows = run_bench(cfg, tmp_path / "b", device="cpu")
+    first = tmp_path / "b" / "protected" / "random-low-mmue-tiny-rn-s0"
+    second = first.parent / f"{first.name}+1-random-mmue-tiny-rn"
+    assert json.loads((second / "private" / "manifest.json").read_text())["max_linf_px"] == 2
+    (row,) = rows
+    assert 4 < row["max_linf_px"] <= 6 and row["stack"] == [stage]
+    assert row["mean_psnr_db"] < json.loads((first / "private" / "manifest.json").read_text())["mean_psnr_db"]
+    victim = tmp_path / "b" / "victims" / "random-mmue-tiny-rn-s0"
+    assert Path(json.loads((victim / "params.json").read_text())["train_data"]).parents[1] == second
+    stamp = (victim / "summary.json").stat().st_mtime
+    assert len(run_bench(cfg, tmp_path / "b", device="cpu")) == 1     # the finished cell is found again
+    assert (victim / "summary.json").stat().st_mtime == stamp
+    with pytest.raises(ValueError, match="stack stage 1"):
+        BenchConfig(methods=["em"], stack=[{"surrogate": "mmue-tiny-vit"}]).validate()

@@ -16,8 +16,8 @@ from . import api
 from .defenses import apply_defense, uses_augment
 from .defenses import validate as validate_defense
 from .external import is_external
-from .experiments import (engine_settings, ensure_protected, last_epoch_zeroshot, random_guess_of, train_victim,
-                          victim_metrics)
+from .experiments import (copy_fidelity, engine_settings, ensure_protected, last_epoch_zeroshot, random_guess_of,
+                          train_victim, victim_metrics)
 from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 from .data.pairs import read_pairs
 from .metrics import KS
@@ -46,6 +46,9 @@ class BenchConfig:
     victim_defenses: dict = field(default_factory=dict)  # per victim, its own defenses (else ``defenses``)
     owner: dict | None = None   # protect only an owner's images (see mmue.owner): {"fraction": 0.01}, {"query": w}
     owner_surrogate: str = "own"  # what the owner's surrogate trains on: "own" images, or "own+rest" (+ the clean rest)
+    # protections applied after each protected method's, in order, each to the previous one's released copy (its
+    # noise added to theirs): [{"method": "em", "surrogate": "mmue-tiny-rn", "protect": {"eps": 2 / 255}}, ...]
+    stack: list[dict] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchConfig":
@@ -69,6 +72,12 @@ class BenchConfig:
                 resolve(m, self.strength, **engine_settings(self.protect))
             elif m == "absent" and self.owner is None:
                 raise ValueError("method 'absent' (trained without the owner's data) needs an owner")   # names the known methods (`mmue methods`) when it is not one
+        for i, stage in enumerate(self.stack, 1):
+            stray = set(stage) - {"method", "surrogate", "protect"}
+            if "method" not in stage or stray:
+                raise ValueError(f"stack stage {i}: needs a method, and takes only method, surrogate and protect "
+                                 f"(got {sorted(stage)})")
+            resolve(stage["method"], self.strength, **engine_settings(stage.get("protect", {})))
         for d in self.defenses + [d for ds in self.victim_defenses.values() for d in ds]:
             validate_defense(d)
         for v in filter(is_external, self.victims):
@@ -85,6 +94,11 @@ class BenchConfig:
         """(victim, defense) pairs of one method and seed, in run order."""
         return [(v, d) for v in self.victims for d in self.victim_defenses.get(v, self.defenses)]
 
+    @property
+    def release_settings(self) -> dict:
+        """What a protected copy depends on beyond method, strength, surrogate and seed (part of the cell key)."""
+        return {**self.protect, **({"stack": self.stack} if self.stack else {})}
+
 
 def _cell_key(method: str, victim: str, seed: int, defense: str = "none", strength: str = "low",
               surrogate: str = DEFAULT_MODEL, protect: dict | None = None) -> str:
@@ -97,8 +111,9 @@ def _cell_key(method: str, victim: str, seed: int, defense: str = "none", streng
 
 
 def _row_key(r: dict) -> str:
+    settings = {**(r.get("protect") or {}), **({"stack": r["stack"]} if r.get("stack") else {})}
     return _cell_key(r["method"], r["victim"], r["seed"], r.get("defense", "none"), r.get("strength", "low"),
-                     r.get("surrogate", DEFAULT_MODEL), r.get("protect"))
+                     r.get("surrogate", DEFAULT_MODEL), settings)
 
 
 def _victim_dir(out: Path, method: str, victim: str, seed: int, defense: str = "none") -> Path:
@@ -135,7 +150,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     for seed in cfg.seeds:
         for method in cfg.methods:
             for victim, defense in cfg.cells():
-                if _cell_key(method, victim, seed, defense, cfg.strength, cfg.surrogate, cfg.protect) in done:
+                if _cell_key(method, victim, seed, defense, cfg.strength, cfg.surrogate, cfg.release_settings) in done:
                     continue
                 owned = _owner_split(cfg, train_csv, out, seed) if cfg.owner else None
                 # original: the rows the victim's data was made from, in its order (for oracle-captions)
@@ -154,6 +169,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     public = {"public": owned["rest"]} if owned and cfg.owner_surrogate == "own+rest" else {}
                     man = ensure_protected(source, prot, method, cfg.strength, seed, device,
                                            surrogate=cfg.surrogate, **public, **cfg.protect)
+                    if cfg.stack:
+                        prot, man = _stacked(cfg, prot, man, source, seed, device)
                     released = prot.name   # unique per release in this folder (the CSV sits in publish/ for all)
                     # manifests name their dataset under "data" (CSV or shards); older ones only under "csv"
                     victim_train = prot / man.get("data", man.get("csv", train_csv.name))
@@ -174,6 +191,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 row = {"method": method, "victim": victim, "seed": seed, "defense": defense, "surrogate": cfg.surrogate,
                        "strength": cfg.strength, **protection,
                        **({"protect": cfg.protect} if cfg.protect and protection else {}),
+                       **({"stack": cfg.stack} if cfg.stack and protection else {}),
                        **{f"last/{k}": v for k, v in m.items() if k != "best"},
                        **{f"best/{k}": v for k, v in m["best"].items()},
                        **{f"init/{k}": v for k, v in m.get("init", {}).items()},
@@ -220,6 +238,21 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                         "towers) and evaluated on the clean test split; tables cover every finished cell in "
                         "results.jsonl"])
     return rows
+
+
+def _stacked(cfg: BenchConfig, prot: Path, man: dict, source: Path, seed: int, device: str) -> tuple[Path, dict]:
+    """The release after ``cfg.stack``: each stage protects the previous one's published copy (each folder named
+    after the one it builds on). Its manifest's fidelity is measured against ``source``, the original images,
+    and its generation time is the sum of the stages'."""
+    seconds = man["generation_s"]
+    for i, stage in enumerate(cfg.stack, 1):
+        surrogate = stage.get("surrogate", cfg.surrogate)
+        nxt = prot.parent / f"{prot.name}+{i}-{stage['method']}-{surrogate}"
+        man = ensure_protected(prot / man.get("data", man.get("csv")), nxt, stage["method"], cfg.strength, seed,
+                               device, surrogate=surrogate, **stage.get("protect", {}))
+        prot, seconds = nxt, seconds + man["generation_s"]
+    psnr_db, linf = copy_fidelity(source, prot / man.get("data", man.get("csv")))
+    return prot, {**man, "mean_psnr_db": psnr_db, "max_linf_px": linf, "generation_s": round(seconds, 1)}
 
 
 def _owner_split(cfg: BenchConfig, train_csv: Path, out: Path, seed: int) -> dict:

@@ -9,11 +9,15 @@ import logging
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
+
 from . import api
 from .data import read_pairs
+from .data.types import load_rgb
 from .device import resolve_device
 from .external import is_external, train_with_open_clip
 from .metrics import random_guess
+from .quality import diff_stats
 from .models import load_model
 from .protect.registry import resolve
 from .protect.run import ProtectionRun
@@ -46,6 +50,22 @@ def ensure_protected(train_csv: Path, out: Path, method: str, strength: str, see
         api.protect(train_csv, out, method=method, strength=strength, seed=seed, device=device,
                     resume=run.started, **settings)
     return run.manifest()
+
+
+def copy_fidelity(original_csv: Path, released_csv: Path) -> tuple[float | None, int]:
+    """(mean PSNR in dB, largest change in pixel units) of a released copy against the originals it was made from,
+    image i of one CSV against image i of the other (a protected copy keeps its source's order): what several
+    protections applied one after another changed in all."""
+    a, b = read_pairs(original_csv), read_pairs(released_csv)
+    if a.n_images != b.n_images:
+        raise ValueError(f"{released_csv} has {b.n_images} images, {original_csv} {a.n_images}: not a copy of it")
+    psnrs, linf = [], 0
+    for i in range(a.n_images):
+        p, d = diff_stats(np.asarray(load_rgb(a.image_path(i))), np.asarray(load_rgb(b.image_path(i))))
+        psnrs.append(p)
+        linf = max(linf, d)
+    finite = [p for p in psnrs if p != float("inf")]
+    return (round(sum(finite) / len(finite), 3) if finite else None), linf
 
 
 RECIPE = ("epochs", "batch_size", "lr", "wd", "warmup", "seed", "augment")   # what a victim learns depends on
