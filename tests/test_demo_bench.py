@@ -174,6 +174,7 @@ def test_a_stack_adds_each_stage_noise_to_the_previous_release(tiny_synth, tmp_p
     (row,) = rows
     assert 4 < row["max_linf_px"] <= 6 and row["stack"] == [stage]
     assert row["mean_psnr_db"] < json.loads((first / "private" / "manifest.json").read_text())["mean_psnr_db"]
+    assert json.loads((second / "fidelity.json").read_text())["mean_psnr_db"] == row["mean_psnr_db"]
     victim = tmp_path / "b" / "victims" / "random-mmue-tiny-rn-s0"
     assert Path(json.loads((victim / "params.json").read_text())["train_data"]).parents[1] == second
     stamp = (victim / "summary.json").stat().st_mtime
