@@ -175,6 +175,10 @@ def test_a_stack_adds_each_stage_noise_to_the_previous_release(tiny_synth, tmp_p
     assert 4 < row["max_linf_px"] <= 6 and row["stack"] == [stage]
     assert row["mean_psnr_db"] < json.loads((first / "private" / "manifest.json").read_text())["mean_psnr_db"]
     assert json.loads((second / "fidelity.json").read_text())["mean_psnr_db"] == row["mean_psnr_db"]
+    # the report shows the release as published: both noises, against the originals, with both stages' time
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert f"PSNR mean {row['mean_psnr_db']} dB" in report and f"max |noise| {row['max_linf_px']}/255" in report
+    assert f"generated in {row['generation_s']:.0f} s" in report
     victim = tmp_path / "b" / "victims" / "random-mmue-tiny-rn-s0"
     assert Path(json.loads((victim / "params.json").read_text())["train_data"]).parents[1] == second
     stamp = (victim / "summary.json").stat().st_mtime

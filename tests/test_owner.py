@@ -73,7 +73,9 @@ def test_bench_owner_mode_trains_absent_clean_and_protected_on_the_mix(tiny_synt
     assert oracle.captions == read_pairs(tmp_path / "b/owner/s0/mix-original.csv").captions
     table = owner_table(rows)
     assert "absent" in table and "gap closed" in table
-    assert "the owner's view" in (tmp_path / "b" / "report.md").read_text()
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "the owner's view" in report
+    assert "## Released images" in report and "over 24 images" in report   # the owner's copy, beside its originals
     with pytest.raises(ValueError, match="needs an owner"):
         BenchConfig(methods=["absent"]).validate()
 

@@ -163,14 +163,12 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                 else:
                     original = train_csv
                     source = owned["owner"] if owned else train_csv
-                    prot = out / "protected" / (f"{method}-{cfg.strength}-{cfg.surrogate}-s{seed}"
-                                                + ("-owner" if owned else "")
-                                                + ("-public" if cfg.owner_surrogate == "own+rest" else ""))
+                    prot, *stages = _release_dirs(out, cfg, method, seed, bool(owned))
                     public = {"public": owned["rest"]} if owned and cfg.owner_surrogate == "own+rest" else {}
                     man = ensure_protected(source, prot, method, cfg.strength, seed, device,
                                            surrogate=cfg.surrogate, **public, **cfg.protect)
                     if cfg.stack:
-                        prot, man = _stacked(cfg, prot, man, source, seed, device)
+                        prot, man = _stacked(cfg, prot, stages, man, source, seed, device)
                     released = prot.name   # unique per release in this folder (the CSV sits in publish/ for all)
                     # manifests name their dataset under "data" (CSV or shards); older ones only under "csv"
                     victim_train = prot / man.get("data", man.get("csv", train_csv.name))
@@ -227,12 +225,16 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     if any("init/image_to_text_R@1" in r for r in rows):
         tables["learning gain (last epoch minus before training)"] = summary_table(rows, None, "gain")
     # the released images of the first MEM method (else the first protected one): noise and triggers both show
-    released = [out / "protected" / f"{m}-{cfg.strength}-{cfg.surrogate}-s{seed0}"
+    # (a stacked release is shown as released, with the time of all its stages)
+    released = [_release_dirs(out, cfg, m, seed0, bool(cfg.owner))
                 for m in sorted(cfg.methods, key=lambda m: not m.startswith("mem"))]
-    shown = next((p for p in released if (p / MANIFEST).exists()), None)
+    stages = next((dirs for dirs in released if (dirs[-1] / MANIFEST).exists()), [])
+    shown = stages[-1] if stages else None
+    seconds = sum(json.loads((d / MANIFEST).read_text())["generation_s"] for d in stages) if stages else None
     write_report(out, f"MMUE bench ({cfg.strength}, surrogate {cfg.surrogate})", tables,
                  {f"{m} / {v}": _victim_dir(out, m, v, seed0) for m in cfg.methods for v in cfg.victims},
-                 shown, train_csv if shown else None,
+                 shown, (out / "owner" / f"s{seed0}" / "owner.csv" if cfg.owner else train_csv) if shown else None,
+                 generation_s=seconds,
                  notes=[f"seeds {cfg.seeds}; curves show seed {seed0} of this run's methods and victims",
                         "victims trained on the written files (from scratch; mmue-effl0-minilm from pretrained "
                         "towers) and evaluated on the clean test split; tables cover every finished cell in "
@@ -240,16 +242,25 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     return rows
 
 
-def _stacked(cfg: BenchConfig, prot: Path, man: dict, source: Path, seed: int, device: str) -> tuple[Path, dict]:
-    """The release after ``cfg.stack``: each stage protects the previous one's published copy (each folder named
-    after the one it builds on). Its manifest's fidelity is measured against ``source``, the original images,
-    and its generation time is the sum of the stages'."""
-    seconds = man["generation_s"]
+def _release_dirs(out: Path, cfg: BenchConfig, method: str, seed: int, owned: bool) -> list[Path]:
+    """The folders of ``method``'s protection at ``seed``: its own, then one per ``cfg.stack`` stage (each named
+    after the one it builds on); the last is what is released."""
+    dirs = [out / "protected" / (f"{method}-{cfg.strength}-{cfg.surrogate}-s{seed}" + ("-owner" if owned else "")
+                                 + ("-public" if cfg.owner_surrogate == "own+rest" else ""))]
     for i, stage in enumerate(cfg.stack, 1):
-        surrogate = stage.get("surrogate", cfg.surrogate)
-        nxt = prot.parent / f"{prot.name}+{i}-{stage['method']}-{surrogate}"
+        dirs.append(dirs[-1].parent / f"{dirs[-1].name}+{i}-{stage['method']}-{stage.get('surrogate', cfg.surrogate)}")
+    return dirs
+
+
+def _stacked(cfg: BenchConfig, prot: Path, stages: list[Path], man: dict, source: Path, seed: int,
+             device: str) -> tuple[Path, dict]:
+    """The release after ``cfg.stack``: each stage protects the previous one's published copy into its folder of
+    ``stages``. Its manifest's fidelity is measured against ``source``, the original images, and its generation
+    time is the sum of the stages'."""
+    seconds = man["generation_s"]
+    for stage, nxt in zip(cfg.stack, stages):
         man = ensure_protected(prot / man.get("data", man.get("csv")), nxt, stage["method"], cfg.strength, seed,
-                               device, surrogate=surrogate, **stage.get("protect", {}))
+                               device, surrogate=stage.get("surrogate", cfg.surrogate), **stage.get("protect", {}))
         prot, seconds = nxt, seconds + man["generation_s"]
     stamp = prot / "fidelity.json"   # every image read twice: once per release, not once per cell
     fid = json.loads(stamp.read_text()) if stamp.exists() else {}

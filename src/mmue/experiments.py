@@ -17,7 +17,7 @@ from .data.types import load_rgb
 from .device import resolve_device
 from .external import is_external, train_with_open_clip
 from .metrics import random_guess
-from .quality import diff_stats
+from .quality import diff_stats, mean_psnr
 from .models import load_model
 from .protect.registry import resolve
 from .protect.run import ProtectionRun
@@ -64,8 +64,7 @@ def copy_fidelity(original_csv: Path, released_csv: Path) -> tuple[float | None,
         p, d = diff_stats(np.asarray(load_rgb(a.image_path(i))), np.asarray(load_rgb(b.image_path(i))))
         psnrs.append(p)
         linf = max(linf, d)
-    finite = [p for p in psnrs if p != float("inf")]
-    return (round(sum(finite) / len(finite), 3) if finite else None), linf
+    return mean_psnr(psnrs), linf
 
 
 RECIPE = ("epochs", "batch_size", "lr", "wd", "warmup", "seed", "augment")   # what a victim learns depends on

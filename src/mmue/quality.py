@@ -46,6 +46,12 @@ def psnr_db(squared_error: float, count: int) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
+def mean_psnr(psnrs: list[float]) -> float | None:
+    """Mean PSNR in dB of a copy's images, leaving out those it did not change (inf); None if it changed none."""
+    finite = [p for p in psnrs if p != float("inf")]
+    return round(sum(finite) / len(finite), 3) if finite else None
+
+
 def add_noise(x_u8: np.ndarray, noise_i8: np.ndarray, rows: int = 64) -> tuple[np.ndarray, float, int]:
     """(``x + noise`` saturated to uint8, its PSNR in dB against ``x``, its largest change in pixel units) for
     arrays of one shape [H, ...], in one pass of row blocks (the change measured is the one made, after

@@ -19,19 +19,27 @@ from .data.pairs import read_pairs
 from .data.types import load_rgb, pil_to_u8
 from .fileio import read_jsonl
 from .protect.export import MANIFEST
-from .quality import ssim
+from .quality import diff_stats, mean_psnr, ssim
 
 
-def image_quality(protected_dir: Path, source_csv: Path, limit: int | None = None) -> dict:
-    """PSNR (from the manifest) and SSIM (computed here) of released images against their originals."""
+def image_quality(protected_dir: Path, source_csv: Path, limit: int | None = None,
+                  generation_s: float | None = None) -> dict:
+    """PSNR, largest change and SSIM of released images against the originals of ``source_csv``, measured from the
+    files (a release built on another protected copy is compared with the originals, not with that copy), over
+    the first ``limit`` images; ``generation_s`` defaults to the manifest's."""
     manifest = json.loads((protected_dir / MANIFEST).read_text())
     root = source_csv.parent
     entries = manifest["images"][:limit] if limit else manifest["images"]
-    ssims = [ssim(pil_to_u8(load_rgb(root / e["source"])), pil_to_u8(load_rgb(protected_dir / e["file"])))
-             for e in entries]
-    return {"mean_psnr_db": manifest["mean_psnr_db"], "min_psnr_db": manifest["min_psnr_db"],
-            "mean_ssim": float(np.mean(ssims)), "min_ssim": float(np.min(ssims)), "n_ssim": len(ssims),
-            "max_linf_px": manifest["max_linf_px"], "generation_s": manifest["generation_s"]}
+    psnrs, ssims, linf = [], [], 0
+    for e in entries:
+        a, b = pil_to_u8(load_rgb(root / e["source"])), pil_to_u8(load_rgb(protected_dir / e["file"]))
+        db, most = diff_stats(a, b)
+        psnrs.append(db)
+        ssims.append(ssim(a, b))
+        linf = max(linf, most)
+    return {"mean_psnr_db": mean_psnr(psnrs), "min_psnr_db": round(min(psnrs), 3),
+            "mean_ssim": float(np.mean(ssims)), "min_ssim": float(np.min(ssims)), "n": len(ssims),
+            "max_linf_px": linf, "generation_s": manifest["generation_s"] if generation_s is None else generation_s}
 
 
 def plot_curves(runs: dict[str, Path], path: Path) -> Path | None:
@@ -82,7 +90,7 @@ def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, bo
                       for im in (a, b, noise)])
         c = src_pairs.image_captions[i][0]
         captions.append({"caption": src_pairs.captions[c], "protected": prot_pairs.captions[c], "trigger": e["trigger"],
-                         "psnr_db": e["psnr_db"]})
+                         "psnr_db": round(diff_stats(pil_to_u8(a), pil_to_u8(b))[0], 2)})
     w, h = max(t[0].width for t in tiles), max(t[0].height for t in tiles)
     grid = Image.new("RGB", (3 * w + 8, len(tiles) * (h + 4)), (255, 255, 255))
     for r, row in enumerate(tiles):
@@ -98,7 +106,8 @@ def _img_tag(path: Path) -> str:
 
 
 def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], runs: dict[str, Path],
-                 protected_dir: Path | None = None, source_csv: Path | None = None, notes: list[str] = ()) -> Path:
+                 protected_dir: Path | None = None, source_csv: Path | None = None, notes: list[str] = (),
+                 generation_s: float | None = None) -> Path:
     """Write ``report.md``, ``report.html`` and their PNGs into ``out``; returns the HTML path.
 
     ``tables`` maps a heading to a preformatted table (e.g. ``metrics.format_table``)."""
@@ -114,10 +123,11 @@ def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], run
         md += ["## Recall per epoch", "", "![curves](curves.png)", ""]
         body += ["<h2>Recall per epoch</h2>", _img_tag(curves)]
     if protected_dir is not None and source_csv is not None:
-        q = image_quality(protected_dir, source_csv, limit=500)   # SSIM of full-size photos is slow: a sample
+        # SSIM of full-size photos is slow: a sample
+        q = image_quality(protected_dir, source_csv, limit=500, generation_s=generation_s)
         grid, caps = image_grid(protected_dir, source_csv, out / "examples.png")
-        quality = (f"max |noise| {q['max_linf_px']}/255, PSNR mean {q['mean_psnr_db']} dB (min {q['min_psnr_db']}), "
-                   f"SSIM mean {q['mean_ssim']:.4f} (min {q['min_ssim']:.4f}) over {q['n_ssim']} images, "
+        quality = (f"over {q['n']} images: max |noise| {q['max_linf_px']}/255, PSNR mean {q['mean_psnr_db']} dB "
+                   f"(min {q['min_psnr_db']}), SSIM mean {q['mean_ssim']:.4f} (min {q['min_ssim']:.4f}); "
                    f"generated in {q['generation_s']:.0f} s")
         md += ["## Released images", "", quality, "", "Rows: original | protected | noise ×10 (gray = 0).", "",
                "![examples](examples.png)", ""]
