@@ -50,6 +50,11 @@ class ProtectConfig:
     stretch: str = knob("bilinear", "how the noise on the model's grid covers a full-size photo: bilinear (smooth) "
                         "or nearest (blocks, sharper after a trainer's resize)", choices=("bilinear", "nearest"))
     grad_blur: float = knob(0.0, "Gaussian sigma (px) on the PGD gradient: low-frequency noise", min=0, max=10)
+    adversary_eps: float = knob(0.0, "robust error minimisation (REM): radius of a worst-case perturbation added "
+                                "to the surrogate's input, in its training (adversarial training) and in every PGD "
+                                "step, so that the noise must stay a shortcut for a network robust to changes of that "
+                                "size (0: off; REM uses half the noise's radius)", min=0, max=1, unit="px")
+    adversary_steps: int = knob(2, "REM: ascent steps that find that perturbation", min=1)
     ensemble: str = knob("mean-loss", "with several surrogates, what PGD's step follows: the gradient of their mean "
                          "loss (the surrogate with the larger input gradient decides the sign) or the sum of their "
                          "gradients each scaled to the same mean size per image (balanced)",

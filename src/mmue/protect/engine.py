@@ -43,6 +43,7 @@ from ..losses import clip_loss, clip_loss_options
 from ..models import ClipModel
 from ..optim import clip_train_step, make_optimizer
 from ..seeding import generator
+from .adversary import worst_case
 from .clusters import caption_clusters, caption_word_codes, cluster_targets
 from .config import ProtectConfig
 from .filters import balanced_sum, make_filter
@@ -274,10 +275,30 @@ class MEMEngine:
             pixels, ids = torch.cat(pixels), torch.cat(ids)
             with torch.no_grad():   # its own draws: the ranks' slices may differ in size, ``g`` must stay in step
                 pixels = self.surrogate_view(pixels, view_g)
+            if self.cfg.adversary_eps:   # REM: adversarial training on the protected images
+                pixels = pixels + self._adversary(pixels, ids, view_g)
             losses.append(clip_train_step(self.fwd, self.optimizer, pixels, ids, self.device))
             for h in self.helpers:
                 clip_train_step(h.fwd, h.optimizer, at_size(pixels, h.size), ids, self.device)
         return sum(losses) / max(1, len(losses))
+
+    def _adversary(self, pixels: torch.Tensor, ids: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """REM's worst-case perturbation of a surrogate training batch (the network in eval mode, so that the
+        ascent's forwards leave its batch-norm statistics alone)."""
+        m, was = self.model, self.model.training
+        with torch.no_grad(), autocast(self.device):
+            txt = m.encode_text(ids).float()
+        scale = m.logit_scale.exp().detach()
+
+        def loss(p: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device):
+                return clip_loss(m.encode_image(p).float(), txt, scale)
+        m.eval()
+        try:
+            with frozen(m):
+                return worst_case(pixels, loss, self.cfg.adversary_eps, self.cfg.adversary_steps, g)
+        finally:
+            m.train(was)
 
     # ----------------------------------------------------------------------------------------- text step
     def text_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -352,9 +373,14 @@ class MEMEngine:
             for s in range(cfg.pgd_steps):
                 delta = delta.detach().requires_grad_(True)
                 viewed = self.view(self.framing(x, delta, batch.index), g)
+                t = txt[s % len(rows)]
+                if cfg.adversary_eps:   # REM: the loss the noise minimises is the one at a worst-case neighbour
+                    def adv_loss(p: torch.Tensor, t=t) -> torch.Tensor:
+                        with autocast(self.device):
+                            return clip_loss(m.encode_image(p).float(), t, scale)
+                    viewed = viewed + worst_case(viewed, adv_loss, cfg.adversary_eps, cfg.adversary_steps, g)
                 with autocast(self.device):
                     img_f = m.encode_image(viewed).float()
-                t = txt[s % len(rows)]
                 if negatives is not None:
                     img_f, t = torch.cat([img_f, negatives[0]]), torch.cat([t, negatives[1]])
                 losses = [clip_loss(img_f, t, scale)]
