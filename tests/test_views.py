@@ -12,14 +12,15 @@ def test_parse_view_specs():
     assert isinstance(parse_view("jpeg"), Jpeg) and repr(parse_view("jpeg")) == "Jpeg(quality=10..95)"
     assert repr(parse_view("resize-32")) == "Resize(32)"
     assert isinstance(parse_view("crop-0.9"), Crop) and repr(parse_view("crop-0.9")) == "Crop(scale=0.9..1)"
+    assert repr(parse_view("jpeg-75")) == "Jpeg(quality=75..75)" and repr(parse_view("jpeg-50-95")) == "Jpeg(quality=50..95)"
     mix = parse_view("rrc-flip|jpeg|resize-48")
     assert isinstance(mix, RandomChoice) and len(mix.views) == 3
-    for bad in ("png", "resize-2", "jpeg|", "", "crop-0.01", "crop-2", "crop-"):
+    for bad in ("png", "resize-2", "jpeg|", "", "crop-0.01", "crop-2", "crop-", "jpeg-0", "jpeg-90-50", "jpeg-101"):
         with pytest.raises(ValueError, match="a view must be"):
             parse_view(bad)
 
 
-@pytest.mark.parametrize("spec", ["none", "rrc-flip", "crop-0.9", "jpeg", "resize-16",
+@pytest.mark.parametrize("spec", ["none", "rrc-flip", "crop-0.9", "jpeg", "jpeg-60-90", "resize-16",
                                   "rrc-flip|jpeg|resize-16"])
 def test_views_keep_shape_range_and_gradient(spec):
     x = torch.rand(4, 3, 32, 32, requires_grad=True)

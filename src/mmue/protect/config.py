@@ -41,7 +41,8 @@ class ProtectConfig:
                                          "images, counting --public data too (0: any whole word)", min=0)
     eot: str = knob("none", "view the surrogate sees of the noisy image during PGD: none, rrc-flip (random "
                     "resized crop at 0.5-1 of the area + flip), crop-S (bicubic crop at S-1 of the area, no flip: "
-                    "crop-0.9 is open_clip_train's default), jpeg (differentiable JPEG, quality 10..95), resize-S "
+                    "crop-0.9 is open_clip_train's default), jpeg (differentiable JPEG, quality 10..95; jpeg-Q or "
+                    "jpeg-L-H: quality Q, or drawn from L..H), resize-S "
                     "(to S px and back), or several joined by '|' (one drawn per step)", show=False)
     surrogate_view: str = knob("none", "what the surrogate trains on between data passes, as its own data "
                                "augmentation: the protected images as they are (none) or a view as for --eot "

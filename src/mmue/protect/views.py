@@ -2,7 +2,7 @@
 
 Each view is a callable ``view(pixels, generator) -> pixels`` on [N,3,H,W] in [0,1], differentiable in
 ``pixels``, with a readable ``repr``. ``parse_view`` reads the ``eot`` spec of a ``ProtectConfig``:
-``none``, ``rrc-flip``, ``crop-S``, ``jpeg``, ``resize-S``, or several joined by ``|`` (one drawn per PGD step).
+``none``, ``rrc-flip``, ``crop-S``, ``jpeg`` (``jpeg-Q``, ``jpeg-L-H``), ``resize-S``, or several joined by ``|`` (one drawn per PGD step).
 """
 from __future__ import annotations
 
@@ -98,13 +98,17 @@ def _one(spec: str) -> View:
         return CropFlip()
     if spec == "jpeg":
         return Jpeg()
+    m = re.fullmatch(r"jpeg-(\d+)(?:-(\d+))?", spec)   # one quality, or a range of them
+    if m and 1 <= int(m.group(1)) <= int(m.group(2) or m.group(1)) <= 100:
+        return Jpeg(int(m.group(1)), int(m.group(2) or m.group(1)))
     if crop_scale(spec) is not None:
         return Crop(crop_scale(spec))
     m = re.fullmatch(r"resize-(\d+)", spec)
     if m and int(m.group(1)) >= 8:
         return Resize(int(m.group(1)))
     raise ValueError(f"a view must be none, rrc-flip, crop-S (0.05 <= S <= 1: bicubic crop at S..1 of the area), "
-                     f"jpeg, resize-S (S >= 8 px) or several joined by '|' "
+                     f"jpeg (quality 10..95), jpeg-Q or jpeg-L-H (qualities 1..100), resize-S (S >= 8 px) or "
+                     f"several joined by '|' "
                      f"(got {spec!r})")
 
 
