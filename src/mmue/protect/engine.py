@@ -288,17 +288,20 @@ class MEMEngine:
         m, was = self.model, self.model.training
         with torch.no_grad(), autocast(self.device):
             txt = m.encode_text(ids).float()
-        scale = m.logit_scale.exp().detach()
-
-        def loss(p: torch.Tensor) -> torch.Tensor:
-            with autocast(self.device):
-                return clip_loss(m.encode_image(p).float(), txt, scale)
         m.eval()
         try:
             with frozen(m):
-                return worst_case(pixels, loss, self.cfg.adversary_eps, self.cfg.adversary_steps, g)
+                return worst_case(pixels, self._image_loss(txt, m.logit_scale.exp().detach()),
+                                  self.cfg.adversary_eps, self.cfg.adversary_steps, g)
         finally:
             m.train(was)
+
+    def _image_loss(self, txt: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The surrogate's CLIP loss of pixels against fixed text features, as a function of the pixels."""
+        def loss(pixels: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device):
+                return clip_loss(self.model.encode_image(pixels).float(), txt, scale)
+        return loss
 
     # ----------------------------------------------------------------------------------------- text step
     def text_step(self, batch: Batch, delta: torch.Tensor, triggers: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -375,10 +378,8 @@ class MEMEngine:
                 viewed = self.view(self.framing(x, delta, batch.index), g)
                 t = txt[s % len(rows)]
                 if cfg.adversary_eps:   # REM: the loss the noise minimises is the one at a worst-case neighbour
-                    def adv_loss(p: torch.Tensor, t=t) -> torch.Tensor:
-                        with autocast(self.device):
-                            return clip_loss(m.encode_image(p).float(), t, scale)
-                    viewed = viewed + worst_case(viewed, adv_loss, cfg.adversary_eps, cfg.adversary_steps, g)
+                    viewed = viewed + worst_case(viewed, self._image_loss(t, scale), cfg.adversary_eps,
+                                                 cfg.adversary_steps, g)
                 with autocast(self.device):
                     img_f = m.encode_image(viewed).float()
                 if negatives is not None:
