@@ -121,8 +121,8 @@ def test_block_noise_is_constant_on_squares_at_the_bound():
 
 def test_random_cluster_with_blocks_writes_patchwise_patterns(tiny_synth, tmp_path):
     from mmue.protect import ProtectConfig
-    with pytest.raises(ValueError, match="needs noise random"):
-        ProtectConfig(noise="pgd", noise_block=8).validate()
+    with pytest.raises(ValueError, match="needs image noise"):
+        ProtectConfig(noise="none", noise_block=8).validate()
     m = api.protect(tiny_synth / "train.csv", tmp_path / "b", "random-cluster", device="cpu", progress=False,
                     noise_block=8, clusters=4)
     from PIL import Image

@@ -4,6 +4,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageCms
@@ -99,6 +100,25 @@ def test_grad_blur_makes_spatially_coherent_noise(tiny_synth):
         s = d.sign()
         agree[sigma] = (s[..., 1:] == s[..., :-1]).float().mean().item()  # neighbours with the same sign
     assert agree[2.0] > agree[0.0] + 0.15, agree
+
+
+def test_noise_block_makes_pgd_noise_constant_on_squares(tiny_synth, tmp_path):
+    m = api.protect(tiny_synth / "train.csv", tmp_path / "b", "em", device="cpu", progress=False, noise_block=8,
+                    **FAST)
+    assert m["config"]["noise_block"] == 8 and m["max_linf_px"] > 0
+    clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "b/publish/train.csv")
+    moved = 0
+    for i in range(4):
+        a = np.asarray(Image.open(clean.image_path(i)).convert("RGB"), dtype=np.int16)
+        d = np.asarray(Image.open(prot.image_path(i)).convert("RGB"), dtype=np.int16) - a
+        inside = (a >= 8) & (a <= 247)   # where the valid pixel range cannot have clipped the noise
+        for y in range(0, 64, 8):
+            for x in range(0, 64, 8):
+                for ch in range(3):
+                    vals = d[y:y + 8, x:x + 8, ch][inside[y:y + 8, x:x + 8, ch]]
+                    assert len(set(vals.tolist())) <= 1, (i, y, x, ch)
+                    moved += bool(len(vals) and vals[0])
+    assert moved > 100   # and the squares did move: 4 images x 64 squares x 3 channels in all
 
 
 def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
@@ -270,7 +290,6 @@ def test_native_noise_covers_the_whole_image():
 
 
 def _wide_dataset(folder: Path, n: int = 6, size=(192, 64)) -> Path:
-    import numpy as np
     rng = np.random.default_rng(0)
     (folder / "img").mkdir(parents=True)
     rows = []
@@ -284,7 +303,6 @@ def _wide_dataset(folder: Path, n: int = 6, size=(192, 64)) -> Path:
 def test_panorama_is_protected_edge_to_edge(tmp_path):
     """A 3:1 panorama: the noise reaches its left and right ends (the trainer's centre crop misses them, a
     random crop or a squash does not), |noise| <= 8 on the native pixels."""
-    import numpy as np
     csv = _wide_dataset(tmp_path)
     man = api.protect(csv, tmp_path / "out", "mem-3", "low", device="cpu", progress=False, seed=0, **FAST)
     for i in range(6):
@@ -297,7 +315,6 @@ def test_panorama_is_protected_edge_to_edge(tmp_path):
 
 
 def test_jpeg_and_webp_output_record_what_survived(tmp_path):
-    import numpy as np
     from mmue.protect.export import check_published
     csv = _wide_dataset(tmp_path, n=4, size=(96, 64))
     # an ICC profile (RGB) and GPS data on one source: the profile is kept, the location is not
@@ -354,7 +371,6 @@ def test_one_image_under_two_spellings_is_one_image(tmp_path):
 
 def test_exif_rotated_photo_comes_out_upright(tmp_path):
     """A phone photo stored sideways with an EXIF orientation tag is protected as viewers show it."""
-    import numpy as np
     from PIL import ImageOps
     rng = np.random.default_rng(0)
     stored = Image.fromarray(rng.integers(0, 256, (24, 48, 3), dtype=np.uint8))   # 48 wide, 24 high on disk
@@ -384,7 +400,6 @@ def test_twelve_megapixel_photo_keeps_memory_flat(tmp_path):
     process's peak memory grows by less than 1.2 GB over the same run without it (the photo is read, stretched
     and written one at a time, never held as float copies beside the others)."""
     import subprocess
-    import numpy as np
     rng = np.random.default_rng(0)
     for name, big in (("small", False), ("big", True)):
         d = tmp_path / name / "img"
@@ -455,7 +470,6 @@ def test_balanced_sum_gives_each_surrogate_the_same_say():
 
 def test_photo_png_is_a_lossless_png_with_the_profile():
     import io
-    import numpy as np
     from mmue.protect.export import encode_image, photo_png
     from mmue.quality import diff_stats
     rng = np.random.default_rng(0)

@@ -67,6 +67,19 @@ def test_gradient_filters():
     assert agree(out) > 0.8 > agree(g) + 0.2
 
 
+def test_block_filter_moves_whole_squares():
+    from mmue.protect.filters import BlockSum
+    g = torch.randn(2, 3, 20, 20)
+    f = make_filter(0, block=8)
+    out = f(g)
+    assert isinstance(f, BlockSum) and repr(f) == "BlockSum(block=8)" and out.shape == g.shape
+    # each square carries its own sum, on every one of its pixels; the ragged edge squares too
+    assert torch.allclose(out[:, :, 3, 5], g[:, :, :8, :8].sum((-2, -1)))
+    assert torch.allclose(out[:, :, 17, 19], g[:, :, 16:, 16:].sum((-2, -1)))
+    assert (out[:, :, :8, :8] == out[:, :, :1, :1]).all() and not torch.equal(out[:, :, 0, 0], out[:, :, 0, 8])
+    assert repr(make_filter(1.0, "maximise", block=4)) == "Ascend(GaussianBlur(sigma=1.0) -> BlockSum(block=4))"
+
+
 def test_ascend_filter_turns_the_step_around():
     from mmue.protect.filters import Ascend
     g = torch.randn(1, 3, 8, 8)

@@ -25,9 +25,10 @@ class ProtectConfig:
     pgd_steps: int = knob(8, "PGD steps per visit of a batch", min=0, show=True)
     noise: str = knob("pgd", "image noise: pgd (error-minimising), random (uniform +-eps) or none",
                       choices=("pgd", "random", "none"), show=True)
-    noise_block: int = knob(1, "random noise only: side in px of the squares it is constant on, at +-eps with a "
-                            "random sign per square and channel (1: uniform per pixel; 8: patch-wise colours, a "
-                            "shortcut any architecture learns, as LSP)", min=1)
+    noise_block: int = knob(1, "side in px of the squares the noise is constant on (1: per pixel). random noise: "
+                            "+-eps with a random sign per square and channel (8: patch-wise colours, as LSP); pgd: "
+                            "each step moves a square by the sign of its summed gradient (8: JPEG's blocks and a "
+                            "ViT's 8 px patches)", min=1)
     trigger_len: int = knob(3, "trigger tokens per caption (0: no trigger)", min=0, show=True)
     shuffle: bool = knob(True, "shuffle caption bodies within the batch during the image step", show=True)
     trigger_position: str = knob("prefix", "where the trigger goes: before the first word (MEM) or at a random "
@@ -126,8 +127,8 @@ class ProtectConfig:
                 problems.append(f"{f.name} must be <= {m['max']} (got {v})")
             if m.get("gt") is not None and not v > m["gt"]:
                 problems.append(f"{f.name} must be > {m['gt']} (got {v})")
-        if self.noise_block > 1 and self.noise != "random":
-            problems.append(f"noise_block={self.noise_block} needs noise random (PGD noise is per pixel)")
+        if self.noise_block > 1 and self.noise == "none":
+            problems.append(f"noise_block={self.noise_block} needs image noise (noise pgd or random)")
         if self.target != "own" and self.shuffle:
             problems.append(f"target={self.target} needs shuffle off (shuffling would trade the targets within a batch)")
         if self.shares_noise and self.noise == "none":
