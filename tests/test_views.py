@@ -77,7 +77,7 @@ def test_block_filter_moves_whole_squares():
     assert torch.allclose(out[:, :, 3, 5], g[:, :, :8, :8].sum((-2, -1)))
     assert torch.allclose(out[:, :, 17, 19], g[:, :, 16:, 16:].sum((-2, -1)))
     assert (out[:, :, :8, :8] == out[:, :, :1, :1]).all() and not torch.equal(out[:, :, 0, 0], out[:, :, 0, 8])
-    assert repr(make_filter(1.0, "maximise", block=4)) == "Ascend(GaussianBlur(sigma=1.0) -> BlockSum(block=4))"
+    assert repr(make_filter(1.0, "maximise", block=4)) == "Ascend(BlockSum(GaussianBlur(sigma=1.0), block=4))"
 
 
 def test_ascend_filter_turns_the_step_around():

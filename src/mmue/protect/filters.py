@@ -3,9 +3,9 @@ filtered gradient).
 
 ``sign(grad)`` gives per-pixel noise; ``sign(blur(grad))`` gives spatially coherent, low-frequency noise that
 survives JPEG and resizing better (translation-invariant attacks); ``BlockSum`` gives noise constant on squares
-(from zero, every step moves a whole square: at 8 px the squares are JPEG's blocks and a ViT's patches); ``Ascend`` negates the gradient, so the
-same step maximises the loss (error-maximising noise, TAP). ``balanced_sum`` combines several surrogates'
-gradients with equal weight before the filter.
+(from zero, every step moves a whole square: at 8 px the squares are JPEG's blocks and a ViT's patches);
+``Ascend`` negates the gradient, so the same step maximises the loss (error-maximising noise, TAP).
+``balanced_sum`` combines several surrogates' gradients with equal weight before the filter.
 """
 from __future__ import annotations
 
@@ -36,34 +36,22 @@ class GaussianBlur(GradientFilter):
 
 
 class BlockSum(GradientFilter):
-    """The gradient summed over ``block`` x ``block`` squares (aligned at the top left), the same value on each
-    square's pixels: a sign step then moves every square as one."""
+    """``inner``'s gradient summed over ``block`` x ``block`` squares (aligned at the top left), the same value on
+    each square's pixels: a sign step then moves every square as one."""
 
-    def __init__(self, block: int):
-        self.block = block
+    def __init__(self, block: int, inner: GradientFilter | None = None):
+        self.block, self.inner = block, inner or GradientFilter()
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor:
         b, (h, w) = self.block, grad.shape[-2:]
-        padded = torch.nn.functional.pad(grad, (0, -w % b, 0, -h % b))
+        padded = torch.nn.functional.pad(self.inner(grad), (0, -w % b, 0, -h % b))
         *lead, hp, wp = padded.shape
         sums = padded.reshape(*lead, hp // b, b, wp // b, b).sum((-3, -1))
         return sums.repeat_interleave(b, -2).repeat_interleave(b, -1)[..., :h, :w]
 
     def __repr__(self) -> str:
-        return f"BlockSum(block={self.block})"
-
-
-class Then(GradientFilter):
-    """One filter after another."""
-
-    def __init__(self, first: GradientFilter, second: GradientFilter):
-        self.first, self.second = first, second
-
-    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
-        return self.second(self.first(grad))
-
-    def __repr__(self) -> str:
-        return f"{self.first!r} -> {self.second!r}"
+        inner = "" if type(self.inner) is GradientFilter else f"{self.inner!r}, "
+        return f"BlockSum({inner}block={self.block})"
 
 
 class Ascend(GradientFilter):
@@ -80,7 +68,7 @@ class Ascend(GradientFilter):
 def make_filter(grad_blur: float = 0.0, objective: str = "minimise", block: int = 1) -> GradientFilter:
     f = GaussianBlur(grad_blur) if grad_blur else GradientFilter()
     if block > 1:
-        f = Then(f, BlockSum(block)) if grad_blur else BlockSum(block)
+        f = BlockSum(block, f)
     return Ascend(f) if objective == "maximise" else f
 
 
