@@ -1,6 +1,8 @@
 import pytest
 
+from mmue import api
 from mmue.experiments import engine_settings, ensure_protected
+from mmue.protect.stages import STAGES_DIR
 
 
 def test_a_finished_copy_is_reused_only_for_the_same_settings(tiny_synth, tmp_path):
@@ -13,6 +15,21 @@ def test_a_finished_copy_is_reused_only_for_the_same_settings(tiny_synth, tmp_pa
     with pytest.raises(ValueError, match="seed"):
         ensure_protected(tiny_synth / "train.csv", out, "trigger-only", "low", 1, "cpu", **quick)
     assert engine_settings({"trigger_len": 5, "public": "x.csv", "quality": 90}) == {"trigger_len": 5}
+
+
+def test_an_interrupted_copy_in_stages_is_resumed(small_synth, tmp_path, monkeypatch):
+    out, quick = tmp_path / "prot", dict(rounds=0, surrogate="mmue-tiny-rn,mmue-tiny-rn")
+
+    def crash(*a, **k):
+        raise RuntimeError("killed")
+    monkeypatch.setattr(api, "merge_manifests", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        ensure_protected(small_synth / "train.csv", out, "trigger-only", "low", 0, "cpu", **quick)
+    monkeypatch.undo()
+    assert (out / STAGES_DIR).exists()
+    man = ensure_protected(small_synth / "train.csv", out, "trigger-only", "low", 0, "cpu", **quick)
+    assert [s["surrogate"] for s in man["stages"]] == ["mmue-tiny-rn", "mmue-tiny-rn"]
+    assert not (out / STAGES_DIR).exists()
 
 
 def test_a_victim_folder_is_reused_only_for_its_own_training_data(tmp_path):

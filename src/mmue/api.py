@@ -1,14 +1,17 @@
 """The public Python API: every CLI subcommand is one call here."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import secrets
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__, distributed
@@ -16,14 +19,19 @@ from .data import read_pairs, write_synth, write_zeroshot_split
 from .data.encoded import EncodedPairs
 from .data.images import bad_images
 from .data.types import DataError
+from .quality import diff_stats
+from .workers import ordered_map
 from .metrics import random_guess
 from .models import DEFAULT_MODEL, create_model, load_model
 from .device import resolve_device
+from .fileio import atomic_write, atomic_write_json
 from .protect import MEMEngine, ProtectionState, resolve
-from .protect.export import IMAGE_FORMATS, check_published, export
+from .protect.export import IMAGE_FORMATS, MANIFEST, PRIVATE, PUBLISH, README, check_published, export
 from .protect.run import ProtectionRun
+from .protect.stages import (LATER_METHOD, STAGES_DIR, budget_shares, later_settings, merge_manifests,
+                             split_surrogates)
 from .protect.triggers import TriggerPolicy
-from .runs import RunDir
+from .runs import RunDir, check_out_dir
 from .train import WHOLE_SCALE, TrainConfig, evaluate, train_clip
 
 log = logging.getLogger(__name__)
@@ -124,11 +132,24 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed images,
     the int8 noise (both on disk, so RAM stays flat) and the round checkpoints live in ``out/.mmue_state``
     until the export has finished (``ProtectionRun``).
+
+    ``surrogate``: one architecture; several joined by ``+`` optimise one noise against all of them; several joined
+    by ``,`` protect in stages, one surrogate after the other, each within an even share of ``eps``
+    (``protect.stages``; the stages' runs live in ``out/.mmue_stages`` until the last has finished).
     """
     run, source = ProtectionRun(out), Path(train_data)
     if image_format not in IMAGE_FORMATS or not 1 <= int(quality) <= 100:
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)} and quality 1-100, got "
                          f"{image_format!r} and {quality!r}")
+    names = split_surrogates(surrogate)
+    if len(names) > 1:
+        if surrogate_pretrained:
+            raise ValueError("--surrogate-pretrained takes one surrogate, not stages joined by ','")
+        keys = {"csv_img_key": csv_img_key, "csv_caption_key": csv_caption_key, "csv_separator": csv_separator}
+        return _protect_in_stages(source, Path(out), method, strength, names, device, resume, overwrite, keys,
+                                  progress, {"out_format": out_format, "image_format": image_format,
+                                             "quality": int(quality), "skip_bad_images": skip_bad_images,
+                                             "public": str(public) if public is not None else None}, settings)
     d, dev = distributed.setup(resolve_device(device))
 
     def new_params() -> dict:
@@ -152,6 +173,68 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
                                progress)
     finally:
         distributed.on_main(run.unlock)
+
+
+def _protect_in_stages(source: Path, out: Path, method: str, strength: str, names: list[str], device: str,
+                       resume: bool, overwrite: bool, keys: dict, progress: bool, output: dict, settings: dict) -> dict:
+    """``protect`` with surrogates joined by ','. Each stage is a whole protection run in
+    ``out/.mmue_stages/<i>-<surrogate>`` (resumable on its own): the first with ``method`` and the user's settings,
+    the later ones with ``em`` on the previous stage's copy; then the last stage's ``publish/`` moves to
+    ``out/publish`` and the copy's manifest (fidelity against the originals, every stage's settings) goes to
+    ``out/private``. The plan (budget shares, settings) is fixed when the run starts, so a resumed run finishes it."""
+    work, final = out / STAGES_DIR, out / MANIFEST
+    if resume and final.exists() and not work.exists():
+        log.info("%s is already finished", out)
+        return json.loads(final.read_text())
+    check_out_dir(out, resume, work.exists(), "protection", overwrite, source)
+    plan_file = work / "plan.json"
+    if resume:
+        plan = json.loads(plan_file.read_text())
+    else:
+        total = resolve(method, strength, **settings).eps_px
+        plan = {"train_data": str(source), "method": method, "strength": strength, "surrogates": names,
+                "eps_px": total, "shares": budget_shares(total, len(names)), "settings": settings, **output}
+        distributed.on_main(lambda: work.mkdir(parents=True, exist_ok=True) or atomic_write_json(plan_file, plan))
+    manifests, data, seed = [], source, plan["settings"].get("seed")
+    for i, (name, share) in enumerate(zip(plan["surrogates"], plan["shares"])):
+        first, last = i == 0, i == len(plan["shares"]) - 1
+        folder = work / f"{i + 1}-{name}"
+        stage = ProtectionRun(folder)
+        known = stage.started or stage.finished
+        log.info("stage %d/%d: %s with surrogate %s within %d/255", i + 1, len(plan["shares"]),
+                 plan["method"] if first else LATER_METHOD, name, share)
+        m = protect(data, folder, plan["method"] if first else LATER_METHOD, plan["strength"], name,
+                    device=device, resume=known, overwrite=not known and folder.exists(), progress=progress,
+                    out_format=plan["out_format"] if last else "files",
+                    image_format=plan["image_format"] if last else "png", quality=plan["quality"],
+                    skip_bad_images=plan["skip_bad_images"] and first, public=plan["public"], **keys,
+                    **({**plan["settings"], "eps": share / 255} if first else
+                       later_settings(plan["settings"], share, seed)))
+        manifests.append(m)
+        data, seed = folder / m["data"], m["config"]["seed"]
+
+    def finish() -> dict:
+        moved = work / f"{len(manifests)}-{plan['surrogates'][-1]}" / PUBLISH
+        if moved.exists():
+            shutil.rmtree(out / PUBLISH, ignore_errors=True)
+            os.replace(moved, out / PUBLISH)
+        originals = read_pairs(source, keys["csv_img_key"], keys["csv_caption_key"], keys["csv_separator"])
+        index = {path: j for j, path in enumerate(originals.images)}
+        copy = read_pairs(out / manifests[-1]["data"], *((keys["csv_img_key"], keys["csv_caption_key"],
+                                                           keys["csv_separator"]) if plan["out_format"] == "files" else ()))
+        pairs = [(index[e["source"]], j) for j, e in enumerate(manifests[0]["images"])]
+        fidelity = list(ordered_map(lambda ab: diff_stats(np.asarray(originals.open_image(ab[0])),
+                                                          np.asarray(copy.open_image(ab[1]))), pairs))
+        manifest = merge_manifests(manifests, plan["surrogates"], plan["train_data"], fidelity, plan["eps_px"] / 255)
+        atomic_write(out / "README.txt", lambda tmp: tmp.write_text(README))
+        (out / PRIVATE).mkdir(exist_ok=True)
+        atomic_write_json(final, manifest)
+        shutil.rmtree(work)
+        log.info("wrote %d protected images to %s in %d stages (mean PSNR %.1f dB against the originals, L-inf %d)",
+                 manifest["n_images"], out, len(manifests), manifest["mean_psnr_db"] or float("inf"),
+                 manifest["max_linf_px"])
+        return manifest
+    return distributed.on_main(finish)
 
 
 def check(folder: str | os.PathLike) -> dict:

@@ -21,6 +21,7 @@ from .quality import diff_stats, mean_psnr
 from .models import load_model
 from .protect.registry import resolve
 from .protect.run import ProtectionRun
+from .protect.stages import STAGES_DIR
 from .train import TrainConfig, evaluate
 from .zeroshot import evaluate_zeroshot, read_classification
 
@@ -46,9 +47,9 @@ def ensure_protected(train_csv: Path, out: Path, method: str, strength: str, see
         if diff:
             raise ValueError(f"{out}: this copy was protected with {', '.join(diff)}; give another output folder "
                              "or delete this one")
-    if not run.finished:
+    if not run.finished:   # a protection in stages (surrogates joined by ',') keeps its runs in STAGES_DIR
         api.protect(train_csv, out, method=method, strength=strength, seed=seed, device=device,
-                    resume=run.started, **settings)
+                    resume=run.started or (out / STAGES_DIR).exists(), **settings)
     return run.manifest()
 
 
