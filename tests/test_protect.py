@@ -191,13 +191,14 @@ def test_stop_once_the_shortcut_is_learned(small_synth, tmp_path):
     assert _published(tmp_path / "f") == _published(tmp_path / "n")
 
 
-def test_engine_rows_match_what_the_victim_tokenizes(tiny_synth):
+@pytest.mark.parametrize("position", ["random", "suffix"])
+def test_engine_rows_match_what_the_victim_tokenizes(tiny_synth, position):
     """Mid-caption triggers: the token rows the engine optimises are exactly the published captions' tokens,
     and trigger dropout swaps in the caption without its trigger."""
     model = create_model("mmue-tiny-rn")
     pairs = read_pairs(tiny_synth / "train.csv")
     data = EncodedPairs.build(pairs, model.image_size, model.codec.encode, False, words=True)
-    eng = MEMEngine(model, data, resolve("mem-3-robust", **FAST))
+    eng = MEMEngine(model, data, resolve("mem-3-robust", **FAST, trigger_position=position))
     assert len(set(eng.trigger_words)) > 2                    # positions vary across captions
     state = eng.init_state()
     g = torch.Generator().manual_seed(1)
@@ -210,6 +211,8 @@ def test_engine_rows_match_what_the_victim_tokenizes(tiny_synth):
                                                                                  if t][1:-1])
         text = insert_trigger(pairs.captions[c], model.codec.trigger_text(triggers[b]), eng.trigger_words[c])
         assert rows[b].tolist() == model.codec.tokenize([text])[0].tolist()
+        if position == "suffix":
+            assert text.endswith(model.codec.trigger_text(triggers[b]))
         assert batch.at_slots(rows.unsqueeze(-1))[b, :, 0].tolist() == triggers[b].tolist()
     drop = torch.tensor([True, False] * 6)
     mixed = batch.ids(triggers, drop=drop)
@@ -221,12 +224,13 @@ def test_engine_rows_match_what_the_victim_tokenizes(tiny_synth):
     assert torch.equal(batch.option_ids(opts).view(2, 12, -1)[1], batch.ids(triggers.flip(0)))
 
 
-def test_random_positions_stay_inside_the_context():
+def test_random_and_suffix_positions_stay_inside_the_context():
     starts = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [0, 4]]      # word boundaries in tokens
     pos = trigger_positions(starts * 50, k=3, context_length=10, mode="random", seed=0)
     assert max(pos[0::2]) == 5 and min(pos) == 0                # 10 - 2 - 3 = 5 body tokens fit before it
     assert set(pos[1::2]) == {0, 1}
     assert trigger_positions(starts, 3, 10, "prefix", 0) == [0, 0]
+    assert trigger_positions(starts, 3, 10, "suffix", 0) == [5, 1]   # the last word boundary it fits behind
     assert insert_trigger("a  red dog", "x y", 0) == "x y a  red dog"
     assert insert_trigger("a red dog", "x y", 2) == "a red x y dog"
 

@@ -31,8 +31,9 @@ class ProtectConfig:
                             "ViT's 8 px patches)", min=1)
     trigger_len: int = knob(3, "trigger tokens per caption (0: no trigger)", min=0, show=True)
     shuffle: bool = knob(True, "shuffle caption bodies within the batch during the image step", show=True)
-    trigger_position: str = knob("prefix", "where the trigger goes: before the first word (MEM) or at a random "
-                                 "word of each caption", choices=("prefix", "random"))
+    trigger_position: str = knob("prefix", "where the trigger goes: before the first word (MEM), at a random "
+                                 "word of each caption, or after the last word (suffix)",
+                                 choices=("prefix", "random", "suffix"))
     trigger_dropout: float = knob(0.0, "rate at which captions are seen without their trigger while optimising",
                                   min=0, max=0.99)
     trigger_vocab: str = knob("safe", "trigger words: safe (common dictionary words, no names, profanity or "

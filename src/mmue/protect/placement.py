@@ -3,6 +3,8 @@
 ``prefix`` (the paper's MEM): before the first word, so that deleting the first k words removes it.
 ``random``: before word p of each caption, p drawn once per caption from a seeded generator among the positions
 whose trigger still fits the text tower's context. A fixed-position strip can then no longer remove it.
+``suffix``: after the last word (or, for a caption too long for the context, after the last word it still fits
+behind): the trigger sits next to the end-of-text token whose feature a CLIP text tower pools.
 
 Positions are counted in words (whitespace-separated) so the published caption is plain text:
 ``words[:p] + trigger + words[p:]``; ``EncodedPairs.word_starts`` maps them to token offsets.
@@ -15,7 +17,7 @@ import torch
 
 from ..seeding import generator
 
-POSITIONS = ("prefix", "random")
+POSITIONS = ("prefix", "random", "suffix")
 
 
 def trigger_positions(starts: Sequence[Sequence[int]], k: int, context_length: int, mode: str, seed: int
@@ -30,7 +32,7 @@ def trigger_positions(starts: Sequence[Sequence[int]], k: int, context_length: i
     out = []
     for s in starts:
         fits = sum(1 for offset in s if offset <= room)   # word boundaries before which the trigger fits
-        out.append(int(torch.randint(fits, (1,), generator=g)))
+        out.append(fits - 1 if mode == "suffix" else int(torch.randint(fits, (1,), generator=g)))
     return out
 
 

@@ -52,7 +52,7 @@ class TriggerPolicy:
         if self.position == "prefix" or not self.k:
             return [0] * n_captions, [0] * n_captions
         if word_starts is None:
-            raise ValueError("trigger_position='random' needs word boundaries: build the data with "
+            raise ValueError(f"trigger_position={self.position!r} needs word boundaries: build the data with "
                              "EncodedPairs.build(..., words=True)")
         words = trigger_positions(word_starts, self.k, context_length, self.position, self.seed)
         return words, [starts[w] for starts, w in zip(word_starts, words)]
