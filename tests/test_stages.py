@@ -65,3 +65,16 @@ def test_two_surrogates_one_after_the_other(small_synth, tmp_path, monkeypatch):
     assert max(linf) > 4                               # the two stages' noises add up beyond one share
     assert man["max_linf_px"] == max(linf) and man["mean_psnr_db"] > 30
     assert api.protect(small_synth / "train.csv", out, surrogate="a,b", resume=True) == man   # finished: as it is
+
+
+def test_stages_write_shards_and_lossy_files_measured_against_the_originals(small_synth, tmp_path):
+    """Only the last stage writes the asked format; the copy's fidelity is read back from the shards."""
+    out = tmp_path / "prot"
+    man = api.protect(small_synth / "train.csv", out, "mem-3", "low", surrogate="mmue-tiny-rn,mmue-tiny-rn",
+                      device="cpu", progress=False, seed=1, out_format="webdataset", image_format="jpeg",
+                      quality=90, **FAST)
+    assert man["data"].startswith("publish/shards/") and api.check(out / "publish")["ok"]
+    assert man["image_format"] == "jpeg" and len(man["images"]) == 32
+    src, pub = read_pairs(small_synth / "train.csv"), read_pairs(out / man["data"])
+    a, b = np.asarray(Image.open(src.image_path(3)), dtype=np.int16), np.asarray(pub.open_image(3), dtype=np.int16)
+    assert np.abs(a - b).max() == man["images"][3]["linf_px"]
