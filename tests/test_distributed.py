@@ -53,3 +53,17 @@ def test_two_ranks_protect_every_image_exactly_once(tiny_synth, tmp_path):
     assert not (out / ".mmue_state").exists() and len(list((out / "publish/images").glob("*.png"))) == 96
     lines = (out / "publish/train.csv").read_text().splitlines()
     assert len(lines) == 1 + 96 * 5   # written once, not once per rank
+
+
+def test_two_ranks_protect_in_stages(small_synth, tmp_path):
+    """Surrogates joined by ',' under torchrun: rank 0 alone checks the folder and writes the plan, every stage runs
+    on both ranks, one copy comes out."""
+    out = tmp_path / "p"
+    torchrun(["-m", "mmue", "protect", "--train-data", str(small_synth / "train.csv"), "--out", str(out),
+              "--method", "mem", "--strength", "low", "--rounds", "1", "--surrogate-steps", "2", "--pgd-steps", "1",
+              "--candidates", "2", "--batch-size", "8", "--device", "cpu", "--surrogate", "mmue-tiny-rn,mmue-tiny-rn"],
+             tmp_path)
+    m = json.loads((out / "private/manifest.json").read_text())
+    assert [(s["method"], s["config"]["eps_px"]) for s in m["stages"]] == [("mem-3", 4), ("em", 4)]
+    assert m["world_size"] == 2 and m["n_images"] == 32 and m["max_linf_px"] <= 8
+    assert sorted(p.name for p in out.iterdir()) == ["README.txt", "private", "publish"]

@@ -182,19 +182,23 @@ def _protect_in_stages(source: Path, out: Path, method: str, strength: str, name
     the later ones with ``em`` on the previous stage's copy; then the last stage's ``publish/`` moves to
     ``out/publish`` and the copy's manifest (fidelity against the originals, every stage's settings) goes to
     ``out/private``. The plan (budget shares, settings) is fixed when the run starts, so a resumed run finishes it."""
-    work, final = out / STAGES_DIR, out / MANIFEST
+    work, final, plan_file = out / STAGES_DIR, out / MANIFEST, out / STAGES_DIR / "plan.json"
     if resume and final.exists() and not work.exists():
         log.info("%s is already finished", out)
         return json.loads(final.read_text())
-    check_out_dir(out, resume, work.exists(), "protection", overwrite, source)
-    plan_file = work / "plan.json"
-    if resume:
-        plan = json.loads(plan_file.read_text())
-    else:
+    distributed.setup(resolve_device(device))
+
+    def start() -> dict:   # rank 0 checks the folder and fixes the plan; every rank gets it
+        check_out_dir(out, resume, work.exists(), "protection", overwrite, source)
+        if resume:
+            return json.loads(plan_file.read_text())
         total = resolve(method, strength, **settings).eps_px
-        plan = {"train_data": str(source), "method": method, "strength": strength, "surrogates": names,
-                "eps_px": total, "shares": budget_shares(total, len(names)), "settings": settings, **output}
-        distributed.on_main(lambda: work.mkdir(parents=True, exist_ok=True) or atomic_write_json(plan_file, plan))
+        new = {"train_data": str(source), "method": method, "strength": strength, "surrogates": names,
+               "eps_px": total, "shares": budget_shares(total, len(names)), "settings": settings, **output}
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(plan_file, new)
+        return new
+    plan = distributed.on_main(start)
     manifests, data, seed = [], source, plan["settings"].get("seed")
     for i, (name, share) in enumerate(zip(plan["surrogates"], plan["shares"])):
         first, last = i == 0, i == len(plan["shares"]) - 1
