@@ -24,10 +24,11 @@ from mmue.fileio import read_jsonl, write_jsonl
 from mmue.protect.export import MANIFEST
 
 
-def split(config: Path, by_victim: bool = False) -> list[tuple[str, dict, str | None]]:
+def split(config: Path, by_victim: bool = False, max_cells: int | None = None) -> list[tuple[str, dict, str | None]]:
     """One worker config per (method, seed), in the config's order: seed 0 of every method first. With
     ``by_victim``, one per (method, seed, victim): (name, config, name of the worker whose protection it
-    waits for and shares, or None)."""
+    waits for and shares, or None). ``max_cells`` (with ``by_victim``) also cuts a victim's defenses into
+    workers of at most that many cells, so that no chain is much longer than the others."""
     raw = json.loads(config.read_text())
     methods = raw.get("methods", ["clean"])
     seeds = raw.get("seeds", [0])
@@ -41,9 +42,15 @@ def split(config: Path, by_victim: bool = False) -> list[tuple[str, dict, str | 
                 out.append((base, {**raw, "methods": [m], "seeds": [s]}, None))
                 continue
             for i, v in enumerate(victims):
-                cfg = {**raw, "methods": [m], "seeds": [s], "victims": [v],
-                       "victim_defenses": {v: per_victim[v]} if v in per_victim else {}}
-                out.append((base if i == 0 else f"{base}-{v}", cfg, None if i == 0 or m == "clean" else base))
+                defenses = per_victim.get(v, raw.get("defenses", ["none"]))
+                step = max_cells or len(defenses)
+                for k in range(0, len(defenses), step):
+                    first = i == 0 and k == 0
+                    part = defenses[k:k + step]
+                    cfg = {**raw, "methods": [m], "seeds": [s], "victims": [v],
+                           "victim_defenses": {v: part} if max_cells or v in per_victim else {}}
+                    name = base if first else f"{base}-{v}" + (f"-{k // step + 1}" if k else "")
+                    out.append((name, cfg, None if first or m == "clean" else base))
     return out
 
 
@@ -61,7 +68,11 @@ def main() -> None:
     ap.add_argument("--by-victim", action="store_true",
                     help="one worker per victim too; a method's victims after the first wait for its protection "
                          "and share it (shorter chains: better balanced under a deadline)")
+    ap.add_argument("--max-cells", type=int, default=None,
+                    help="with --by-victim: at most this many cells (defenses) per worker")
     args = ap.parse_args()
+    if args.max_cells is not None and (not args.by_victim or args.max_cells < 1):
+        ap.error("--max-cells takes a positive number and needs --by-victim")
     start = time.monotonic()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONUNBUFFERED": "1"}
@@ -79,7 +90,7 @@ def main() -> None:
                                                  start_new_session=True)))
 
     for config in args.configs:
-        for name, cfg, wait_for in split(config, args.by_victim):
+        for name, cfg, wait_for in split(config, args.by_victim, args.max_cells):
             out = args.root / config.stem / name
             if wait_for is None:
                 launch(out, cfg, None)
@@ -107,7 +118,7 @@ def main() -> None:
         log.close()
     for config in args.configs:
         rows = []
-        for name, _, _ in split(config, args.by_victim):
+        for name, _, _ in split(config, args.by_victim, args.max_cells):
             f = args.root / config.stem / name / "results.jsonl"
             rows += read_jsonl(f)
         write_jsonl(args.root / config.stem / "results.jsonl", rows)

@@ -130,6 +130,11 @@ def test_parallel_bench_splits_by_victim_sharing_protections(tmp_path):
     b = workers[-1][1]
     assert b["victims"] == ["b"] and b["victim_defenses"] == {"b": ["none"]} and b["methods"] == ["mem-3"]
     assert BenchConfig(**{k: v for k, v in workers[2][1].items()}).cells() == [("a", "none"), ("a", "jpeg-75")]
+    # at most one cell per worker: victim a's two defenses in two workers, both sharing the first one's protection
+    cut = split(cfg, by_victim=True, max_cells=1)
+    assert [(n, w) for n, _, w in cut][3:] == [("mem-3-s0", None), ("mem-3-s0-a-2", "mem-3-s0"),
+                                               ("mem-3-s0-b", "mem-3-s0")]
+    assert [BenchConfig(**c).cells() for _, c, _ in cut[3:]] == [[("a", "none")], [("a", "jpeg-75")], [("b", "none")]]
 
 
 def test_every_experiment_config_in_the_docs_still_loads():
