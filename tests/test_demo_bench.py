@@ -69,6 +69,14 @@ def test_worst_case_takes_the_best_attacker_by_seed_mean():
     assert line[2:7] == ["2.5", "a", "/", "jpeg-75", "(2)"]
 
 
+def test_defense_matrix_keeps_long_composed_names_apart():
+    rows = [{"method": "mem-3", "victim": "a", "defense": d, "seed": 0, "last/image_to_text_R@1": 0.125,
+             "last/text_to_image_R@1": 0.25} for d in ("jpeg-75", "rare-10+jpeg-75+rrc-flip", "jpeg-30")]
+    header, row = defense_matrix(rows, "a").splitlines()[1:3]
+    assert header.split() == ["method", "jpeg-75", "rare-10+jpeg-75+rrc-flip", "jpeg-30"]
+    assert row.split() == ["mem-3"] + ["12.5", "/", "25.0", "(1)"] * 3
+
+
 def test_bench_victim_defenses(tmp_path):
     cfg = BenchConfig(victims=["mmue-tiny-rn", "mmue-tiny-vit"], defenses=["none", "jpeg-75"],
                       victim_defenses={"mmue-tiny-vit": ["rare-10+jpeg-75+rrc-flip"]}).validate()

@@ -383,7 +383,7 @@ def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | N
     methods = list(dict.fromkeys(m for m, _ in cells))
     defenses = list(dict.fromkeys(d for _, d in cells))
     defenses.sort(key=lambda d: d != "none")
-    w, mw = 18, _method_width(methods)
+    w, mw = max([18] + [len(d) + 2 for d in defenses]), _method_width(methods)   # a composed name is long
     lines = [f"(last epoch, {victim}: i2t / t2i R@{k} in %, mean over n seeds)",
              f"{'method':<{mw}}" + "".join(f"{d:>{w}}" for d in defenses)]
     for m in methods:
