@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import __version__, distributed
@@ -19,8 +18,7 @@ from .data import read_pairs, write_synth, write_zeroshot_split
 from .data.encoded import EncodedPairs
 from .data.images import bad_images
 from .data.types import DataError
-from .quality import diff_stats
-from .workers import ordered_map
+from .quality import image_diffs
 from .metrics import random_guess
 from .models import DEFAULT_MODEL, create_model, load_model
 from .device import resolve_device
@@ -29,7 +27,7 @@ from .protect import MEMEngine, ProtectionState, resolve
 from .protect.export import IMAGE_FORMATS, MANIFEST, PRIVATE, PUBLISH, README, check_published, export
 from .protect.run import ProtectionRun
 from .protect.stages import (LATER_METHOD, STAGES_DIR, budget_shares, later_settings, merge_manifests,
-                             split_surrogates)
+                             split_surrogates, stage_folder)
 from .protect.triggers import TriggerPolicy
 from .runs import RunDir, check_out_dir
 from .train import WHOLE_SCALE, TrainConfig, evaluate, train_clip
@@ -202,7 +200,7 @@ def _protect_in_stages(source: Path, out: Path, method: str, strength: str, name
     manifests, data, seed = [], source, plan["settings"].get("seed")
     for i, (name, share) in enumerate(zip(plan["surrogates"], plan["shares"])):
         first, last = i == 0, i == len(plan["shares"]) - 1
-        folder = work / f"{i + 1}-{name}"
+        folder = work / stage_folder(i, name)
         stage = ProtectionRun(folder)
         known = stage.started or stage.finished
         log.info("stage %d/%d: %s with surrogate %s within %d/255", i + 1, len(plan["shares"]),
@@ -218,7 +216,7 @@ def _protect_in_stages(source: Path, out: Path, method: str, strength: str, name
         data, seed = folder / m["data"], m["config"]["seed"]
 
     def finish() -> dict:
-        moved = work / f"{len(manifests)}-{plan['surrogates'][-1]}" / PUBLISH
+        moved = work / stage_folder(len(manifests) - 1, plan["surrogates"][-1]) / PUBLISH
         if moved.exists():
             shutil.rmtree(out / PUBLISH, ignore_errors=True)
             os.replace(moved, out / PUBLISH)
@@ -227,8 +225,7 @@ def _protect_in_stages(source: Path, out: Path, method: str, strength: str, name
         copy = read_pairs(out / manifests[-1]["data"], *((keys["csv_img_key"], keys["csv_caption_key"],
                                                            keys["csv_separator"]) if plan["out_format"] == "files" else ()))
         pairs = [(index[e["source"]], j) for j, e in enumerate(manifests[0]["images"])]
-        fidelity = list(ordered_map(lambda ab: diff_stats(np.asarray(originals.open_image(ab[0])),
-                                                          np.asarray(copy.open_image(ab[1]))), pairs))
+        fidelity = image_diffs(originals.open_image, copy.open_image, pairs)
         manifest = merge_manifests(manifests, plan["surrogates"], plan["train_data"], fidelity, plan["eps_px"] / 255)
         atomic_write(out / "README.txt", lambda tmp: tmp.write_text(README))
         (out / PRIVATE).mkdir(exist_ok=True)

@@ -9,15 +9,13 @@ import logging
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 
 from . import api
 from .data import read_pairs
-from .data.types import load_rgb
 from .device import resolve_device
 from .external import is_external, train_with_open_clip
 from .metrics import random_guess
-from .quality import diff_stats, mean_psnr
+from .quality import image_diffs, mean_psnr
 from .models import load_model
 from .protect.registry import resolve
 from .protect.run import ProtectionRun
@@ -60,12 +58,8 @@ def copy_fidelity(original_csv: Path, released_csv: Path) -> tuple[float | None,
     a, b = read_pairs(original_csv), read_pairs(released_csv)
     if a.n_images != b.n_images:
         raise ValueError(f"{released_csv} has {b.n_images} images, {original_csv} {a.n_images}: not a copy of it")
-    psnrs, linf = [], 0
-    for i in range(a.n_images):
-        p, d = diff_stats(np.asarray(load_rgb(a.image_path(i))), np.asarray(load_rgb(b.image_path(i))))
-        psnrs.append(p)
-        linf = max(linf, d)
-    return mean_psnr(psnrs), linf
+    stats = image_diffs(a.open_image, b.open_image, [(i, i) for i in range(a.n_images)])
+    return mean_psnr([p for p, _ in stats]), max((d for _, d in stats), default=0)
 
 
 RECIPE = ("epochs", "batch_size", "lr", "wd", "warmup", "seed", "augment")   # what a victim learns depends on

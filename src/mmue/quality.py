@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .workers import ordered_map
+
 
 def psnr(a_u8: torch.Tensor, b_u8: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB (inf for identical images)."""
@@ -38,6 +40,12 @@ def diff_stats(a_u8, b_u8) -> tuple[float, int]:
             linf = max(linf, int(np.abs(d).max()))
             sq += dot(d, d)
     return psnr_db(sq, np.asarray(a_u8).size), linf
+
+
+def image_diffs(open_a, open_b, pairs) -> list[tuple[float, int]]:
+    """``diff_stats`` of image ``open_a(i)`` against ``open_b(j)`` for each (i, j) of ``pairs``, in order, decoded
+    on the image threads (a copy of full-size photos is read once, a few images in memory at a time)."""
+    return list(ordered_map(lambda ij: diff_stats(np.asarray(open_a(ij[0])), np.asarray(open_b(ij[1]))), pairs))
 
 
 def psnr_db(squared_error: float, count: int) -> float:

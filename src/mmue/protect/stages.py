@@ -18,6 +18,11 @@ IMAGE_KNOBS = ("alpha", "pgd_steps", "noise_block", "eot", "surrogate_view", "st
                "surrogate_wd")
 
 
+def stage_folder(i: int, surrogate: str) -> str:
+    """Stage ``i``'s (0-based) run folder inside ``STAGES_DIR``."""
+    return f"{i + 1}-{surrogate}"
+
+
 def split_surrogates(surrogate: str) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]`` (each may itself be ``x+y``: one noise against both, within its stage)."""
     names = [s.strip() for s in surrogate.split(",")]
