@@ -9,7 +9,6 @@ import logging
 from dataclasses import fields
 from pathlib import Path
 
-
 from . import api
 from .data import read_pairs
 from .device import resolve_device
