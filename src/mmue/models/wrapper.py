@@ -39,8 +39,15 @@ class ClipModel(nn.Module):
         return self.clip.logit_scale
 
     @property
+    def hf_text(self) -> nn.Module | None:
+        """open_clip's Hugging Face text tower (``HFTextEncoder``), or None for its built-in transformer."""
+        text = getattr(self.clip, "text", None)
+        return text if text is not None and hasattr(text, "transformer") and hasattr(text, "pooler") else None
+
+    @property
     def token_embedding(self) -> nn.Embedding:
-        return self.clip.token_embedding
+        hf = self.hf_text
+        return hf.transformer.get_input_embeddings() if hf is not None else self.clip.token_embedding
 
     def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """pixels: float [B,3,H,W] in [0,1] at ``image_size``."""
@@ -66,8 +73,14 @@ class ClipModel(nn.Module):
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Text tower from token embeddings [B,L,D]; ``ids`` only locate the pooled (end-of-text) position.
 
-        Mirrors open_clip's ``CLIP.encode_text`` after its embedding lookup.
+        Mirrors open_clip's ``CLIP.encode_text`` after its embedding lookup; for a Hugging Face tower,
+        ``HFTextEncoder.forward`` with the word embeddings given (the tower adds its own positions).
         """
+        hf = self.hf_text
+        if hf is not None:
+            mask = (ids != hf.config.pad_token_id).long()
+            x = hf.proj(hf.pooler(hf.transformer(inputs_embeds=embeds, attention_mask=mask), mask))
+            return F.normalize(x, dim=-1) if normalize else x
         c = self.clip
         if not hasattr(c, "transformer") or not hasattr(c, "ln_final"):
             raise NotImplementedError(f"{type(c).__name__}: text-embedding access needs open_clip's built-in text tower")
