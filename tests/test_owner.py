@@ -115,6 +115,9 @@ def test_owner_table_reports_the_concept_view_with_its_gap():
     mem3 = next(line for line in table.splitlines() if " mem-3 " in line)
     assert mem3.split()[-1] == "0.62"          # (50 - 25) / (50 - 10), R@10 averaged over the seeds
     assert owner_table(rows).count("\n") == 1  # no memorisation keys: header lines only
+    cleaned = [{**r, "defense": "rare-10+jpeg-75+oracle-captions"} for r in rows]
+    line = next(x for x in owner_table(cleaned, "gen").splitlines() if " mem-3 " in x)
+    assert line.split()[4:6] == ["rare-10+jpeg-75+oracle-captions", "mem-3"]    # long names keep their columns
 
 
 def test_owner_worst_case_takes_the_scraper_that_learns_most():

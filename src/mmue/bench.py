@@ -304,9 +304,11 @@ def owner_table(rows: list[dict], kind: str = "mem") -> str:
     keys = [f"{d}_R@{k}" for k in (1, 10) for d in ("image_to_text", "text_to_image")]
     mean = lambda rs, k: statistics.mean(100 * r[f"owner/last/{kind}/{k}"] for r in rs)   # noqa: E731
     has_random = all(f"owner/last/{kind}/random_text_to_image_R@10" in r for r in rows)
+    # each name column as wide as its longest entry, so that long names (composed defenses) never run together
+    ow, vw, dw, mw = (max([w, *(len(k[i]) + 2 for k in groups)]) for i, w in enumerate((24, 15, 12, 16)))
     lines = [f"({OWNER_VIEWS[kind]}; last epoch, %, mean over n seeds; gap closed = (clean - method) / "
              "(clean - absent) on mean R@10)",
-             f"{'owner':<24}{'victim':<15}{'defense':<12}{'method':<16}{'n':>3}"
+             f"{'owner':<{ow}}{'victim':<{vw}}{'defense':<{dw}}{'method':<{mw}}{'n':>3}"
              + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>10}" for k in keys)
              + f"{'gap closed':>12}" + (f"{'random R@10':>13}" if has_random else "")]
     order = {"absent": -3, "clean": -2}
@@ -316,7 +318,7 @@ def owner_table(rows: list[dict], kind: str = "mem") -> str:
         gap = (gap_closed(ref["absent"], ref["clean"], r10[(o, v, d, m)])
                if ref["absent"] is not None and ref["clean"] is not None and m not in ("absent", "clean")
                else float("nan"))
-        line = (f"{o:<24}{v:<15}{d:<12}{m:<16}{len(rs):>3}" + "".join(f"{mean(rs, k):>10.1f}" for k in keys)
+        line = (f"{o:<{ow}}{v:<{vw}}{d:<{dw}}{m:<{mw}}{len(rs):>3}" + "".join(f"{mean(rs, k):>10.1f}" for k in keys)
                 + (f"{gap:>12.2f}" if gap == gap else f"{'':>12}"))
         if has_random:
             line += f"{100 * statistics.mean(r[f'owner/last/{kind}/random_text_to_image_R@10'] for r in rs):>13.2f}"
