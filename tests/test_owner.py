@@ -90,7 +90,7 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
                "--epochs", "1", "--device", "cpu"])
     out = capsys.readouterr().out
     assert rc == 0 and "your protected copy" in out and "A model trained on your protected copy" in out
-    assert "does not show" in out
+    assert "does not show" in out and "re-captions" in out
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert set(r["metrics"]) == {"absent", "clean", "protected"} and r["metrics"]["clean"]["mem/gallery_images"] == 64
     assert (tmp_path / "v" / "verify.md").read_text().startswith("# mmue verify")
