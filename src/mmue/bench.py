@@ -305,7 +305,7 @@ def owner_table(rows: list[dict], kind: str = "mem") -> str:
     mean = lambda rs, k: statistics.mean(100 * r[f"owner/last/{kind}/{k}"] for r in rs)   # noqa: E731
     has_random = all(f"owner/last/{kind}/random_text_to_image_R@10" in r for r in rows)
     # each name column as wide as its longest entry, so that long names (composed defenses) never run together
-    ow, vw, dw, mw = (max([w, *(len(k[i]) + 2 for k in groups)]) for i, w in enumerate((24, 15, 12, 16)))
+    ow, vw, dw, mw = (_width((k[i] for k in groups), w) for i, w in enumerate((24, 15, 12, 16)))
     lines = [f"({OWNER_VIEWS[kind]}; last epoch, %, mean over n seeds; gap closed = (clean - method) / "
              "(clean - absent) on mean R@10)",
              f"{'owner':<{ow}}{'victim':<{vw}}{'defense':<{dw}}{'method':<{mw}}{'n':>3}"
@@ -357,10 +357,7 @@ def owner_worst_case_table(rows: list[dict], kind: str = "mem") -> str:
         above, who_above = max((c[3], c[1]) for c in cells)
         rows_out.append((o, m, len(cells), gap, who, ", ".join(f"{g:.2f}" for g in seeds), above, who_above))
     # columns as wide as their longest entry (owner labels and victim / defense names vary in length)
-    ow = max([24] + [len(r[0]) + 2 for r in rows_out])
-    mw = max([16] + [len(r[1]) + 2 for r in rows_out])
-    bw = max([28] + [len(r[4]) + 2 for r in rows_out])
-    sw = max([16] + [len(r[5]) + 2 for r in rows_out])
+    ow, mw, bw, sw = (_width((r[i] for r in rows_out), w) for i, w in ((0, 24), (1, 16), (4, 28), (5, 16)))
     lines = [f"({OWNER_VIEWS[kind].split(':')[0]}, last epoch; over the scrapers (victim / defense) measured with "
              "their absent and clean victims: the lowest gap closed and the most R@10 above never publishing, in "
              "points of the mean of both directions; goal: <= 1)",
@@ -371,9 +368,15 @@ def owner_worst_case_table(rows: list[dict], kind: str = "mem") -> str:
     return "\n".join(lines)
 
 
+def _width(names, least: int, pad: int = 2) -> int:
+    """A name column: ``least`` wide, or ``pad`` more than its longest entry, so that long names never run
+    into the next column."""
+    return max([least, *(len(n) + pad for n in names)])
+
+
 def _method_width(methods) -> int:
     """The method column: 14 wide, or one more than the longest name (mem-3-anypos-blend)."""
-    return max([14] + [len(m) + 1 for m in methods])
+    return _width(methods, 14, pad=1)
 
 
 def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | None = None) -> str:
@@ -385,7 +388,7 @@ def defense_matrix(rows: list[dict], victim: str, k: int = 1, test_csv: Path | N
     methods = list(dict.fromkeys(m for m, _ in cells))
     defenses = list(dict.fromkeys(d for _, d in cells))
     defenses.sort(key=lambda d: d != "none")
-    w, mw = max([18] + [len(d) + 2 for d in defenses]), _method_width(methods)   # a composed name is long
+    w, mw = _width(defenses, 18), _method_width(methods)   # a composed name is long
     lines = [f"(last epoch, {victim}: i2t / t2i R@{k} in %, mean over n seeds)",
              f"{'method':<{mw}}" + "".join(f"{d:>{w}}" for d in defenses)]
     for m in methods:
