@@ -62,3 +62,16 @@ def test_hf_text_tower_runs_from_token_embeddings_as_hotflip_needs():
     emb = emb.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(m.encode_text_embeds(emb, ids).sum(), emb)
     assert g[0, 1:4].abs().sum() > 0 and g[0, 6:].abs().sum() == 0                  # padding is masked out
+
+
+@pytest.mark.parametrize("size", [128, 224])
+def test_sized_tiny_resnets_are_the_tiny_resnet_at_another_input_size(size):
+    base, sized = create_model("mmue-tiny-rn"), create_model(f"mmue-tiny-rn-{size}")
+    assert sized.image_size == size
+    shapes = {k: v.shape for k, v in base.state_dict().items()}
+    other = {k: v.shape for k, v in sized.state_dict().items()}
+    # the same layers; only the attention pool's position table grows with the feature map
+    assert other.keys() == shapes.keys()
+    assert [k for k in shapes if shapes[k] != other[k]] == ["clip.visual.attnpool.positional_embedding"]
+    with torch.no_grad():
+        assert sized.encode_image(torch.rand(2, 3, size, size)).shape == (2, 128)
