@@ -121,6 +121,37 @@ def test_noise_block_makes_pgd_noise_constant_on_squares(tiny_synth, tmp_path):
     assert moved > 100   # and the squares did move: 4 images x 64 squares x 3 channels in all
 
 
+def test_noise_tile_makes_pgd_noise_periodic(tiny_synth, tmp_path):
+    m = api.protect(tiny_synth / "train.csv", tmp_path / "t", "em", device="cpu", progress=False, noise_tile=8,
+                    **FAST)
+    assert m["config"]["noise_tile"] == 8 and m["max_linf_px"] > 0
+    clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "t/publish/train.csv")
+    compared = 0
+    for i in range(4):
+        a = np.asarray(Image.open(clean.image_path(i)).convert("RGB"), dtype=np.int16)
+        d = np.asarray(Image.open(prot.image_path(i)).convert("RGB"), dtype=np.int16) - a
+        inside = (a >= 8) & (a <= 247)   # where the valid pixel range cannot have clipped the noise
+        for ty in range(8):
+            for tx in range(8):
+                for ch in range(3):
+                    vals = d[ty::8, tx::8, ch][inside[ty::8, tx::8, ch]]
+                    assert len(set(vals.tolist())) <= 1, (i, ty, tx, ch)
+                    compared += len(vals) > 1
+        assert len(set(d[:8, :8].ravel().tolist())) > 1   # a texture, not a constant shift
+    assert compared > 100
+    with pytest.raises(ValueError, match="noise_tile"):
+        api.protect(tiny_synth / "train.csv", tmp_path / "x", "em", device="cpu", progress=False, noise_tile=8,
+                    noise_block=8, **FAST)
+
+
+def test_random_tile_noise_repeats_one_tile_per_image():
+    from mmue.protect.pgd import random_noise
+    r = random_noise((3, 3, 20, 20), 8, torch.Generator().manual_seed(0), tile=8)
+    assert r.dtype == torch.int8 and r.abs().max() <= 8
+    assert torch.equal(r[..., :8, :8], r[..., 8:16, 8:16]) and torch.equal(r[..., 16:, :4], r[..., :4, :4])
+    assert not torch.equal(r[0], r[1])
+
+
 def test_protect_writes_publishable_dataset(tiny_synth, tmp_path):
     out = tmp_path / "prot"
     before = (tiny_synth / "images/train_00000.png").read_bytes()

@@ -80,6 +80,20 @@ def test_block_filter_moves_whole_squares():
     assert repr(make_filter(1.0, "maximise", block=4)) == "Ascend(BlockSum(GaussianBlur(sigma=1.0), block=4))"
 
 
+def test_tile_filter_makes_one_tile_repeated():
+    from mmue.protect.filters import TileSum
+    g = torch.randn(2, 3, 20, 20)
+    f = make_filter(0, tile=8)
+    out = f(g)
+    assert isinstance(f, TileSum) and repr(f) == "TileSum(period=8)" and out.shape == g.shape
+    # every pixel carries the sum over all pixels with its coordinates modulo 8 (edge copies partial)
+    assert torch.allclose(out[:, :, 3, 5], g[:, :, 3::8, 5::8].sum((-2, -1)))
+    assert torch.allclose(out[:, :, 19, 17], g[:, :, 3::8, 1::8].sum((-2, -1)))
+    assert torch.equal(out[..., :8, :8], out[..., 8:16, 8:16]) and torch.equal(out[..., :4, :4], out[..., 16:, 16:])
+    assert not torch.equal(out[..., 0, 0], out[..., 0, 1])
+    assert repr(make_filter(1.0, "maximise", tile=4)) == "Ascend(TileSum(GaussianBlur(sigma=1.0), period=4))"
+
+
 def test_ascend_filter_turns_the_step_around():
     from mmue.protect.filters import Ascend
     g = torch.randn(1, 3, 8, 8)

@@ -29,6 +29,10 @@ class ProtectConfig:
                             "+-eps with a random sign per square and channel (8: patch-wise colours, as LSP); pgd: "
                             "each step moves a square by the sign of its summed gradient (8: JPEG's blocks and a "
                             "ViT's 8 px patches)", min=1)
+    noise_tile: int = knob(1, "period in px of periodic noise: one tile of that side repeated over the image, so "
+                           "a texture, the same wherever a crop starts (1: off). random noise: a random tile per "
+                           "image; pgd: each step moves the tile by the sign of the gradient summed over its "
+                           "copies (8: every 8 px patch of a ViT gets the same offset)", min=1)
     trigger_len: int = knob(3, "trigger tokens per caption (0: no trigger)", min=0, show=True)
     shuffle: bool = knob(True, "shuffle caption bodies within the batch during the image step", show=True)
     trigger_position: str = knob("prefix", "where the trigger goes: before the first word (MEM), at a random "
@@ -130,6 +134,11 @@ class ProtectConfig:
                 problems.append(f"{f.name} must be > {m['gt']} (got {v})")
         if self.noise_block > 1 and self.noise == "none":
             problems.append(f"noise_block={self.noise_block} needs image noise (noise pgd or random)")
+        if self.noise_tile > 1 and self.noise == "none":
+            problems.append(f"noise_tile={self.noise_tile} needs image noise (noise pgd or random)")
+        if self.noise_tile > 1 and (self.noise_block > 1 or self.shares_noise):
+            problems.append(f"noise_tile={self.noise_tile} is per-image noise of its own: leave noise_block at 1 "
+                            "and share at none")
         if self.target != "own" and self.shuffle:
             problems.append(f"target={self.target} needs shuffle off (shuffling would trade the targets within a batch)")
         if self.shares_noise and self.noise == "none":

@@ -167,7 +167,7 @@ class MEMEngine:
         self.view = parse_view(cfg.eot)
         self.surrogate_view = parse_view(cfg.surrogate_view)
         self.framing = Framing(data.sizes, data.images.shape[-1], cfg.stretch)
-        self.grad_filter = make_filter(cfg.grad_blur, cfg.objective, cfg.noise_block)
+        self.grad_filter = make_filter(cfg.grad_blur, cfg.objective, cfg.noise_block, cfg.noise_tile)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
                          if cfg.share not in ("none", "words") or cfg.target == "cluster" else None)
         self.targets = cluster_targets(self.clusters, cfg.seed) if cfg.target == "cluster" else None
@@ -209,7 +209,7 @@ class MEMEngine:
         elif self.cfg.noise == "random":
             for s in range(0, n, 1024):  # in chunks: the images may live on disk too
                 x = self.data.images[s:s + 1024]
-                r = random_noise(tuple(x.shape), self.cfg.eps_px, g, self.cfg.noise_block)
+                r = random_noise(tuple(x.shape), self.cfg.eps_px, g, self.cfg.noise_block, self.cfg.noise_tile)
                 state.noise[s:s + len(x)] = (apply_noise(x, r).to(torch.int16) - x.to(torch.int16)).to(torch.int8)
         if self.cfg.shares_trigger:   # one draw per cluster, the same words for all its images
             state.triggers = self.triggers.initial(int(self.clusters.max()) + 1, g)[self.clusters]

@@ -4,6 +4,8 @@ filtered gradient).
 ``sign(grad)`` gives per-pixel noise; ``sign(blur(grad))`` gives spatially coherent, low-frequency noise that
 survives JPEG and resizing better (translation-invariant attacks); ``BlockSum`` gives noise constant on squares
 (from zero, every step moves a whole square: at 8 px the squares are JPEG's blocks and a ViT's patches);
+``TileSum`` gives periodic noise, one small tile repeated over the image (a texture: the same wherever a crop
+starts, and at an 8 px period the same offset on every one of a ViT's 8 px patches);
 ``Ascend`` negates the gradient, so the same step maximises the loss (error-maximising noise, TAP).
 ``balanced_sum`` combines several surrogates' gradients with equal weight before the filter.
 """
@@ -54,6 +56,26 @@ class BlockSum(GradientFilter):
         return f"BlockSum({inner}block={self.block})"
 
 
+class TileSum(GradientFilter):
+    """``inner``'s gradient summed over every position with the same coordinates modulo ``period`` (the image
+    folded onto one ``period`` x ``period`` tile), then repeated: a sign step moves the tile, and so every copy of
+    it. The fold is anchored at the top left; a ragged edge is a partial copy."""
+
+    def __init__(self, period: int, inner: GradientFilter | None = None):
+        self.period, self.inner = period, inner or GradientFilter()
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        p, (h, w) = self.period, grad.shape[-2:]
+        padded = torch.nn.functional.pad(self.inner(grad), (0, -w % p, 0, -h % p))
+        *lead, hp, wp = padded.shape
+        tile = padded.reshape(*lead, hp // p, p, wp // p, p).sum((-4, -2))
+        return tile.repeat(*([1] * len(lead)), hp // p, wp // p)[..., :h, :w]
+
+    def __repr__(self) -> str:
+        inner = "" if type(self.inner) is GradientFilter else f"{self.inner!r}, "
+        return f"TileSum({inner}period={self.period})"
+
+
 class Ascend(GradientFilter):
     def __init__(self, inner: GradientFilter):
         self.inner = inner
@@ -65,10 +87,12 @@ class Ascend(GradientFilter):
         return f"Ascend({self.inner!r})"
 
 
-def make_filter(grad_blur: float = 0.0, objective: str = "minimise", block: int = 1) -> GradientFilter:
+def make_filter(grad_blur: float = 0.0, objective: str = "minimise", block: int = 1, tile: int = 1) -> GradientFilter:
     f = GaussianBlur(grad_blur) if grad_blur else GradientFilter()
     if block > 1:
         f = BlockSum(block, f)
+    if tile > 1:
+        f = TileSum(tile, f)
     return Ascend(f) if objective == "maximise" else f
 
 

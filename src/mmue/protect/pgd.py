@@ -28,10 +28,15 @@ def apply_noise(x_u8: torch.Tensor, noise_i8: torch.Tensor) -> torch.Tensor:
     return (x_u8.to(torch.int16) + noise_i8.to(torch.int16)).clamp(0, 255).to(torch.uint8)
 
 
-def random_noise(shape, eps_px: int, generator: torch.Generator, block: int = 1) -> torch.Tensor:
+def random_noise(shape, eps_px: int, generator: torch.Generator, block: int = 1, tile: int = 1) -> torch.Tensor:
     """Random integer noise for the 'random' baseline, [N,C,H,W]: uniform in [-eps_px, eps_px] per pixel, or with
     ``block`` > 1 constant on block x block squares at +-eps_px, a random sign per square and channel (patch-wise
-    colours, the linearly separable shortcut of LSP: any architecture picks it up, and JPEG keeps it)."""
+    colours, the linearly separable shortcut of LSP: any architecture picks it up, and JPEG keeps it), or with
+    ``tile`` > 1 one uniform random tile of that side per image and channel, repeated (periodic noise)."""
+    if tile > 1:
+        n, c, h, w = shape
+        t = torch.randint(-eps_px, eps_px + 1, (n, c, tile, tile), generator=generator, dtype=torch.int16)
+        return t.repeat(1, 1, -(-h // tile), -(-w // tile))[:, :, :h, :w].to(torch.int8)
     if block <= 1:
         return torch.randint(-eps_px, eps_px + 1, shape, generator=generator, dtype=torch.int16).to(torch.int8)
     n, c, h, w = shape
