@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from mmue import api
-from mmue.data.csvfile import write_pairs
+from mmue.data.csvfile import write_pairs, write_rows
 from mmue.data.pairs import read_pairs
 from mmue.train import TrainConfig
 from common import quiet
@@ -60,11 +60,8 @@ def build_condition(name: str, clean_csv: Path, released_csv: Path | None, out: 
     clean = read_pairs(clean_csv)
     released = read_pairs(released_csv) if released_csv else None
     if released is not None and released.images != clean.images:
-        diff = next(i for i, (a, b) in enumerate(zip(released.images, clean.images)) if a != b) \
-            if len(released.images) == len(clean.images) else min(len(released.images), len(clean.images))
-        raise ValueError(f"{released_csv}: image {diff + 1} is not {clean_csv}'s image {diff + 1} (or the counts "
-                         f"differ: {len(released.images)} vs {len(clean.images)}); pass the copy protected from "
-                         "that CSV")
+        raise ValueError(f"{released_csv} does not list {clean_csv}'s images in its order ({len(released.images)} "
+                         f"vs {len(clean.images)} images): pass the copy protected from that CSV")
     rng = np.random.default_rng([seed, 7])
     for i, rel in enumerate(clean.images):
         a = np.asarray(clean.open_image(i))
@@ -72,9 +69,9 @@ def build_condition(name: str, clean_csv: Path, released_csv: Path | None, out: 
             img = a
         else:
             img = noise_only(a, None if released is None else np.asarray(released.open_image(i)), eps_px, rng)
-        dst = out / rel
+        dst = (out / rel).with_suffix(".png")   # lossless, whatever the source format
         dst.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(dst.with_suffix(".png") if dst.suffix.lower() != ".png" else dst)
+        Image.fromarray(img).save(dst)
     images = [str(Path(clean.images[i]).with_suffix(".png")) for i in clean.caption_image]
     return write_pairs(clean, csv_path, images=images)
 
@@ -83,11 +80,8 @@ def subset_csv(train_csv: Path, n: int, seed: int) -> Path:
     """A fixed random subset of ``train_csv``'s images (all their captions), for measuring the fit."""
     pairs = read_pairs(train_csv)
     keep = set(random.Random(seed).sample(range(len(pairs.images)), min(n, len(pairs.images))))
-    rows = [c for c, i in enumerate(pairs.caption_image) if i in keep]
-    sub = type(pairs)(**{**pairs.__dict__, "rows": [pairs.rows[c] for c in rows],
-                         "captions": [pairs.captions[c] for c in rows],
-                         "caption_image": [pairs.caption_image[c] for c in rows], "image_captions": []})
-    return write_pairs(sub, train_csv.with_name("subset.csv"), images=[pairs.images[i] for i in sub.caption_image])
+    rows = [(pairs.images[i], cap) for cap, i in zip(pairs.captions, pairs.caption_image) if i in keep]
+    return write_rows(rows, train_csv.with_name("subset.csv"))
 
 
 def race(conditions: dict[str, Path | None], clean_csv: Path, victims: list[str], out: Path, epochs: int,

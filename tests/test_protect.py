@@ -102,6 +102,14 @@ def test_grad_blur_makes_spatially_coherent_noise(tiny_synth):
     assert agree[2.0] > agree[0.0] + 0.15, agree
 
 
+def written_noise(clean, prot, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``i``'s noise as written (protected minus clean, int16 HxWx3), and where the valid pixel range cannot
+    have clipped it."""
+    a = np.asarray(Image.open(clean.image_path(i)).convert("RGB"), dtype=np.int16)
+    d = np.asarray(Image.open(prot.image_path(i)).convert("RGB"), dtype=np.int16) - a
+    return d, (a >= 8) & (a <= 247)
+
+
 def test_noise_block_makes_pgd_noise_constant_on_squares(tiny_synth, tmp_path):
     m = api.protect(tiny_synth / "train.csv", tmp_path / "b", "em", device="cpu", progress=False, noise_block=8,
                     **FAST)
@@ -109,9 +117,7 @@ def test_noise_block_makes_pgd_noise_constant_on_squares(tiny_synth, tmp_path):
     clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "b/publish/train.csv")
     moved = 0
     for i in range(4):
-        a = np.asarray(Image.open(clean.image_path(i)).convert("RGB"), dtype=np.int16)
-        d = np.asarray(Image.open(prot.image_path(i)).convert("RGB"), dtype=np.int16) - a
-        inside = (a >= 8) & (a <= 247)   # where the valid pixel range cannot have clipped the noise
+        d, inside = written_noise(clean, prot, i)
         for y in range(0, 64, 8):
             for x in range(0, 64, 8):
                 for ch in range(3):
@@ -128,9 +134,7 @@ def test_noise_tile_makes_pgd_noise_periodic(tiny_synth, tmp_path):
     clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "t/publish/train.csv")
     compared = 0
     for i in range(4):
-        a = np.asarray(Image.open(clean.image_path(i)).convert("RGB"), dtype=np.int16)
-        d = np.asarray(Image.open(prot.image_path(i)).convert("RGB"), dtype=np.int16) - a
-        inside = (a >= 8) & (a <= 247)   # where the valid pixel range cannot have clipped the noise
+        d, inside = written_noise(clean, prot, i)
         for ty in range(8):
             for tx in range(8):
                 for ch in range(3):

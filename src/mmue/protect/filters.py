@@ -37,6 +37,19 @@ class GaussianBlur(GradientFilter):
         return f"GaussianBlur(sigma={self.sigma})"
 
 
+def _squares(grad: torch.Tensor, side: int) -> torch.Tensor:
+    """``grad`` [..., H, W] zero-padded at the bottom right to whole ``side`` x ``side`` squares, viewed as
+    [..., rows, side, cols, side]."""
+    h, w = grad.shape[-2:]
+    padded = torch.nn.functional.pad(grad, (0, -w % side, 0, -h % side))
+    *lead, hp, wp = padded.shape
+    return padded.reshape(*lead, hp // side, side, wp // side, side)
+
+
+def _inner_repr(inner: GradientFilter) -> str:
+    return "" if type(inner) is GradientFilter else f"{inner!r}, "
+
+
 class BlockSum(GradientFilter):
     """``inner``'s gradient summed over ``block`` x ``block`` squares (aligned at the top left), the same value on
     each square's pixels: a sign step then moves every square as one."""
@@ -46,14 +59,11 @@ class BlockSum(GradientFilter):
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor:
         b, (h, w) = self.block, grad.shape[-2:]
-        padded = torch.nn.functional.pad(self.inner(grad), (0, -w % b, 0, -h % b))
-        *lead, hp, wp = padded.shape
-        sums = padded.reshape(*lead, hp // b, b, wp // b, b).sum((-3, -1))
+        sums = _squares(self.inner(grad), b).sum((-3, -1))
         return sums.repeat_interleave(b, -2).repeat_interleave(b, -1)[..., :h, :w]
 
     def __repr__(self) -> str:
-        inner = "" if type(self.inner) is GradientFilter else f"{self.inner!r}, "
-        return f"BlockSum({inner}block={self.block})"
+        return f"BlockSum({_inner_repr(self.inner)}block={self.block})"
 
 
 class TileSum(GradientFilter):
@@ -66,14 +76,13 @@ class TileSum(GradientFilter):
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor:
         p, (h, w) = self.period, grad.shape[-2:]
-        padded = torch.nn.functional.pad(self.inner(grad), (0, -w % p, 0, -h % p))
-        *lead, hp, wp = padded.shape
-        tile = padded.reshape(*lead, hp // p, p, wp // p, p).sum((-4, -2))
-        return tile.repeat(*([1] * len(lead)), hp // p, wp // p)[..., :h, :w]
+        squares = _squares(self.inner(grad), p)
+        rows, cols = squares.shape[-4], squares.shape[-2]
+        tile = squares.sum((-4, -2))
+        return tile.repeat(*([1] * (tile.dim() - 2)), rows, cols)[..., :h, :w]
 
     def __repr__(self) -> str:
-        inner = "" if type(self.inner) is GradientFilter else f"{self.inner!r}, "
-        return f"TileSum({inner}period={self.period})"
+        return f"TileSum({_inner_repr(self.inner)}period={self.period})"
 
 
 class Ascend(GradientFilter):
