@@ -13,8 +13,14 @@ caption". This benchmark times both, per architecture: each victim trains on
 and reports retrieval among a fixed random subset of those same training pairs, epoch by epoch: how well it has
 fitted them. The noise is a shortcut for that victim where it is fitted faster than the content.
 
+``--background shuffled`` puts each image's noise on *another* clean image (a seeded derangement) instead of grey:
+the content is there, as in the released copy, but says nothing about the caption, so the fit measures how well
+the noise is read through real pictures. On grey, nothing competes with the noise, and a noise that is read
+easily there can still be drowned by the content it is added to.
+
     python benchmarks/shortcut_race.py --clean oc64/train.csv --noise em-rn=RUN/publish/train.csv --noise random \\
         --victims mmue-tiny-rn,mmue-tiny-vit --epochs 10 --subset 1000 --out /tmp/race --device cpu
+    # the same noise read through other images' content: --background shuffled --out /tmp/race-shuffled
 
 Rows go to ``OUT/race.jsonl`` (one per victim, condition and epoch); finished trainings are kept and skipped
 when the command is run again.
@@ -38,8 +44,10 @@ from common import quiet
 GREY = 128
 
 
-def noise_only(clean: np.ndarray, released: np.ndarray | None, eps_px: int, rng: np.random.Generator | None):
-    """The noise of ``released`` (or uniform random noise within ``eps_px``) on a mid-grey image, uint8 HxWx3."""
+def noise_only(clean: np.ndarray, released: np.ndarray | None, eps_px: int, rng: np.random.Generator | None,
+               base: np.ndarray | None = None):
+    """The noise of ``released`` (or uniform random noise within ``eps_px``) on ``base`` (default mid-grey),
+    uint8 HxWx3."""
     if released is None:
         noise = rng.integers(-eps_px, eps_px + 1, size=clean.shape)
     else:
@@ -47,11 +55,24 @@ def noise_only(clean: np.ndarray, released: np.ndarray | None, eps_px: int, rng:
             raise ValueError(f"released image is {released.shape[1]}x{released.shape[0]} px, the clean one "
                              f"{clean.shape[1]}x{clean.shape[0]}: compare copies at the same size")
         noise = released.astype(np.int16) - clean.astype(np.int16)
-    return np.clip(GREY + noise, 0, 255).astype(np.uint8)
+    if base is None:
+        base = np.full(clean.shape, GREY)
+    elif base.shape != clean.shape:
+        raise ValueError(f"background image is {base.shape[1]}x{base.shape[0]} px, the clean one "
+                         f"{clean.shape[1]}x{clean.shape[0]}: --background shuffled needs images of one size")
+    return np.clip(base.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation of range(n) with no fixed point (n >= 2): whose content each image's noise goes on."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)   # one cycle through all images: each takes the next one's content
+    nxt = {a: b for a, b in zip(order, order[1:] + order[:1])}
+    return [nxt[i] for i in range(n)]
 
 
 def build_condition(name: str, clean_csv: Path, released_csv: Path | None, out: Path, eps_px: int,
-                    seed: int) -> Path:
+                    seed: int, background: str = "grey") -> Path:
     """Write condition ``name``'s images under ``out`` at the clean copy's relative paths, with the clean CSV's
     rows (original captions); returns its train.csv."""
     csv_path = out / "train.csv"
@@ -63,12 +84,14 @@ def build_condition(name: str, clean_csv: Path, released_csv: Path | None, out: 
         raise ValueError(f"{released_csv} does not list {clean_csv}'s images in its order ({len(released.images)} "
                          f"vs {len(clean.images)} images): pass the copy protected from that CSV")
     rng = np.random.default_rng([seed, 7])
+    other = derangement(len(clean.images), seed) if background == "shuffled" else None
     for i, rel in enumerate(clean.images):
         a = np.asarray(clean.open_image(i))
         if name == "content":
             img = a
         else:
-            img = noise_only(a, None if released is None else np.asarray(released.open_image(i)), eps_px, rng)
+            base = np.asarray(clean.open_image(other[i])) if other else None
+            img = noise_only(a, None if released is None else np.asarray(released.open_image(i)), eps_px, rng, base)
         dst = (out / rel).with_suffix(".png")   # lossless, whatever the source format
         dst.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(dst)
@@ -85,10 +108,10 @@ def subset_csv(train_csv: Path, n: int, seed: int) -> Path:
 
 
 def race(conditions: dict[str, Path | None], clean_csv: Path, victims: list[str], out: Path, epochs: int,
-         subset: int, eps_px: int, seed: int, device: str) -> list[dict]:
+         subset: int, eps_px: int, seed: int, device: str, background: str = "grey") -> list[dict]:
     rows = []
     for name, released in conditions.items():
-        train_csv = build_condition(name, clean_csv, released, out / "data" / name, eps_px, seed)
+        train_csv = build_condition(name, clean_csv, released, out / "data" / name, eps_px, seed, background)
         fit_csv = subset_csv(train_csv, subset, seed)
         for victim in victims:
             run = out / "runs" / f"{name}-{victim}"
@@ -98,6 +121,7 @@ def race(conditions: dict[str, Path | None], clean_csv: Path, victims: list[str]
             for line in (run / "results.jsonl").read_text().splitlines():
                 r = json.loads(line)
                 rows.append({"condition": name, "victim": victim, "epoch": r["epoch"], "seed": seed,
+                             "background": "own pictures" if name == "content" else background,
                              "train_loss": r["train_loss"],
                              **{k[4:]: r[k] for k in r if k.startswith("val/") and "R@" in k}})
     return rows
@@ -125,6 +149,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--subset", type=int, default=1000, help="training images the fit is measured on")
     ap.add_argument("--eps", type=int, default=8, help="the random control's bound, in pixel levels")
+    ap.add_argument("--background", choices=("grey", "shuffled"), default="grey",
+                    help="what each noise is added to: mid-grey, or another training image (content unrelated to "
+                         "the caption); use a separate --out per background")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cpu")
@@ -140,10 +167,11 @@ def main() -> None:
             raise SystemExit(f"--noise {spec!r}: give NAME=CSV with a new name, or 'random'")
         conditions[name] = Path(path)
     rows = race(conditions, args.clean, args.victims.split(","), args.out, args.epochs, args.subset, args.eps,
-                args.seed, args.device)
+                args.seed, args.device, args.background)
     (args.out / "race.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     shown = sorted({1, 2, 3, 5, args.epochs} & set(range(1, args.epochs + 1)))
-    print(f"mean R@1 (%) of both directions among {args.subset} training pairs, as fitted; seed {args.seed}")
+    print(f"mean R@1 (%) of both directions among {args.subset} training pairs, as fitted; seed {args.seed}; "
+          f"noise on {args.background}")
     print(table(rows, shown))
 
 

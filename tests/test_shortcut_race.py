@@ -23,6 +23,19 @@ def test_noise_alone_is_the_copy_minus_the_original_on_grey():
         shortcut_race.noise_only(clean, np.zeros((2, 1, 3), np.uint8), 8, None)
 
 
+def test_shuffled_background_puts_the_noise_on_another_image():
+    clean = np.array([[[0, 100, 255]]], dtype=np.uint8)
+    released = np.array([[[5, 92, 250]]], dtype=np.uint8)
+    other = np.array([[[50, 3, 200]]], dtype=np.uint8)
+    assert shortcut_race.noise_only(clean, released, 8, None, other).tolist() == [[[55, 0, 195]]]
+    with pytest.raises(ValueError, match="one size"):
+        shortcut_race.noise_only(clean, released, 8, None, np.zeros((1, 2, 3), np.uint8))
+    for n in (2, 3, 50):
+        d = shortcut_race.derangement(n, seed=1)
+        assert sorted(d) == list(range(n)) and all(d[i] != i for i in range(n))
+    assert shortcut_race.derangement(50, 1) == shortcut_race.derangement(50, 1) != shortcut_race.derangement(50, 2)
+
+
 @pytest.mark.slow
 def test_race_trains_each_victim_on_content_and_noise(tiny_synth, tmp_path):
     from mmue import api
