@@ -116,6 +116,9 @@ def main() -> None:
     ap.add_argument("--eps", type=int, default=8, help="bound in pixel levels")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.tile < 1 or not 1 <= args.eps <= 255 or not 1 <= args.dims <= args.tile ** 2 * 3:
+        raise SystemExit(f"--tile must be >= 1, --eps 1..255 and --dims 1..{max(1, args.tile) ** 2 * 3} "
+                         f"(a {args.tile} px RGB tile); got --tile {args.tile} --eps {args.eps} --dims {args.dims}")
     if (args.out / "train.csv").exists():
         raise SystemExit(f"{args.out / 'train.csv'} exists: choose a new --out")
     print(json.dumps(write_copy(args.train_data, args.out, args.tile, args.basis, args.dims, args.eps, args.seed)))
