@@ -28,21 +28,24 @@ from PIL import Image
 
 from mmue.data.csvfile import write_pairs
 from mmue.data.pairs import read_pairs
+from mmue.protect.clusters import caption_features
 
 WORD = re.compile(r"[a-z0-9]+")
 
 
-def tfidf(docs: list[str]) -> np.ndarray:
-    """[n, vocabulary] L2-normalised TF-IDF of each document's lower-case words."""
-    words = [WORD.findall(d.lower()) for d in docs]
+def tfidf(captions: list[str], caption_image: list[int] | None = None) -> np.ndarray:
+    """[n_images, vocabulary] L2-normalised TF-IDF of each image's lower-case caption words, all its captions
+    together (``caption_image``: each caption's image; default one image per caption): the project's caption
+    features (``protect/clusters.py``) over words rather than a tokenizer's ids, so the code does not depend on
+    any model."""
+    caption_image = list(range(len(captions))) if caption_image is None else caption_image
+    words = [WORD.findall(c.lower()) for c in captions]
     vocab = {w: i for i, w in enumerate(sorted({w for ws in words for w in ws}))}
-    tf = np.zeros((len(docs), max(1, len(vocab))), np.float32)
-    for i, ws in enumerate(words):
-        for w in ws:
-            tf[i, vocab[w]] += 1
-    df = (tf > 0).sum(0)
-    x = tf * (np.log((1 + len(docs)) / (1 + df)) + 1)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    image_captions = [[] for _ in range(max(caption_image, default=-1) + 1)]
+    for c, i in enumerate(caption_image):
+        image_captions[i].append(c)
+    bodies = [[vocab[w] for w in ws] for ws in words]
+    return caption_features(bodies, image_captions, dims=max(1, len(vocab))).numpy()
 
 
 def quiet_basis(images: list[np.ndarray], tile: int, dims: int) -> np.ndarray:
@@ -81,12 +84,9 @@ def apply_tile(image: np.ndarray, tile: np.ndarray) -> np.ndarray:
 
 def write_copy(train_csv: Path, out: Path, tile: int, basis_kind: str, dims: int, eps_px: int, seed: int) -> dict:
     pairs = read_pairs(train_csv)
-    docs = [[] for _ in pairs.images]
-    for cap, i in zip(pairs.captions, pairs.caption_image):
-        docs[i].append(cap)
     images = [np.asarray(pairs.open_image(i).convert("RGB")) for i in range(len(pairs.images))]
     basis = quiet_basis(images, tile, dims) if basis_kind == "quiet" else None
-    tiles = code_tiles(tfidf([" ".join(d) for d in docs]), tile, eps_px, seed, basis)
+    tiles = code_tiles(tfidf(pairs.captions, pairs.caption_image), tile, eps_px, seed, basis)
     sq, px = 0.0, 0
     for i, rel in enumerate(pairs.images):
         b = apply_tile(images[i], tiles[i])
