@@ -111,6 +111,27 @@ def test_oracle_captions_and_composition(tiny_synth, tmp_path):
     other.write_text(f"filepath,caption\n{tiny_synth / 'images/train_00000.png'},a\n")
     with pytest.raises(ValueError, match="not the data it was protected from"):
         apply_defense(released.source, "oracle-captions", tmp_path / "o2", original=other)
+    # the same rows in another order would pair every image with another's caption: refused, naming the row
+    lines = src.read_text().splitlines()
+    swapped = tmp_path / "swapped.csv"
+    rows = [ln.replace("images/", f"{tiny_synth}/images/") for ln in lines[1:]]
+    first = [r for r in rows if "train_00000" in r]
+    second = [r for r in rows if "train_00001" in r]
+    rest = [r for r in rows if r not in first + second]
+    swapped.write_text("\n".join([lines[0]] + second + first + rest) + "\n")
+    with pytest.raises(ValueError, match=r"image 1 of the released copy is .*train_00000.*train_00001"):
+        apply_defense(released.source, "oracle-captions", tmp_path / "o3", original=swapped)
+
+
+def test_describe_says_what_a_scraper_does():
+    from mmue.defenses import describe
+    assert describe("none") == "takes your copy as published"
+    assert describe("rare-10+jpeg-75+crop-0.9") == ("drops caption words used by fewer than 10 images, then re-saves "
+                                                   "the images as JPEG at quality 75, then trains with random crops "
+                                                   "of 0.9-1 of the area")
+    assert describe("oracle-captions").startswith("re-captions your images")
+    with pytest.raises(ValueError):
+        describe("sharpen")
 
 
 def test_a_defended_copy_is_reused_only_for_its_own_source(tiny_synth, tmp_path):

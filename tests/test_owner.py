@@ -87,12 +87,25 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
     api.protect(mine, tmp_path / "prot", "trigger-only", device="cpu", progress=False, rounds=0)
     rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot"), "--out",
                str(tmp_path / "v"), "--public", str(public), "--distractors", str(tiny_synth / "test.csv"),
-               "--epochs", "1", "--device", "cpu"])
+               "--epochs", "1", "--device", "cpu", "--scrapers", "none,oracle-captions,jpeg-75"])
     out = capsys.readouterr().out
     assert rc == 0 and "your protected copy" in out and "A model trained on your protected copy" in out
-    assert "does not show" in out and "re-captions" in out
+    assert "does not show" in out
+    assert "a scraper who re-captions your images" in out and "re-saves the images as JPEG at quality 75" in out
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert set(r["metrics"]) == {"absent", "clean", "protected"} and r["metrics"]["clean"]["mem/gallery_images"] == 64
+    assert list(r["scrapers"]) == ["none", "oracle-captions", "jpeg-75"] and r["worst"] in r["scrapers"]
+    assert r["metrics"] == r["scrapers"]["none"]["metrics"]
+    # re-captioning: the protected images with the owner's original captions; clean data is unchanged by it, so
+    # its floor and ceiling are the undefended victims', while JPEG re-saves the clean mix too and trains its own
+    oracle = read_pairs(tmp_path / "v/scraped/oracle-captions/protected/train-protected.csv")
+    mix = read_pairs(tmp_path / "v/train-protected.csv")
+    assert [oracle.image_path(i).resolve() for i in range(oracle.n_images)] == \
+        [mix.image_path(i).resolve() for i in range(mix.n_images)]
+    assert oracle.captions == read_pairs(tmp_path / "v/train-clean.csv").captions != mix.captions
+    assert r["scrapers"]["oracle-captions"]["metrics"]["clean"] == r["metrics"]["clean"]
+    assert sorted(p.name for p in (tmp_path / "v/victims/oracle-captions").iterdir()) == ["protected"]
+    assert sorted(p.name for p in (tmp_path / "v/victims/jpeg-75").iterdir()) == ["absent", "clean", "protected"]
     assert (tmp_path / "v" / "verify.md").read_text().startswith("# mmue verify")
     # the victims train with open_clip_train's mild crop unless told otherwise, and say so
     assert r["augment"] == "crop-0.9" and "augmentation crop-0.9" in out
@@ -101,6 +114,25 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
     rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot"), "--out",
                str(tmp_path / "v"), "--public", str(public), "--epochs", "1", "--device", "cpu", "--augment", "none"])
     assert rc == 2 and "trained with augment 'crop-0.9' (asked: 'none')" in capsys.readouterr().err
+
+
+def test_verify_verdict_leads_with_the_worst_scraper():
+    from mmue.verify import verdict, worst_scraper
+
+    def cell(absent, clean, protected):
+        r10 = {"absent": absent, "clean": clean, "protected": protected}
+        return {"mean_R@10": r10, "gap_closed": gap_closed(absent, clean, protected)}
+    report = {**cell(0.2, 1.0, 0.4), "scrapers": {"none": cell(0.2, 1.0, 0.4), "oracle-captions": cell(0.2, 1.0, 0.96),
+                                                  "jpeg-75": cell(0.3, 0.9, 0.5)}}
+    report["worst"] = worst_scraper(report)
+    text = verdict(report)
+    assert report["worst"] == "oracle-captions" and "2.5x less often than" in text and "75 % of the way" in text
+    assert "after a scraper who re-captions your images" in text and "about as often as" in text
+    assert "): 5 % of the way" in text and text.index("): 75 %") < text.index("): 5 %")
+    report["scrapers"]["jpeg-75"] = cell(0.5, 0.5, 0.7)            # no gap to close: counts as none closed
+    assert worst_scraper(report) == "jpeg-75"
+    alone = {**cell(0.2, 1.0, 0.4), "scrapers": {"none": cell(0.2, 1.0, 0.4)}, "worst": "none"}
+    assert "Worst case" not in verdict(alone)
 
 
 def test_owner_table_reports_the_concept_view_with_its_gap():

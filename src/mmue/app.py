@@ -391,9 +391,10 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                              object_fit="contain", elem_id="gallery")
         captions = gr.HTML(elem_id="captions")
         files_out = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id="downloads")
-        gr.Markdown("### Check the protection on your own data\nTrains three small models (without your data, on "
-                    "your clean copy, on your protected copy) and says how often each finds your images. Minutes "
-                    "to hours, depending on the data and the computer.")
+        gr.Markdown("### Check the protection on your own data\nTrains four small models (without your data, on "
+                    "your clean copy, on your protected copy, and on your protected images with your original "
+                    "captions, as a scraper who re-captions them would) and says how often each finds your images. "
+                    "Minutes to hours, depending on the data and the computer.")
         check = gr.Button("Check my protected copy", elem_id="verify")
         verdict = gr.Markdown(elem_id="verdict")
 

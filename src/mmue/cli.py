@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default="crop-0.9",
                    help="the victims' training augmentation: crop-0.9 (default: open_clip_train's mild random crop, "
                         "what a scraper's trainer does), none, rrc-flip, or crop-S")
+    p.add_argument("--scrapers", default="none,oracle-captions",
+                   help="what a scraper does to the mix before training, comma-separated, each measured by its own "
+                        "victims (the bench's defense names; default: as published, and with your original captions "
+                        "put back, the most any caption cleaning can do); e.g. none,oracle-captions,jpeg-75,rrc-flip")
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("check", help="verify a protected copy before and after publishing: every file against "
@@ -302,7 +306,7 @@ def _run(args) -> int:
     if args.command == "verify":
         from .verify import CAVEATS, run_verify, verify_table
         r = run_verify(args.clean, args.protected, args.out, args.public, args.distractors, args.model, args.epochs,
-                       args.seed, args.device, args.augment)
+                       args.seed, args.device, args.augment, args.scrapers.split(","))
         print(verify_table(r))
         print(f"\n{r['verdict']}\n\n{CAVEATS}\nreport: {args.out / 'verify.md'}")
         return 0

@@ -80,6 +80,26 @@ def validate(name: str) -> str:
                      "by '+'")
 
 
+def describe(name: str) -> str:
+    """What defense ``name`` does, in a publisher's words (for ``mmue verify``'s table and verdict)."""
+    name = validate(name)
+    if "+" in name:
+        return ", then ".join(describe(p) for p in parts(name))
+    fixed = {"none": "takes your copy as published", "grayscale": "turns the images grey",
+             "shuffle-captions": "shuffles each image's captions",
+             "oracle-captions": "re-captions your images (your original captions: the most caption cleaning does)",
+             "rrc-flip": "trains with random crops and flips", "rrc-whole": "trains with random crops of whole photos"}
+    if name in fixed:
+        return fixed[name]
+    if crop_scale(name) is not None:
+        return f"trains with random crops of {crop_scale(name):g}-1 of the area"
+    v = name.split("-", 1)[1]
+    return {"jpeg": f"re-saves the images as JPEG at quality {v}", "blur": f"blurs the images ({v} px)",
+            "bits": f"cuts colours to {v} bits", "resize": f"shrinks the images by {v} and back",
+            "strip": f"drops the first {v} words of every caption",
+            "rare": f"drops caption words used by fewer than {v} images"}[name.split("-", 1)[0]]
+
+
 def transform_image(img: Image.Image, name: str) -> tuple[Image.Image, str]:
     """The defended image and the file suffix to write it with."""
     if name.startswith("jpeg-"):
@@ -143,6 +163,11 @@ def original_captions(released: PairSet, original_csv: str | Path) -> list[str]:
         raise ValueError(f"oracle-captions: {original_csv} has {len(orig.captions)} captions of "
                          f"{len(orig.images)} images, the released copy {len(released.captions)} of "
                          f"{len(released.images)}: not the data it was protected from")
+    for i, (a, b) in enumerate(zip(released.images, orig.images)):   # protection keeps every file's name
+        if Path(a).stem != Path(b).stem:
+            raise ValueError(f"oracle-captions: image {i + 1} of the released copy is {a}, of {original_csv} {b}: "
+                             "not the data it was protected from, or in another order; give the CSV it was "
+                             "protected from")
     return list(orig.captions)
 
 
