@@ -148,6 +148,21 @@ def test_noise_tile_makes_pgd_noise_periodic(tiny_synth, tmp_path):
                     noise_block=8, **FAST)
 
 
+def test_grey_noise_moves_the_three_channels_together(tiny_synth, tmp_path):
+    m = api.protect(tiny_synth / "train.csv", tmp_path / "g", "em", device="cpu", progress=False,
+                    noise_colour="grey", **FAST)
+    assert m["config"]["noise_colour"] == "grey" and m["max_linf_px"] > 0
+    clean, prot = read_pairs(tiny_synth / "train.csv"), read_pairs(tmp_path / "g/publish/train.csv")
+    for i in range(4):
+        d, inside = written_noise(clean, prot, i)
+        both = inside.all(-1)          # pixels no channel of which was clipped at 0 or 255
+        assert both.sum() > 100 and (d[both] == d[both][:, :1]).all(), i
+        assert len(set(d[both][:, 0].tolist())) > 1
+    with pytest.raises(ValueError, match="noise_colour"):
+        api.protect(tiny_synth / "train.csv", tmp_path / "x", "em", device="cpu", progress=False,
+                    noise_colour="grey", noise="random", **FAST)
+
+
 def test_random_tile_noise_repeats_one_tile_per_image():
     from mmue.protect.pgd import random_noise
     r = random_noise((3, 3, 20, 20), 8, torch.Generator().manual_seed(0), tile=8)

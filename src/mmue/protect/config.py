@@ -33,6 +33,9 @@ class ProtectConfig:
                            "a texture, the same wherever a crop starts (1: off). random noise: a random tile per "
                            "image; pgd: each step moves the tile by the sign of the gradient summed over its "
                            "copies (8: every 8 px patch of a ViT gets the same offset)", min=1)
+    noise_colour: str = knob("rgb", "colour of pgd noise: rgb (each channel its own) or grey (the three channels "
+                             "moved together: luminance only, which JPEG's chroma subsampling and coarser chroma "
+                             "quantisation do not touch)", choices=("rgb", "grey"))
     trigger_len: int = knob(3, "trigger tokens per caption (0: no trigger)", min=0, show=True)
     shuffle: bool = knob(True, "shuffle caption bodies within the batch during the image step", show=True)
     trigger_position: str = knob("prefix", "where the trigger goes: before the first word (MEM), at a random "
@@ -141,6 +144,8 @@ class ProtectConfig:
                             "and share at none")
         if self.target != "own" and self.shuffle:
             problems.append(f"target={self.target} needs shuffle off (shuffling would trade the targets within a batch)")
+        if self.noise_colour != "rgb" and self.noise != "pgd":
+            problems.append(f"noise_colour={self.noise_colour} shapes pgd noise only (noise pgd)")
         if self.shares_noise and self.noise == "none":
             problems.append(f"share={self.share} needs image noise (noise pgd or random)")
         from .views import parse_view   # the view spec is checked by the part that reads it

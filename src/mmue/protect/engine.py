@@ -167,7 +167,7 @@ class MEMEngine:
         self.view = parse_view(cfg.eot)
         self.surrogate_view = parse_view(cfg.surrogate_view)
         self.framing = Framing(data.sizes, data.images.shape[-1], cfg.stretch)
-        self.grad_filter = make_filter(cfg.grad_blur, cfg.objective, cfg.noise_block, cfg.noise_tile)
+        self.grad_filter = make_filter(cfg.grad_blur, cfg.objective, cfg.noise_block, cfg.noise_tile, cfg.noise_colour)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
                          if cfg.share not in ("none", "words") or cfg.target == "cluster" else None)
         self.targets = cluster_targets(self.clusters, cfg.seed) if cfg.target == "cluster" else None

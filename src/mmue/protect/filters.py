@@ -6,6 +6,7 @@ survives JPEG and resizing better (translation-invariant attacks); ``BlockSum`` 
 (from zero, every step moves a whole square: at 8 px the squares are JPEG's blocks and a ViT's patches);
 ``TileSum`` gives periodic noise, one small tile repeated over the image (a texture: the same wherever a crop
 starts, and at an 8 px period the same offset on every one of a ViT's 8 px patches);
+``ChannelSum`` gives grey noise, the same on the three colour channels (luminance only, which JPEG keeps best);
 ``Ascend`` negates the gradient, so the same step maximises the loss (error-maximising noise, TAP).
 ``balanced_sum`` combines several surrogates' gradients with equal weight before the filter.
 """
@@ -85,6 +86,21 @@ class TileSum(GradientFilter):
         return f"TileSum({_inner_repr(self.inner)}period={self.period})"
 
 
+class ChannelSum(GradientFilter):
+    """``inner``'s gradient summed over the colour channels, the same value on each: a sign step then moves the
+    three channels together, so the noise is grey (luminance only), the part of an image that JPEG's chroma
+    subsampling and coarser chroma quantisation leave alone."""
+
+    def __init__(self, inner: GradientFilter | None = None):
+        self.inner = inner or GradientFilter()
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        return self.inner(grad).sum(-3, keepdim=True).expand_as(grad)
+
+    def __repr__(self) -> str:
+        return f"ChannelSum({_inner_repr(self.inner).rstrip(', ')})"
+
+
 class Ascend(GradientFilter):
     def __init__(self, inner: GradientFilter):
         self.inner = inner
@@ -96,12 +112,15 @@ class Ascend(GradientFilter):
         return f"Ascend({self.inner!r})"
 
 
-def make_filter(grad_blur: float = 0.0, objective: str = "minimise", block: int = 1, tile: int = 1) -> GradientFilter:
+def make_filter(grad_blur: float = 0.0, objective: str = "minimise", block: int = 1, tile: int = 1,
+                colour: str = "rgb") -> GradientFilter:
     f = GaussianBlur(grad_blur) if grad_blur else GradientFilter()
     if block > 1:
         f = BlockSum(block, f)
     if tile > 1:
         f = TileSum(tile, f)
+    if colour == "grey":
+        f = ChannelSum(f)
     return Ascend(f) if objective == "maximise" else f
 
 
