@@ -66,8 +66,7 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
                device: str = "auto", augment: str = DEFAULT_AUGMENT, scrapers=DEFAULT_SCRAPERS) -> dict:
     out = Path(out)
     scrapers = ["none"] + [validate(s) for s in dict.fromkeys(scrapers) if s != "none"]
-    for s in scrapers:
-        uses_augment(s)   # one training augmentation per scraper
+    views = {s: uses_augment(s) for s in scrapers}   # refused here, before any training: two augmentations at once
     TrainConfig(epochs=epochs, seed=seed, augment=augment).validate()
     out.mkdir(parents=True, exist_ok=True)
     prot_csv = protected_csv(protected)
@@ -76,21 +75,23 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
         sources = {k: [Path(public)] + v for k, v in sources.items()}
         sources["absent"] = [Path(public)]
     mixes = {name: concat_csvs(csvs, out / f"train-{name}.csv") for name, csvs in sources.items()}
+    fixed = {}   # rows no scraper changes: nobody trained on anything, the untrained model is "never published"
+    if "absent" not in mixes:
+        torch.manual_seed(seed)
+        untrained = create_model(model, device=resolve_device(device))
+        fixed["absent"] = owner_metrics(None, Path(clean), distractors, device, model=untrained)
     report = {"clean": str(clean), "protected": str(prot_csv), "public": str(public) if public else None,
               "distractors": str(distractors) if distractors else None, "model": model, "epochs": epochs,
               "seed": seed, "augment": augment, "scrapers": {}}
     for scraper in scrapers:
-        view = uses_augment(scraper)
+        view = views[scraper]
         cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment if view == "none" else view).validate()
-        rows = {}
+        rows = dict(fixed)
         for name in ("absent", "clean", "protected"):
+            if name in rows:
+                continue
             if scraper != "none" and name != "protected" and _reuses_clean(scraper):
                 rows[name] = report["scrapers"]["none"]["metrics"][name]
-                continue
-            if name not in mixes:   # nobody trained on anything: the untrained model is what "never published" leaves
-                torch.manual_seed(seed)
-                untrained = create_model(model, device=resolve_device(device))
-                rows[name] = owner_metrics(None, Path(clean), distractors, device, model=untrained)
                 continue
             data, run = mixes[name], out / "victims" / name
             if scraper != "none":
