@@ -1,7 +1,7 @@
 import pytest
 
-from mmue import api
 from mmue.experiments import engine_settings, ensure_protected
+from mmue.protect import workflow
 from mmue.protect.stages import STAGES_DIR
 
 
@@ -9,7 +9,7 @@ def test_a_finished_copy_is_reused_only_for_the_same_settings(tiny_synth, tmp_pa
     out, quick = tmp_path / "prot", dict(rounds=0, trigger_len=3)
     first = ensure_protected(tiny_synth / "train.csv", out, "trigger-only", "low", 0, "cpu", **quick)
     again = ensure_protected(tiny_synth / "train.csv", out, "trigger-only", "low", 0, "cpu", image_format="png", **quick)
-    assert again == first                       # nothing redone; api.protect's own options are not settings
+    assert again == first                       # nothing redone; protect's own options are not settings
     with pytest.raises(ValueError, match=r"trigger_len 3 \(asked: 5\)"):
         ensure_protected(tiny_synth / "train.csv", out, "trigger-only", "low", 0, "cpu", rounds=0, trigger_len=5)
     with pytest.raises(ValueError, match="seed"):
@@ -22,7 +22,7 @@ def test_an_interrupted_copy_in_stages_is_resumed(small_synth, tmp_path, monkeyp
 
     def crash(*a, **k):
         raise RuntimeError("killed")
-    monkeypatch.setattr(api, "merge_manifests", crash)
+    monkeypatch.setattr(workflow, "merge_manifests", crash)
     with pytest.raises(RuntimeError, match="killed"):
         ensure_protected(small_synth / "train.csv", out, "trigger-only", "low", 0, "cpu", **quick)
     monkeypatch.undo()

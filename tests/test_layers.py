@@ -70,3 +70,15 @@ def test_layers_import_one_way():
     upper = ("mmue.protect", "mmue.train", "mmue.bench", "mmue.api", "mmue.cli", "mmue.demo", "mmue.experiments")
     for m in bottom:
         assert not any(d.startswith(upper) for d in graph[m]), (m, graph[m])
+
+
+def test_the_api_sits_above_the_bench_and_below_the_cli():
+    # the bench measures what a user gets by calling the same workflows as the API (protect.workflow, train),
+    # not the API itself, so that the API can offer the bench and the owner's verify in turn
+    graph = import_graph()
+    below_api = ["mmue.bench", "mmue.experiments", "mmue.verify", "mmue.owner", "mmue.report", "mmue.demo",
+                 "mmue.defenses", "mmue.external", "mmue.train", "mmue.runs"] + [m for m in graph if m.startswith("mmue.protect")]
+    for m in below_api:
+        assert not graph[m] & {"mmue.api", "mmue.cli", "mmue.app"}, (m, graph[m])
+    assert "mmue.cli" not in graph["mmue.api"]
+    assert {"mmue.bench", "mmue.verify", "mmue.demo", "mmue.protect.workflow", "mmue.train"} <= graph["mmue.api"]

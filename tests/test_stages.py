@@ -6,6 +6,7 @@ from PIL import Image
 
 from mmue import api
 from mmue.data import read_pairs
+from mmue.protect import workflow
 from mmue.protect.stages import STAGES_DIR, budget_shares, later_settings, split_surrogates
 
 FAST = dict(rounds=1, surrogate_steps=2, pgd_steps=2, alpha=2 / 255, text_rounds=1, candidates=4, batch_size=16,
@@ -37,7 +38,7 @@ def test_two_surrogates_one_after_the_other(small_synth, tmp_path, monkeypatch):
 
     def crash(*a, **k):
         raise RuntimeError("killed")
-    monkeypatch.setattr(api, "merge_manifests", crash)
+    monkeypatch.setattr(workflow, "merge_manifests", crash)
     with pytest.raises(RuntimeError, match="killed"):
         api.protect(small_synth / "train.csv", out, "mem-3", "low", surrogate="mmue-tiny-rn-128,mmue-tiny-rn",
                     device="cpu", progress=False, seed=5, **FAST)

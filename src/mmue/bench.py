@@ -12,13 +12,13 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import api
 from .defenses import apply_defense, uses_augment
 from .defenses import validate as validate_defense
 from .external import is_external
 from .experiments import (copy_fidelity, engine_settings, ensure_protected, last_epoch_zeroshot, random_guess_of,
                           train_victim, victim_metrics)
 from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
+from .data import write_builtin
 from .data.pairs import read_pairs
 from .metrics import KS
 from .owner import Owner, concat_csvs, gap_closed, owner_metrics, write_subset
@@ -65,7 +65,7 @@ class BenchConfig:
             raise ValueError("owner_surrogate needs an owner")
         if self.owner is not None:
             Owner.parse(self.owner)
-        # "protect" holds engine settings and api.protect's own options (image_format, ...): check the settings
+        # "protect" holds engine settings and protect's own options (image_format, ...): check the settings
         # now, so that a typo fails at once rather than after the clean victims have trained
         for m in self.methods:
             if m not in ("clean", "absent"):
@@ -142,7 +142,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     atomic_write_json(out / "bench_config.json", cfg.__dict__)
     data = Path(cfg.data) if cfg.data else out / "data"
     if not cfg.data and not (data / "test.csv").exists():
-        api.synth(data)
+        write_builtin(data)
     train_csv, test_csv = data / "train.csv", data / "test.csv"
     results_file = out / "results.jsonl"
     done = {_row_key(r) for r in read_jsonl(results_file)}

@@ -270,9 +270,9 @@ def _run(args) -> int:
               f"keep this one private (the key to the triggers): {args.out / 'private'}")
         return 0
     if args.command == "demo":
-        from .demo import demo_table, run_demo
-        r = run_demo(args.out, args.method, args.strength, args.model, args.seed, args.n_train, args.n_test,
-                     args.epochs, args.device)
+        from .demo import demo_table
+        r = api.demo(args.out, method=args.method, strength=args.strength, model=args.model, seed=args.seed,
+                     n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, device=args.device)
         print(f"\nImage<->text retrieval on the clean test split ({r['n_test_images']} images), %:")
         print(demo_table(r))
         p = r["protection"]
@@ -287,9 +287,9 @@ def _run(args) -> int:
               f"{args.out / 'report.html'} (and report.md), protected data in {args.out / 'protected'}")
         return 0
     if args.command == "bench":
-        from .bench import BenchConfig, run_bench, summary_table
+        from .bench import BenchConfig, summary_table
         cfg = BenchConfig.load(args.config) if args.config else BenchConfig()
-        rows = run_bench(cfg, args.out, args.device)
+        rows = api.bench(cfg, args.out, args.device)
         data = Path(cfg.data) if cfg.data else args.out / "data"
         for which in ("last", "best"):
             print(summary_table(rows, data / "test.csv", which))
@@ -297,15 +297,14 @@ def _run(args) -> int:
         print(f"results: {args.out / 'results.jsonl'}; report: {args.out / 'report.html'}")
         return 0
     if args.command == "data":
-        from .data.openclipart import write_openclipart
-        counts = write_openclipart(args.out_dir, args.root, args.size, args.n_test, native=args.native)
+        counts = api.openclipart(args.out_dir, args.root, args.size, args.n_test, native=args.native)
         print(f"wrote {args.out_dir / 'train.csv'} ({counts['train']} images) and {args.out_dir / 'test.csv'} "
               f"({counts['test']}); dropped: " + ", ".join(f"{k} {v}" for k, v in counts.items()
                                                           if k not in ("found", "train", "test")))
         return 0
     if args.command == "verify":
-        from .verify import CAVEATS, run_verify, verify_table
-        r = run_verify(args.clean, args.protected, args.out, args.public, args.distractors, args.model, args.epochs,
+        from .verify import CAVEATS, verify_table
+        r = api.verify(args.clean, args.protected, args.out, args.public, args.distractors, args.model, args.epochs,
                        args.seed, args.device, args.augment, args.scrapers.split(","))
         print(verify_table(r))
         print(f"\n{r['verdict']}\n\n{CAVEATS}\nreport: {args.out / 'verify.md'}")

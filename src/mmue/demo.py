@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from . import api
+from .data import write_builtin
 from .experiments import ensure_protected, random_guess_of, train_victim, victim_metrics
 from .fileio import atomic_write_json
 from .metrics import format_table
@@ -28,7 +28,7 @@ def run_demo(out: str | Path = "demo_out", method: str = "mem-3", strength: str 
     t0 = time.time()
     data = out / "data"
     if not (data / "test.csv").exists():
-        api.synth(data, n_train=n_train, n_test=n_test, seed=seed)
+        write_builtin(data, n_train=n_train, n_test=n_test, seed=seed)
     train_csv, test_csv = data / "train.csv", data / "test.csv"
     cfg = TrainConfig(seed=seed, epochs=epochs or DEMO_EPOCHS)
 

@@ -9,7 +9,6 @@ import logging
 from dataclasses import fields
 from pathlib import Path
 
-from . import api
 from .data import read_pairs
 from .device import resolve_device
 from .external import is_external, train_with_open_clip
@@ -19,15 +18,16 @@ from .models import load_model
 from .protect.registry import resolve
 from .protect.run import ProtectionRun
 from .protect.stages import STAGES_DIR
-from .train import TrainConfig, evaluate
+from .protect.workflow import protect
+from .train import TrainConfig, evaluate, load_encoded, train_run
 from .zeroshot import evaluate_zeroshot, read_classification
 
 log = logging.getLogger(__name__)
 
 
 def engine_settings(settings: dict) -> dict:
-    """The engine's settings among keyword arguments for ``api.protect`` (less its own: image_format, public, ...)."""
-    options = set(inspect.signature(api.protect).parameters)
+    """The engine's settings among keyword arguments for ``protect.workflow.protect`` (less its own: image_format, public, ...)."""
+    options = set(inspect.signature(protect).parameters)
     return {k: v for k, v in settings.items() if k not in options}
 
 
@@ -45,8 +45,8 @@ def ensure_protected(train_csv: Path, out: Path, method: str, strength: str, see
             raise ValueError(f"{out}: this copy was protected with {', '.join(diff)}; give another output folder "
                              "or delete this one")
     if not run.finished:   # a protection in stages (surrogates joined by ',') keeps its runs in STAGES_DIR
-        api.protect(train_csv, out, method=method, strength=strength, seed=seed, device=device,
-                    resume=run.started or (out / STAGES_DIR).exists(), **settings)
+        protect(train_csv, out, method=method, strength=strength, seed=seed, device=device,
+                resume=run.started or (out / STAGES_DIR).exists(), **settings)
     return run.manifest()
 
 
@@ -88,7 +88,7 @@ def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: Tr
     if (run / "summary.json").exists():
         log.info("victim %s already trained", run)
         return
-    api.train(train_csv, run, model=model, val_data=test_csv, config=cfg, device=device,
+    train_run(train_csv, run, model=model, val_data=test_csv, config=cfg, device=device,
               resume=(run / "params.json").exists())
 
 
@@ -99,7 +99,7 @@ def victim_metrics(run: Path, test_csv: Path, device: str, zeroshot: Path | None
     out, enc = {}, None
     for which in ("last", "best"):
         model = load_model(run, dev, which=which)
-        enc = enc or api.load_encoded(test_csv, model)  # same architecture: encode the test split once
+        enc = enc or load_encoded(test_csv, model)  # same architecture: encode the test split once
         out[which] = evaluate(model, enc, dev)
     summary = json.loads((run / "summary.json").read_text())
     init = run / "init_metrics.json"   # before training (the learning gain's baseline)

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from . import __version__
 from .fileio import append_jsonl, atomic_write_text, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -92,3 +93,13 @@ class RunDir:
         """Drop result lines written after the last checkpoint (a run killed between the two writes)."""
         keep = [r for r in self.results() if r.get("epoch", 0) <= last_epoch]
         write_jsonl(self.path / "results.jsonl", keep)
+
+
+def versions() -> dict:
+    """The versions a run records with its parameters."""
+    import platform
+
+    import open_clip
+    import torch
+    return {"mmue": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "python": platform.python_version()}

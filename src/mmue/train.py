@@ -1,4 +1,5 @@
-"""Fit a CLIP on image-caption pairs: symmetric InfoNCE, AdamW, warmup + cosine, clamped logit scale.
+"""Fit a CLIP on image-caption pairs: symmetric InfoNCE, AdamW, warmup + cosine, clamped logit scale;
+``train_run`` from a CSV on disk to a run directory.
 
 One epoch is one pass over the *images* in a seeded random order, each paired with one of its captions drawn
 at random (so an image never meets itself as a negative). Checkpoints are written atomically after every
@@ -8,22 +9,24 @@ Under torchrun every rank trains on its slice of each global batch (DDP); rank 0
 from __future__ import annotations
 
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from . import distributed
+from .data import read_pairs
 from .data.encoded import EncodedPairs
 from .data.images import to_float
 from .augment import crop_scale, random_resized_crop, rrc_flip, rrc_flip_whole
-from .device import autocast
+from .device import autocast, resolve_device
 from .metrics import mean_recall, retrieval_metrics
-from .models import ClipModel, save_model
+from .models import DEFAULT_MODEL, ClipModel, create_model, save_model
 from .optim import clip_train_step, lr_at, make_optimizer
 from .fileio import atomic_torch_save, atomic_write_json
-from .runs import RunDir
+from .runs import RunDir, versions
 from .seeding import generator
 
 log = logging.getLogger(__name__)
@@ -186,3 +189,46 @@ def train_clip(model: ClipModel, train: EncodedPairs, cfg: TrainConfig, run: Run
     if d.is_main:
         atomic_write_json(run.path / "summary.json", summary)
     return summary
+
+
+def load_encoded(csv_path, model, img_key=None, caption_key=None, separator=None, whole_scale: int = 0
+                 ) -> EncodedPairs:
+    """A CSV (or shards) encoded for ``model``'s input size and tokenizer. ``whole_scale``: each image whole,
+    squashed to that many times the model's size, with its native size (the source of ``rrc-whole`` crops),
+    instead of the model's centre crop."""
+    pairs = read_pairs(csv_path, img_key, caption_key, separator)
+    if whole_scale:
+        return EncodedPairs.build(pairs, whole_scale * model.image_size, model.codec.encode, fit="squash")
+    return EncodedPairs.build(pairs, model.image_size, model.codec.encode)
+
+
+def train_run(train_data: str | os.PathLike, out: str | os.PathLike, model: str = DEFAULT_MODEL,
+              pretrained: str | None = None, val_data: str | os.PathLike | None = None,
+              config: TrainConfig | None = None, device: str = "auto", resume: bool = False,
+              csv_img_key: str | None = None, csv_caption_key: str | None = None, csv_separator: str | None = None,
+              progress: bool = True) -> dict:
+    """Train a CLIP on ``train_data`` into run directory ``out``; returns the summary (best and last epoch)."""
+    config = (config or TrainConfig()).validate()
+    d, dev = distributed.setup(resolve_device(device))
+    params = {"command": "train", "world_size": d.world, "train_data": str(train_data), "val_data": str(val_data) if val_data else None,
+              "model": model, "pretrained": pretrained, "device": str(dev), **asdict(config),
+              "csv_img_key": csv_img_key, "csv_caption_key": csv_caption_key, "versions": versions()}
+    distributed.on_main(lambda: RunDir.open(out, params, resume, kind="training run"))
+    run = RunDir(out)
+    if resume:  # the stored parameters win, so a resumed run is the run that was started
+        stored = run.params()
+        config = TrainConfig(**{k: stored[k] for k in asdict(config)})
+        model, pretrained = stored["model"], stored["pretrained"]
+    try:
+        torch.manual_seed(config.seed)
+        net = create_model(model, pretrained=pretrained, device=dev)
+        log.info("model %r on %s", net, dev)
+        keys = dict(img_key=csv_img_key, caption_key=csv_caption_key, separator=csv_separator)
+        train_set = load_encoded(train_data, net, **keys,
+                                 whole_scale=WHOLE_SCALE if config.augment == "rrc-whole" else 0)
+        val_set = load_encoded(val_data, net, **keys) if val_data else None
+        log.info("train: %d images, %d captions", train_set.n_images, len(train_set.caption_bodies))
+        return train_clip(net, train_set, config, run, val_set, dev, resume, progress)
+    finally:
+        run.close()
+        distributed.barrier()

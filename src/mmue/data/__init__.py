@@ -6,8 +6,8 @@ Layers: ``types`` (PairSet, DataError, opening one image) at the bottom; the rea
 """
 from .images import load_images, preprocess, to_float
 from .pairs import DataError, PairSet, read_pairs, write_pairs
-from .synth import write_synth, write_zeroshot_split
+from .synth import write_builtin, write_synth, write_zeroshot_split
 from .types import load_rgb, pil_to_u8
 
 __all__ = ["DataError", "PairSet", "read_pairs", "write_pairs", "load_images", "load_rgb", "pil_to_u8", "preprocess",
-           "to_float", "write_synth", "write_zeroshot_split"]
+           "to_float", "write_builtin", "write_synth", "write_zeroshot_split"]

@@ -272,3 +272,11 @@ def write_zeroshot_split(out_dir: str | Path, per_class: int = 50, image_size: i
             img, _, _ = render_scene(np.random.default_rng((seed, SPLITS["zeroshot"], c, i)), image_size, shape)
             img.save(root / shape / f"{i:04d}.png")
     return root
+
+
+def write_builtin(out_dir: str | Path, n_train: int = 2000, n_test: int = 1000, captions_per_image: int = 5,
+                  image_size: int = 64, seed: int = 0, zeroshot_per_class: int = 50) -> dict[str, Path]:
+    """The built-in dataset: train/test CSVs, and a zero-shot classification split (``zeroshot/<shape>/``)
+    written first, since ``test.csv`` marks the whole folder complete."""
+    extra = {"zeroshot": write_zeroshot_split(out_dir, zeroshot_per_class, image_size, seed)} if zeroshot_per_class else {}
+    return {**write_synth(out_dir, n_train, n_test, captions_per_image, image_size, seed), **extra}
