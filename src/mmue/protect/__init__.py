@@ -1,4 +1,5 @@
-"""Protection: the MEM engine and its parts, presets as data, the protected copy's export."""
+"""Protection: the MEM engine and its parts, presets as data, the protected copy's export, and the workflow
+(``workflow.protect``) from a dataset on disk to the copy."""
 from .config import ProtectConfig
 from .engine import MEMEngine
 from .registry import describe_methods, get_method, list_methods, list_strengths, resolve
