@@ -199,3 +199,23 @@ def test_a_stack_adds_each_stage_noise_to_the_previous_release(tiny_synth, tmp_p
     assert (victim / "summary.json").stat().st_mtime == stamp
     with pytest.raises(ValueError, match="stack stage 1"):
         BenchConfig(methods=["em"], stack=[{"surrogate": "mmue-tiny-vit"}]).validate()
+
+
+def test_a_clean_victim_is_reused_where_the_defense_keeps_clean_data(tiny_synth, tmp_path):
+    # oracle-captions puts back the original captions: on clean data that is the same data and the same training
+    # as the undefended cell, so its victim is not trained twice; a defense that changes clean data is trained
+    cfg = BenchConfig(data=str(tiny_synth), methods=["clean", "random"], seeds=[0], epochs=1, protect=TINY_PROTECT,
+                      defenses=["oracle-captions", "strip-2", "none"])
+    rows = run_bench(cfg, tmp_path / "b", device="cpu")
+    assert [(r["method"], r["defense"]) for r in rows] == [   # none first, whatever the config's order
+        ("clean", "none"), ("clean", "oracle-captions"), ("clean", "strip-2"),
+        ("random", "none"), ("random", "oracle-captions"), ("random", "strip-2")]
+    victims = tmp_path / "b" / "victims"
+    assert not (victims / "clean-mmue-tiny-rn-s0-oracle-captions").exists()
+    assert (victims / "clean-mmue-tiny-rn-s0-strip-2" / "summary.json").exists()
+    assert (victims / "random-mmue-tiny-rn-s0-oracle-captions" / "summary.json").exists()   # protected: trained
+    none, reused = rows[0], rows[1]
+    assert reused["reused"] == "none" and "reused" not in rows[2] and "reused" not in rows[4]
+    assert {k: v for k, v in reused.items() if k not in ("defense", "reused")} == \
+           {k: v for k, v in none.items() if k != "defense"}
+    assert len(run_bench(cfg, tmp_path / "b", device="cpu")) == 6   # the reused row is found again

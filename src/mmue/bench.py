@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .defenses import apply_defense, uses_augment
+from .defenses import apply_defense, keeps_clean_data, uses_augment
 from .defenses import validate as validate_defense
 from .external import is_external
 from .experiments import (copy_fidelity, engine_settings, ensure_protected, last_epoch_zeroshot, random_guess_of,
@@ -91,8 +91,10 @@ class BenchConfig:
         return self
 
     def cells(self) -> list[tuple[str, str]]:
-        """(victim, defense) pairs of one method and seed, in run order."""
-        return [(v, d) for v in self.victims for d in self.victim_defenses.get(v, self.defenses)]
+        """(victim, defense) pairs of one method and seed, in run order: ``none`` first for each victim (a clean
+        victim under a defense that keeps clean data as it is reuses it)."""
+        return [(v, d) for v in self.victims
+                for d in sorted(self.victim_defenses.get(v, self.defenses), key=lambda d: d != "none")]
 
     @property
     def release_settings(self) -> dict:
@@ -145,12 +147,20 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
         write_builtin(data)
     train_csv, test_csv = data / "train.csv", data / "test.csv"
     results_file = out / "results.jsonl"
-    done = {_row_key(r) for r in read_jsonl(results_file)}
+    done = {_row_key(r): r for r in read_jsonl(results_file)}
     rows = []
     for seed in cfg.seeds:
         for method in cfg.methods:
             for victim, defense in cfg.cells():
                 if _cell_key(method, victim, seed, defense, cfg.strength, cfg.surrogate, cfg.release_settings) in done:
+                    continue
+                same = done.get(_cell_key(method, victim, seed))
+                if method in ("clean", "absent") and defense != "none" and keeps_clean_data(defense) and same:
+                    # the same data and the same training as the undefended cell: its victim stands for this one
+                    row = {**same, "defense": defense, "reused": "none"}
+                    append_jsonl(results_file, row)
+                    rows.append(row)
+                    done[_row_key(row)] = row
                     continue
                 owned = _owner_split(cfg, train_csv, out, seed) if cfg.owner else None
                 # original: the rows the victim's data was made from, in its order (for oracle-captions)
@@ -202,6 +212,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                                    owner_metrics(run, owned["owner"], test_csv, device, "last", owner).items()}})
                 append_jsonl(results_file, row)
                 rows.append(row)
+                done[_row_key(row)] = row
     rows = _with_zeroshot(read_jsonl(results_file), out, data / "zeroshot", device)
     seed0 = cfg.seeds[0]
     tables = {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")}

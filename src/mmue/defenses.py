@@ -48,6 +48,12 @@ def parts(name: str) -> list[str]:
     return name.split("+")
 
 
+def keeps_clean_data(name: str) -> bool:
+    """Whether ``name`` leaves clean data and its training as they are, so a clean victim trained without it stands
+    for it (putting back the original captions changes nothing in data that had no other captions)."""
+    return all(p in ("none", "oracle-captions") for p in parts(name))
+
+
 def uses_augment(name: str) -> str:
     """The victim's training augmentation under defense ``name`` ("rrc-flip", "rrc-whole", "crop-S" or "none")."""
     used = [p for p in parts(name) if is_training_defense(p)]

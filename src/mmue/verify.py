@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .defenses import apply_defense, describe, parts, uses_augment, validate
+from .defenses import apply_defense, describe, keeps_clean_data, uses_augment, validate
 from .device import resolve_device
 from .experiments import train_victim
 from .fileio import atomic_write_json, atomic_write_text
@@ -55,12 +55,6 @@ def protected_csv(path: Path) -> Path:
                             "give the --out folder of mmue protect, its publish/ folder, or the protected CSV")
 
 
-def _reuses_clean(scraper: str) -> bool:
-    """Whether ``scraper`` leaves clean data and its training as they are, so the floor and ceiling victims
-    trained without it stand for it (putting back the original captions changes nothing in clean data)."""
-    return all(p in ("none", "oracle-captions") for p in parts(scraper))
-
-
 def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = None,
                distractors: Path | None = None, model: str = DEFAULT_MODEL, epochs: int = 20, seed: int = 0,
                device: str = "auto", augment: str = DEFAULT_AUGMENT, scrapers=DEFAULT_SCRAPERS) -> dict:
@@ -90,7 +84,7 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
         for name in ("absent", "clean", "protected"):
             if name in rows:
                 continue
-            if scraper != "none" and name != "protected" and _reuses_clean(scraper):
+            if scraper != "none" and name != "protected" and keeps_clean_data(scraper):
                 rows[name] = report["scrapers"]["none"]["metrics"][name]
                 continue
             data, run = mixes[name], out / "victims" / name
@@ -138,7 +132,7 @@ def verify_table(report: dict) -> str:
         if s != "none":
             lines.append(f"a scraper who {describe(s)} [{s}]:")
         for name in ("absent", "clean", "protected"):
-            if s != "none" and name != "protected" and _reuses_clean(s):
+            if s != "none" and name != "protected" and keeps_clean_data(s):
                 continue
             gap = f"{100 * r['gap_closed']:>11.0f}%" if name == "protected" and r["gap_closed"] == r["gap_closed"] \
                 else ""
