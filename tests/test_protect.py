@@ -537,3 +537,30 @@ def test_photo_png_is_a_lossless_png_with_the_profile():
     a, b = torch.zeros(2, 3, dtype=torch.uint8), torch.full((2, 3), 200, dtype=torch.uint8)
     assert diff_stats(a, b)[1] == 200 and abs(diff_stats(a, b)[0] - 10 * np.log10(255 ** 2 / 200 ** 2)) < 1e-9
     assert diff_stats(a, a) == (float("inf"), 0)
+
+
+def test_surrogate_restart_gives_each_round_new_weights(tiny_synth):
+    # --surrogate-restart: every round after the first starts from fresh weights (drawn from the run's seed and
+    # the round) and a new optimiser, without touching the global random stream the rest of the run draws from
+    torch.manual_seed(0)
+    model = create_model("mmue-tiny-rn")
+    data = EncodedPairs.build(read_pairs(tiny_synth / "train.csv"), model.image_size, model.codec.encode, False)
+    eng = MEMEngine(model, data, resolve("em", **{**FAST, "surrogate_restart": True}))
+    before = {k: v.clone() for k, v in model.clip.state_dict().items()}
+    old_optimizer, rng = eng.optimizer, torch.random.get_rng_state()
+    eng.restart_surrogates(1)
+    assert torch.equal(rng, torch.random.get_rng_state())
+    assert eng.optimizer is not old_optimizer and not eng.optimizer.state
+    after = {k: v.clone() for k, v in model.clip.state_dict().items()}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    eng.restart_surrogates(1)   # the same round: the same weights; another round: others
+    assert all(torch.equal(after[k], v) for k, v in model.clip.state_dict().items())
+    eng.restart_surrogates(2)
+    assert any(not torch.equal(after[k], v) for k, v in model.clip.state_dict().items())
+    # in a run: the weights the last round trained from are round 1's fresh ones, not round 0's trained ones
+    state = eng.init_state()
+    eng.run(state, progress=False)
+    assert state.rounds_done == FAST["rounds"]
+    with pytest.raises(ValueError, match="surrogate-restart"):
+        api.protect(tiny_synth / "train.csv", "unused", method="em", strength="low", surrogate_restart=True,
+                    surrogate_pretrained="w.safetensors")

@@ -88,6 +88,9 @@ class ProtectConfig:
     rounds: int = knob(20, "rounds (surrogate training + a data pass)", min=0, show=True)
     surrogate_steps: int = knob(200, "surrogate training steps per round", min=0, show=True)
     text_rounds: int = knob(5, "rounds with a trigger (HotFlip) update, the first ones", min=0, show=True)
+    surrogate_restart: bool = knob(False, "start every round from a new surrogate (fresh random weights of the same "
+                                   "architecture, a new optimiser): the noise is tuned against models early in "
+                                   "training, where a victim starts, not against one that has fitted it")
     stop_accuracy: float = knob(0.0, "stop early once the surrogate, trained on the protected data, retrieves at "
                                 "least this share of its pairs within a batch, both ways, after the text rounds "
                                 "(the shortcut is learned; 0: run every round)", min=0, max=1)

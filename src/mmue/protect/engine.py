@@ -40,9 +40,9 @@ from .. import distributed
 from ..data.encoded import EncodedPairs
 from ..device import autocast
 from ..losses import clip_loss, clip_loss_options
-from ..models import ClipModel
+from ..models import ClipModel, create_model
 from ..optim import clip_train_step, make_optimizer
-from ..seeding import generator
+from ..seeding import generator, seed_of
 from .adversary import worst_case
 from .clusters import caption_clusters, caption_word_codes, cluster_targets
 from .config import ProtectConfig
@@ -281,6 +281,18 @@ class MEMEngine:
             for h in self.helpers:
                 clip_train_step(h.fwd, h.optimizer, at_size(pixels, h.size), ids, self.device)
         return sum(losses) / max(1, len(losses))
+
+    def restart_surrogates(self, round_idx: int) -> None:
+        """New weights for every surrogate, drawn from the run's seed and the round (the same on every rank), and
+        new optimisers: the architecture's own initialisation (pretrained towers: their weights again, with new
+        projections)."""
+        for i, holder in enumerate([self, *self.helpers]):   # each holds .model and its .optimizer
+            model = holder.model
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed_of(self.cfg.seed, "surrogate restart", round_idx, i))
+                fresh = create_model(model.name, model_cfg=model.model_cfg)
+            model.clip.load_state_dict(fresh.clip.state_dict())
+            holder.optimizer = make_optimizer(model, self.cfg.surrogate_lr, self.cfg.surrogate_wd)
 
     def _adversary(self, pixels: torch.Tensor, ids: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """REM's worst-case perturbation of a surrogate training batch (the network in eval mode, so that the
@@ -522,6 +534,8 @@ class MEMEngine:
                 distributed.on_main(lambda: on_round(state, stats))
         for r in bar:
             g = generator(cfg.seed, "round", r)
+            if cfg.surrogate_restart and r > 0:
+                self.restart_surrogates(r)
             sl = self.train_surrogate(state, g)
             fit = self.fit_accuracy(state, r) if self.may_stop(r) else None
             if fit is not None and fit >= cfg.stop_accuracy:

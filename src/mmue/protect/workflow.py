@@ -62,6 +62,9 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     if image_format not in IMAGE_FORMATS or not 1 <= int(quality) <= 100:
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)} and quality 1-100, got "
                          f"{image_format!r} and {quality!r}")
+    if surrogate_pretrained and settings.get("surrogate_restart"):
+        raise ValueError("--surrogate-restart starts each round from new random weights, which would drop "
+                         "--surrogate-pretrained's: use one or the other")
     names = split_surrogates(surrogate)
     if len(names) > 1:
         if surrogate_pretrained:
