@@ -13,9 +13,9 @@ STAGES_DIR = ".mmue_stages"   # OUT/.mmue_stages/<i>-<surrogate>: each stage's o
 LATER_METHOD = "em"
 
 # what a later stage takes from the user's settings: the image step's knobs (its method has no trigger)
-IMAGE_KNOBS = ("alpha", "pgd_steps", "noise_block", "noise_tile", "noise_colour", "eot", "surrogate_view", "stretch", "grad_blur", "adversary_eps",
-               "adversary_steps", "rounds", "surrogate_steps", "stop_accuracy", "batch_size", "surrogate_lr",
-               "surrogate_wd")
+IMAGE_KNOBS = ("alpha", "pgd_steps", "noise_block", "noise_tile", "noise_colour", "eot", "surrogate_view", "stretch",
+               "grad_blur", "adversary_eps", "adversary_steps", "rounds", "surrogate_steps", "surrogate_restart",
+               "stop_accuracy", "batch_size", "surrogate_lr", "surrogate_wd")
 
 
 def stage_folder(i: int, surrogate: str) -> str:
