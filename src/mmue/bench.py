@@ -149,18 +149,20 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     results_file = out / "results.jsonl"
     done = {_row_key(r): r for r in read_jsonl(results_file)}
     rows = []
+
+    def record(row: dict) -> None:
+        append_jsonl(results_file, row)
+        rows.append(row)
+        done[_row_key(row)] = row
     for seed in cfg.seeds:
         for method in cfg.methods:
             for victim, defense in cfg.cells():
                 if _cell_key(method, victim, seed, defense, cfg.strength, cfg.surrogate, cfg.release_settings) in done:
                     continue
-                same = done.get(_cell_key(method, victim, seed))
-                if method in ("clean", "absent") and defense != "none" and keeps_clean_data(defense) and same:
+                if method in ("clean", "absent") and defense != "none" and keeps_clean_data(defense) \
+                        and _cell_key(method, victim, seed) in done:
                     # the same data and the same training as the undefended cell: its victim stands for this one
-                    row = {**same, "defense": defense, "reused": "none"}
-                    append_jsonl(results_file, row)
-                    rows.append(row)
-                    done[_row_key(row)] = row
+                    record({**done[_cell_key(method, victim, seed)], "defense": defense, "reused": "none"})
                     continue
                 owned = _owner_split(cfg, train_csv, out, seed) if cfg.owner else None
                 # original: the rows the victim's data was made from, in its order (for oracle-captions)
@@ -210,9 +212,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                                 "owner_surrogate": cfg.owner_surrogate,
                                 **{f"owner/last/{k}": v for k, v in
                                    owner_metrics(run, owned["owner"], test_csv, device, "last", owner).items()}})
-                append_jsonl(results_file, row)
-                rows.append(row)
-                done[_row_key(row)] = row
+                record(row)
     rows = _with_zeroshot(read_jsonl(results_file), out, data / "zeroshot", device)
     seed0 = cfg.seeds[0]
     tables = {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")}
