@@ -226,7 +226,7 @@ def test_stop_once_the_shortcut_is_learned(small_synth, tmp_path):
                           **{**base, "rounds": 4, "stop_accuracy": 0.01})
     log = stopped["rounds_log"]
     assert [r["round"] for r in log] == [1, 2] and log[-1]["stopped"] and log[-1]["images_optimised"] == 0
-    assert 0.01 <= log[-1]["fit_accuracy"] <= 1
+    assert 0.01 <= log[-1]["fit_accuracy"] <= 1 and 0 <= log[-1]["clean_fit_accuracy"] <= 1
     api.protect(small_synth / "train.csv", tmp_path / "one", "mem-3", device="cpu", progress=False,
                 **{**base, "rounds": 1})
     assert _published(tmp_path / "s") == _published(tmp_path / "one")
@@ -236,9 +236,21 @@ def test_stop_once_the_shortcut_is_learned(small_synth, tmp_path):
                        **{**base, "rounds": 3, "stop_accuracy": 1.0})
     assert [r.get("fit_accuracy") is not None for r in full["rounds_log"]] == [False, True, True]
     assert all(r["fit_accuracy"] < 1 and not r.get("stopped") for r in full["rounds_log"][1:])
+    assert all(0 <= r["clean_fit_accuracy"] <= 1 for r in full["rounds_log"][1:])
     api.protect(small_synth / "train.csv", tmp_path / "n", "mem-3", device="cpu", progress=False,
                 **{**base, "rounds": 3})
     assert _published(tmp_path / "f") == _published(tmp_path / "n")
+
+
+def test_the_clean_fit_is_the_fit_on_the_pairs_before_protection(small_synth, tmp_path):
+    # no noise and no trigger: the protected pairs are the clean ones, so both checks must agree to the digit
+    kw = dict(FAST, seed=2, rounds=3, text_rounds=1, surrogate_steps=20, stop_accuracy=1.0, device="cpu",
+              progress=False)
+    same = api.protect(small_synth / "train.csv", tmp_path / "e", "em", **{**kw, "pgd_steps": 0})["rounds_log"][1:]
+    assert [r["fit_accuracy"] for r in same] == [r["clean_fit_accuracy"] for r in same]
+    # with noise and triggers, the clean check sees neither
+    trig = api.protect(small_synth / "train.csv", tmp_path / "t", "mem-3", **kw)["rounds_log"][1:]
+    assert any(r["fit_accuracy"] != r["clean_fit_accuracy"] for r in trig)
 
 
 @pytest.mark.parametrize("position", ["random", "suffix"])

@@ -94,7 +94,9 @@ class ProtectConfig:
     stop_accuracy: float = knob(0.0, "stop early once the surrogate, trained on the protected data, retrieves at "
                                 "least this share of its pairs within a batch, both ways, after the text rounds "
                                 "(the shortcut is learned; 0: run every round). On a few hundred images the surrogate "
-                                "memorises clean pairs as well, and the test stops too early", min=0, max=1)
+                                "memorises clean pairs as well, and the test stops too early: the round log's "
+                                "clean_fit_accuracy (the same check on the pairs before protection) says which",
+                                min=0, max=1)
     candidates: int = knob(16, "HotFlip candidates per trigger position", min=1, show=True)
     public_negatives: int = knob(0, "with --public data: clean public pairs added to every image-step batch as "
                                  "negatives, so the noise must set the owner's pairs apart from other people's "

@@ -218,10 +218,12 @@ class MEMEngine:
         return state
 
     # ----------------------------------------------------------------------------------------- batches
-    def make_batch(self, index: torch.Tensor, g: torch.Generator, shard: bool = False, aim: bool = False) -> Batch:
+    def make_batch(self, index: torch.Tensor, g: torch.Generator, shard: bool = False, aim: bool = False,
+                   plain: bool = False) -> Batch:
         """The batch of images ``index`` with one random caption each; ``shard``: only this rank's slice of
         that global batch (captions are drawn for all of it, so the generator stays in step on every rank).
-        ``aim``: the captions the image step pulls the images toward (another cluster's, with ``target``)."""
+        ``aim``: the captions the image step pulls the images toward (another cluster's, with ``target``).
+        ``plain``: keep the captions without a trigger too (``Batch.plain``) whatever the configuration."""
         caps = self.data.sample_captions(self.targets[index] if aim and self.targets is not None else index, g)
         if shard:
             index, caps = self.dist.my_slice(index, caps)
@@ -229,10 +231,10 @@ class MEMEngine:
         bodies = [self.data.caption_bodies[c] for c in caps]
         at = [self.trigger_at[c] for c in caps]
         template = codec.rows(bodies, [[0] * k] * len(caps), at)
-        plain = codec.rows(bodies).to(self.device) if self.cfg.drops_triggers else None
+        untriggered = codec.rows(bodies).to(self.device) if self.cfg.drops_triggers or plain else None
         slots = torch.tensor(at, dtype=torch.long) + 1
         return Batch(index, self.data.images[index].to(self.device), template.to(self.device), k,
-                     slots.to(self.device), plain)
+                     slots.to(self.device), untriggered)
 
     def _dropped(self, b: int, g: torch.Generator) -> torch.Tensor | None:
         return self.triggers.dropped(b, g, self.device)
@@ -493,29 +495,37 @@ class MEMEngine:
         text = cfg.text_rounds if cfg.trigger_len and not cfg.shares_trigger else 0
         return cfg.stop_accuracy > 0 and cfg.noise == "pgd" and round_idx >= max(1, text)
 
-    def fit_accuracy(self, state: ProtectionState, round_idx: int) -> float:
-        """How well the surrogate fits the protected data: its in-batch top-1 retrieval accuracy on the protected
-        images and their published captions (trigger in place, one caption drawn per image), the lower of the
-        two directions, over one pass in batches of ``batch_size``. Draws from its own generator, so a run that
-        checks it optimises exactly what one that does not would."""
+    def fit_accuracy(self, state: ProtectionState, round_idx: int) -> tuple[float, float]:
+        """How well the surrogate fits the protected data, and how well the same surrogate fits the clean data:
+        its in-batch top-1 retrieval accuracy on the protected images with their published captions (trigger in
+        place, one caption drawn per image), and on the same pairs as they were before protection (original
+        images, captions without a trigger); each the lower of the two directions, over one pass in batches of
+        ``batch_size``. A shortcut is a fit that the clean pairs do not share. Draws from its own generator, so
+        a run that checks it optimises exactly what one that does not would."""
         g = generator(self.cfg.seed, "fit check", round_idx)
         was_training = self.model.training
         self.model.eval()
-        hits, pairs = torch.zeros(2, dtype=torch.float64), 0
+        hits, pairs = torch.zeros(2, 2, dtype=torch.float64), 0
+
+        def count(img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+            """[image->text, text->image] hits in the global batch (every rank's pairs gathered)."""
+            img, txt = distributed.gather_features(self.model.encode_image(img).float(),
+                                                   self.model.encode_text(txt).float())
+            sim, labels = img @ txt.T, torch.arange(len(img), device=img.device)
+            return torch.tensor([float((sim.argmax(1) == labels).sum()), float((sim.argmax(0) == labels).sum())],
+                                dtype=torch.float64)
         try:
             with torch.no_grad(), autocast(self.device):
                 for idx in self._batches(torch.randperm(self.data.n_images, generator=g)):
-                    batch = self.make_batch(idx, g, shard=True)
-                    img, txt = distributed.gather_features(
-                        self.model.encode_image(self._protected(state, batch)).float(),
-                        self.model.encode_text(batch.ids(state.triggers[batch.index].to(self.device))).float())
-                    sim, labels = img @ txt.T, torch.arange(len(img), device=img.device)
-                    hits += torch.tensor([float((sim.argmax(1) == labels).sum()),
-                                          float((sim.argmax(0) == labels).sum())], dtype=torch.float64)
-                    pairs += len(img)
+                    batch = self.make_batch(idx, g, shard=True, plain=True)
+                    hits[0] += count(self._protected(state, batch),
+                                     batch.ids(state.triggers[batch.index].to(self.device)))
+                    hits[1] += count(batch.x_u8.float() / 255, batch.plain)
+                    pairs += len(idx)   # the global batch, every rank's slice of it counted above
         finally:
             self.model.train(was_training)
-        return float(hits.min()) / max(1, pairs)
+        fit = hits.min(dim=1).values / max(1, pairs)
+        return float(fit[0]), float(fit[1])
 
     def run(self, state: ProtectionState, on_round: Callable[[ProtectionState, dict], None] | None = None,
             progress: bool = True) -> ProtectionState:
@@ -537,12 +547,13 @@ class MEMEngine:
             if cfg.surrogate_restart and r > 0:
                 self.restart_surrogates(r)
             sl = self.train_surrogate(state, g)
-            fit = self.fit_accuracy(state, r) if self.may_stop(r) else None
+            fit, clean_fit = self.fit_accuracy(state, r) if self.may_stop(r) else (None, None)
             if fit is not None and fit >= cfg.stop_accuracy:
                 # the surrogate, trained on the data as it is, already retrieves it through the shortcut: later
                 # rounds would only polish noise that is learned (the EM paper's stop test)
                 state.rounds_done = last_round
-                stats = {"round": r + 1, "surrogate_loss": sl, "fit_accuracy": round(fit, 4), "stopped": True,
+                stats = {"round": r + 1, "surrogate_loss": sl, "fit_accuracy": round(fit, 4),
+                         "clean_fit_accuracy": round(clean_fit, 4), "stopped": True,
                          "images_optimised": 0, "world_size": self.dist.world}
                 log.info("round %d/%d: the surrogate retrieves %.1f %% of the protected pairs (stop at %.1f %%): "
                          "the shortcut is learned, stopping after %d data passes", r + 1, last_round, 100 * fit,
@@ -557,7 +568,8 @@ class MEMEngine:
             stats = {"round": r + 1, "surrogate_loss": sl, "text_loss": tl, "image_loss": il,
                      "triggers_changed": changed if r < cfg.text_rounds and cfg.trigger_len else None,
                      "images_optimised": int((visits > 0).sum()), "world_size": self.dist.world,
-                     **({"fit_accuracy": round(fit, 4)} if fit is not None else {})}
+                     **({"fit_accuracy": round(fit, 4), "clean_fit_accuracy": round(clean_fit, 4)}
+                        if fit is not None else {})}
             bar.set_postfix(surrogate=_loss_text(sl, 3), text=_loss_text(tl, 3), image=_loss_text(il, 3))
             log.info("round %d/%d surrogate %s text %s image %s%s", r + 1, last_round, _loss_text(sl),
                      _loss_text(tl), _loss_text(il), f" triggers changed {changed}/{self.data.n_images}"
