@@ -28,14 +28,13 @@ def noise_alone_fit(eng: engine_module.MEMEngine, state, round_idx: int) -> floa
     on the batches and captions of the stop check."""
     g = generator(eng.cfg.seed, "fit check", round_idx)
     eng.model.eval()
-    hits, pairs = torch.zeros(2), 0
+    hits, pairs = torch.zeros(2, dtype=torch.float64), 0
     with torch.no_grad():
         for idx in eng._batches(torch.randperm(eng.data.n_images, generator=g)):
             b = eng.make_batch(idx, g)
-            img = eng.model.encode_image(0.5 + eng.noise.delta(state, b.index, eng.device)).float()
-            txt = eng.model.encode_text(b.ids(state.triggers[b.index].to(eng.device))).float()
-            sim, labels = img @ txt.T, torch.arange(len(img), device=img.device)
-            hits += torch.tensor([float((sim.argmax(1) == labels).sum()), float((sim.argmax(0) == labels).sum())])
+            hits += engine_module.in_batch_hits(
+                eng.model.encode_image(0.5 + eng.noise.delta(state, b.index, eng.device)).float(),
+                eng.model.encode_text(b.ids(state.triggers[b.index].to(eng.device))).float())
             pairs += len(idx)
     eng.model.train()
     return float(hits.min()) / max(1, pairs)

@@ -76,6 +76,14 @@ def frozen(model: torch.nn.Module):
             p.requires_grad_(True)
 
 
+def in_batch_hits(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """[image->text, text->image] top-1 hits of row i matching row i within one batch of paired features."""
+    sim = image_features @ text_features.T
+    labels = torch.arange(len(sim), device=sim.device)
+    return torch.tensor([float((sim.argmax(1) == labels).sum()), float((sim.argmax(0) == labels).sum())],
+                        dtype=torch.float64)
+
+
 def at_size(pixels: torch.Tensor, size: int) -> torch.Tensor:
     """``pixels`` [B,3,S,S] as a model of input ``size`` sees them: an antialiased resize, as a trainer's."""
     if pixels.shape[-1] == size:
@@ -508,12 +516,9 @@ class MEMEngine:
         hits, pairs = torch.zeros(2, 2, dtype=torch.float64), 0
 
         def count(img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
-            """[image->text, text->image] hits in the global batch (every rank's pairs gathered)."""
-            img, txt = distributed.gather_features(self.model.encode_image(img).float(),
-                                                   self.model.encode_text(txt).float())
-            sim, labels = img @ txt.T, torch.arange(len(img), device=img.device)
-            return torch.tensor([float((sim.argmax(1) == labels).sum()), float((sim.argmax(0) == labels).sum())],
-                                dtype=torch.float64)
+            """Hits in the global batch (every rank's pairs gathered)."""
+            return in_batch_hits(*distributed.gather_features(self.model.encode_image(img).float(),
+                                                              self.model.encode_text(txt).float()))
         try:
             with torch.no_grad(), autocast(self.device):
                 for idx in self._batches(torch.randperm(self.data.n_images, generator=g)):
