@@ -191,6 +191,22 @@ def test_public_surrogate_trains_on_the_mix_and_protects_only_the_owner(tiny_syn
         BenchConfig(methods=["mem-3"], owner_surrogate="own+rest").validate()
 
 
+def test_every_stage_of_an_owners_stacked_copy_trains_its_surrogate_on_the_same_mix(tiny_synth, tmp_path):
+    # own+rest is the owner's surrogate setting for the whole release: a later stage that saw only the owner's
+    # images would tune its share of the noise against a different model than the first stage did
+    quick = dict(rounds=1, surrogate_steps=2, pgd_steps=1, batch_size=32)
+    cfg = BenchConfig(data=str(tiny_synth), methods=["em"], seeds=[0], epochs=1, owner={"fraction": 0.25},
+                      owner_surrogate="own+rest", protect={**quick, "eps": 4 / 255},
+                      stack=[{"method": "em", "protect": {**quick, "eps": 2 / 255}}])
+    (row,) = run_bench(cfg, tmp_path / "b", device="cpu")
+    rest = tmp_path / "b" / "owner" / "s0" / "rest.csv"
+    first = tmp_path / "b" / "protected" / "em-low-mmue-tiny-rn-s0-owner-public"
+    for release in (first, first.parent / f"{first.name}+1-em-mmue-tiny-rn"):
+        assert json.loads((release / "private" / "manifest.json").read_text())["public"] == str(rest)
+    # the report shows the release beside the owner's originals (the second stage's sources are the first's files)
+    assert f"PSNR mean {row['mean_psnr_db']} dB" in (tmp_path / "b" / "report.md").read_text()
+
+
 def test_public_negatives_make_the_owners_pairs_stand_apart_from_the_others(tiny_synth):
     from dataclasses import replace
 

@@ -180,7 +180,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     man = ensure_protected(source, prot, method, cfg.strength, seed, device,
                                            surrogate=cfg.surrogate, **public, **cfg.protect)
                     if cfg.stack:
-                        prot, man = _stacked(cfg, prot, stages, man, source, seed, device)
+                        prot, man = _stacked(cfg, prot, stages, man, source, seed, device, public)
                     released = prot.name   # unique per release in this folder (the CSV sits in publish/ for all)
                     # manifests name their dataset under "data" (CSV or shards); older ones only under "csv"
                     victim_train = prot / man.get("data", man.get("csv", train_csv.name))
@@ -245,7 +245,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
     write_report(out, f"MMUE bench ({cfg.strength}, surrogate {cfg.surrogate})", tables,
                  {f"{m} / {v}": _victim_dir(out, m, v, seed0) for m in cfg.methods for v in cfg.victims},
                  shown, (out / "owner" / f"s{seed0}" / "owner.csv" if cfg.owner else train_csv) if shown else None,
-                 generation_s=seconds,
+                 generation_s=seconds, built_on=stages[:-1],
                  notes=[f"seeds {cfg.seeds}; curves show seed {seed0} of this run's methods and victims",
                         "victims trained on the written files (from scratch; mmue-effl0-minilm from pretrained "
                         "towers) and evaluated on the clean test split; tables cover every finished cell in "
@@ -264,14 +264,15 @@ def _release_dirs(out: Path, cfg: BenchConfig, method: str, seed: int, owned: bo
 
 
 def _stacked(cfg: BenchConfig, prot: Path, stages: list[Path], man: dict, source: Path, seed: int,
-             device: str) -> tuple[Path, dict]:
+             device: str, public: dict) -> tuple[Path, dict]:
     """The release after ``cfg.stack``: each stage protects the previous one's published copy into its folder of
-    ``stages``. Its manifest's fidelity is measured against ``source``, the original images, and its generation
+    ``stages`` (an owner's stage with ``public``, the rest of the mix, as the first stage had it). Its manifest's fidelity is measured against ``source``, the original images, and its generation
     time is the sum of the stages'."""
     seconds = man["generation_s"]
     for stage, nxt in zip(cfg.stack, stages):
         man = ensure_protected(prot / man.get("data", man.get("csv")), nxt, stage["method"], cfg.strength, seed,
-                               device, surrogate=stage.get("surrogate", cfg.surrogate), **stage.get("protect", {}))
+                               device, surrogate=stage.get("surrogate", cfg.surrogate), **public,
+                               **stage.get("protect", {}))
         prot, seconds = nxt, seconds + man["generation_s"]
     stamp = prot / "fidelity.json"   # every image read twice: once per release, not once per cell
     fid = json.loads(stamp.read_text()) if stamp.exists() else {}

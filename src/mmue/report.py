@@ -22,17 +22,31 @@ from .protect.export import MANIFEST
 from .quality import diff_stats, mean_psnr, ssim
 
 
+def original_files(protected_dir: Path, source_csv: Path, built_on: list[Path] = ()) -> list[Path]:
+    """The original file of each image in ``protected_dir``'s manifest: its ``source`` read from ``source_csv``'s
+    folder, or, for a release protected from other releases' published copies (``built_on``, first to last), followed
+    back through their manifests to the files of ``source_csv``."""
+    origin: dict[Path, Path] = {}
+    base = source_csv.parent
+    for release in [*built_on, protected_dir]:
+        manifest = json.loads((release / MANIFEST).read_text())
+        origin = {(release / e["file"]).resolve(): origin[(base / e["source"]).resolve()] if origin
+                  else base / e["source"] for e in manifest["images"]}
+        base = (release / manifest["csv"]).parent
+    return [origin[(protected_dir / e["file"]).resolve()] for e in manifest["images"]]
+
+
 def image_quality(protected_dir: Path, source_csv: Path, limit: int | None = None,
-                  generation_s: float | None = None) -> dict:
+                  generation_s: float | None = None, built_on: list[Path] = ()) -> dict:
     """PSNR, largest change and SSIM of released images against the originals of ``source_csv``, measured from the
-    files (a release built on another protected copy is compared with the originals, not with that copy), over
-    the first ``limit`` images; ``generation_s`` defaults to the manifest's."""
+    files (a release built on other protected copies, ``built_on``, is compared with the originals, not with those
+    copies), over the first ``limit`` images; ``generation_s`` defaults to the manifest's."""
     manifest = json.loads((protected_dir / MANIFEST).read_text())
-    root = source_csv.parent
     entries = manifest["images"][:limit] if limit else manifest["images"]
+    originals = original_files(protected_dir, source_csv, built_on)
     psnrs, ssims, linf = [], [], 0
-    for e in entries:
-        a, b = pil_to_u8(load_rgb(root / e["source"])), pil_to_u8(load_rgb(protected_dir / e["file"]))
+    for e, original in zip(entries, originals):
+        a, b = pil_to_u8(load_rgb(original)), pil_to_u8(load_rgb(protected_dir / e["file"]))
         db, most = diff_stats(a, b)
         psnrs.append(db)
         ssims.append(ssim(a, b))
@@ -71,15 +85,17 @@ def plot_curves(runs: dict[str, Path], path: Path) -> Path | None:
     return path
 
 
-def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, box: int = 192) -> tuple[Path, list[dict]]:
+def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, box: int = 192,
+               built_on: list[Path] = ()) -> tuple[Path, list[dict]]:
     """Rows of original | protected | noise x10 (mid-gray = 0), each fitted into ``box`` px (small images blown up
     pixel for pixel, full-size photos shrunk); returns the picture and its captions."""
     manifest = json.loads((protected_dir / MANIFEST).read_text())
     src_pairs = read_pairs(source_csv, check_files=False)
     prot_pairs = read_pairs(protected_dir / manifest["csv"], check_files=False)
+    originals = original_files(protected_dir, source_csv, built_on)
     tiles, captions = [], []
     for i, e in enumerate(manifest["images"][:n]):
-        a = load_rgb(source_csv.parent / e["source"])
+        a = load_rgb(originals[i])
         b = load_rgb(protected_dir / e["file"])
         d = (np.asarray(b, dtype=np.int16) - np.asarray(a, dtype=np.int16)) * 10 + 128
         noise = Image.fromarray(np.clip(d, 0, 255).astype(np.uint8))
@@ -107,10 +123,11 @@ def _img_tag(path: Path) -> str:
 
 def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], runs: dict[str, Path],
                  protected_dir: Path | None = None, source_csv: Path | None = None, notes: list[str] = (),
-                 generation_s: float | None = None) -> Path:
+                 generation_s: float | None = None, built_on: list[Path] = ()) -> Path:
     """Write ``report.md``, ``report.html`` and their PNGs into ``out``; returns the HTML path.
 
-    ``tables`` maps a heading to a preformatted table (e.g. ``metrics.format_table``)."""
+    ``tables`` maps a heading to a preformatted table (e.g. ``metrics.format_table``); ``built_on``: the releases
+    ``protected_dir`` was protected from, first to last (its images are shown beside the originals of ``source_csv``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}", ""]
@@ -124,8 +141,8 @@ def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], run
         body += ["<h2>Recall per epoch</h2>", _img_tag(curves)]
     if protected_dir is not None and source_csv is not None:
         # SSIM of full-size photos is slow: a sample
-        q = image_quality(protected_dir, source_csv, limit=500, generation_s=generation_s)
-        grid, caps = image_grid(protected_dir, source_csv, out / "examples.png")
+        q = image_quality(protected_dir, source_csv, limit=500, generation_s=generation_s, built_on=built_on)
+        grid, caps = image_grid(protected_dir, source_csv, out / "examples.png", built_on=built_on)
         quality = (f"over {q['n']} images: max |noise| {q['max_linf_px']}/255, PSNR mean {q['mean_psnr_db']} dB "
                    f"(min {q['min_psnr_db']}), SSIM mean {q['mean_ssim']:.4f} (min {q['min_ssim']:.4f}); "
                    f"generated in {q['generation_s']:.0f} s")
