@@ -35,10 +35,12 @@ DEFAULT_AUGMENT = "crop-0.9"   # open_clip_train's default training view: the tr
 # (re-captioning, trigger stripping and word filters all take at most the added words away)
 DEFAULT_SCRAPERS = ("none", "oracle-captions")
 
-CAVEATS = ("What this does not show: other architectures or bigger models than the one trained here, scrapers "
-           "other than those in the table (add e.g. --scrapers none,oracle-captions,jpeg-75,rrc-flip), or models "
-           "fine-tuned from pretrained weights. A small owner set makes every figure noisy: compare with the "
-           "floor row.")
+CAVEATS = ("What this does not show: other architectures or bigger models than the one trained here (image noise "
+           "is a shortcut for the architecture that tuned it: a copy that protects you from this model can leave "
+           "another, e.g. --model mmue-tiny-vit, finding your images as if they were clean; run verify again with "
+           "it), scrapers other than those in the table (add e.g. --scrapers none,oracle-captions,jpeg-75,"
+           "rrc-flip), or models fine-tuned from pretrained weights. A small owner set makes every figure noisy: "
+           "compare with the floor row.")
 
 
 def protected_csv(path: Path) -> Path:
