@@ -266,8 +266,9 @@ def _release_dirs(out: Path, cfg: BenchConfig, method: str, seed: int, owned: bo
 def _stacked(cfg: BenchConfig, prot: Path, stages: list[Path], man: dict, source: Path, seed: int,
              device: str, public: dict) -> tuple[Path, dict]:
     """The release after ``cfg.stack``: each stage protects the previous one's published copy into its folder of
-    ``stages`` (an owner's stage with ``public``, the rest of the mix, as the first stage had it). Its manifest's fidelity is measured against ``source``, the original images, and its generation
-    time is the sum of the stages'."""
+    ``stages`` (an owner's stage with ``public``, the rest of the mix, as the first stage had it). Its manifest's
+    fidelity is measured against ``source``, the original images, and its generation time is the sum of the
+    stages'."""
     seconds = man["generation_s"]
     for stage, nxt in zip(cfg.stack, stages):
         man = ensure_protected(prot / man.get("data", man.get("csv")), nxt, stage["method"], cfg.strength, seed,
