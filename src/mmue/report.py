@@ -37,13 +37,14 @@ def original_files(protected_dir: Path, source_csv: Path, built_on: list[Path] =
 
 
 def image_quality(protected_dir: Path, source_csv: Path, limit: int | None = None,
-                  generation_s: float | None = None, built_on: list[Path] = ()) -> dict:
+                  generation_s: float | None = None, originals: list[Path] | None = None) -> dict:
     """PSNR, largest change and SSIM of released images against the originals of ``source_csv``, measured from the
-    files (a release built on other protected copies, ``built_on``, is compared with the originals, not with those
-    copies), over the first ``limit`` images; ``generation_s`` defaults to the manifest's."""
+    files (``originals``: those of ``original_files``, which a release built on other protected copies needs, as it
+    is compared with the originals, not with those copies), over the first ``limit`` images; ``generation_s``
+    defaults to the manifest's."""
     manifest = json.loads((protected_dir / MANIFEST).read_text())
     entries = manifest["images"][:limit] if limit else manifest["images"]
-    originals = original_files(protected_dir, source_csv, built_on)
+    originals = originals or original_files(protected_dir, source_csv)
     psnrs, ssims, linf = [], [], 0
     for e, original in zip(entries, originals):
         a, b = pil_to_u8(load_rgb(original)), pil_to_u8(load_rgb(protected_dir / e["file"]))
@@ -86,13 +87,13 @@ def plot_curves(runs: dict[str, Path], path: Path) -> Path | None:
 
 
 def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, box: int = 192,
-               built_on: list[Path] = ()) -> tuple[Path, list[dict]]:
+               originals: list[Path] | None = None) -> tuple[Path, list[dict]]:
     """Rows of original | protected | noise x10 (mid-gray = 0), each fitted into ``box`` px (small images blown up
     pixel for pixel, full-size photos shrunk); returns the picture and its captions."""
     manifest = json.loads((protected_dir / MANIFEST).read_text())
     src_pairs = read_pairs(source_csv, check_files=False)
     prot_pairs = read_pairs(protected_dir / manifest["csv"], check_files=False)
-    originals = original_files(protected_dir, source_csv, built_on)
+    originals = originals or original_files(protected_dir, source_csv)
     tiles, captions = [], []
     for i, e in enumerate(manifest["images"][:n]):
         a = load_rgb(originals[i])
@@ -141,8 +142,9 @@ def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], run
         body += ["<h2>Recall per epoch</h2>", _img_tag(curves)]
     if protected_dir is not None and source_csv is not None:
         # SSIM of full-size photos is slow: a sample
-        q = image_quality(protected_dir, source_csv, limit=500, generation_s=generation_s, built_on=built_on)
-        grid, caps = image_grid(protected_dir, source_csv, out / "examples.png", built_on=built_on)
+        originals = original_files(protected_dir, source_csv, built_on)
+        q = image_quality(protected_dir, source_csv, limit=500, generation_s=generation_s, originals=originals)
+        grid, caps = image_grid(protected_dir, source_csv, out / "examples.png", originals=originals)
         quality = (f"over {q['n']} images: max |noise| {q['max_linf_px']}/255, PSNR mean {q['mean_psnr_db']} dB "
                    f"(min {q['min_psnr_db']}), SSIM mean {q['mean_ssim']:.4f} (min {q['min_ssim']:.4f}); "
                    f"generated in {q['generation_s']:.0f} s")
