@@ -87,14 +87,16 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
     api.protect(mine, tmp_path / "prot", "trigger-only", device="cpu", progress=False, rounds=0)
     rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot"), "--out",
                str(tmp_path / "v"), "--public", str(public), "--distractors", str(tiny_synth / "test.csv"),
-               "--epochs", "1", "--device", "cpu", "--scrapers", "none,oracle-captions,jpeg-75"])
+               "--epochs", "1", "--device", "cpu", "--scrapers", "none,oracle-captions,jpeg-75",
+               "--model", "mmue-tiny-rn"])
     out = capsys.readouterr().out
-    assert rc == 0 and "your protected copy" in out and "A model trained on your protected copy" in out
+    assert rc == 0 and "your protected copy" in out and "A model (mmue-tiny-rn) trained on your protected copy" in out
     assert "does not show" in out
     assert "a scraper who re-captions your images" in out and "re-saves the images as JPEG at quality 75" in out
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert set(r["metrics"]) == {"absent", "clean", "protected"} and r["metrics"]["clean"]["mem/gallery_images"] == 64
-    assert list(r["scrapers"]) == ["none", "oracle-captions", "jpeg-75"] and r["worst"] in r["scrapers"]
+    assert list(r["scrapers"]) == ["none", "oracle-captions", "jpeg-75"] and r["worst"]["scraper"] in r["scrapers"]
+    assert list(r["models"]) == ["mmue-tiny-rn"] and r["scrapers"] == r["models"]["mmue-tiny-rn"]["scrapers"]
     assert r["metrics"] == r["scrapers"]["none"]["metrics"]
     # re-captioning: the protected images with the owner's original captions; clean data is unchanged by it, so
     # its floor and ceiling are the undefended victims', while JPEG re-saves the clean mix too and trains its own
@@ -104,35 +106,87 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
         [mix.image_path(i).resolve() for i in range(mix.n_images)]
     assert oracle.captions == read_pairs(tmp_path / "v/train-clean.csv").captions != mix.captions
     assert r["scrapers"]["oracle-captions"]["metrics"]["clean"] == r["metrics"]["clean"]
-    assert sorted(p.name for p in (tmp_path / "v/victims/oracle-captions").iterdir()) == ["protected"]
-    assert sorted(p.name for p in (tmp_path / "v/victims/jpeg-75").iterdir()) == ["absent", "clean", "protected"]
+    victims = tmp_path / "v/victims/mmue-tiny-rn"
+    assert sorted(p.name for p in (victims / "oracle-captions").iterdir()) == ["protected"]
+    assert sorted(p.name for p in (victims / "jpeg-75").iterdir()) == ["absent", "clean", "protected"]
     assert (tmp_path / "v" / "verify.md").read_text().startswith("# mmue verify")
     # the victims train with open_clip_train's mild crop unless told otherwise, and say so
     assert r["augment"] == "crop-0.9" and "augmentation crop-0.9" in out
-    assert json.loads((tmp_path / "v/victims/clean/params.json").read_text())["augment"] == "crop-0.9"
+    assert json.loads((victims / "clean/params.json").read_text())["augment"] == "crop-0.9"
     # finished victims are reused only for the same recipe
     rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot"), "--out",
-               str(tmp_path / "v"), "--public", str(public), "--epochs", "1", "--device", "cpu", "--augment", "none"])
+               str(tmp_path / "v"), "--public", str(public), "--epochs", "1", "--device", "cpu", "--augment", "none",
+               "--model", "mmue-tiny-rn"])
     assert rc == 2 and "trained with augment 'crop-0.9' (asked: 'none')" in capsys.readouterr().err
 
 
-def test_verify_verdict_leads_with_the_worst_scraper():
-    from mmue.verify import verdict, worst_scraper
+def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(tiny_synth, tmp_path, capsys):
+    from mmue.verify import DEFAULT_MODELS
+    mine = write_subset(read_pairs(tiny_synth / "train.csv"), list(range(16)), tmp_path / "mine" / "mine.csv")
+    api.protect(mine, tmp_path / "prot", "trigger-only", device="cpu", progress=False, rounds=0)
+    # publish/ alone: the surrogate is still read from the private manifest beside it
+    rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot" / "publish"), "--out",
+               str(tmp_path / "v"), "--epochs", "1", "--device", "cpu", "--scrapers", "none"])
+    out = capsys.readouterr().out
+    r = json.loads((tmp_path / "v" / "verify.json").read_text())
+    assert rc == 0 and list(r["models"]) == list(DEFAULT_MODELS) and r["surrogate"] == ["mmue-tiny-rn"]
+    assert "victims mmue-tiny-rn (the architecture that tuned your noise):" in out and "victims mmue-tiny-vit:" in out
+    for m in DEFAULT_MODELS:   # no public data: each architecture's floor is its own untrained model
+        assert sorted(p.name for p in (tmp_path / "v/victims" / m).iterdir()) == ["clean", "protected"]
+        assert json.loads((tmp_path / "v/victims" / m / "clean/params.json").read_text())["model"] == m
+    assert r["models"]["mmue-tiny-rn"]["scrapers"]["none"]["metrics"]["absent"] != \
+        r["models"]["mmue-tiny-vit"]["scrapers"]["none"]["metrics"]["absent"]
+    assert r["worst"]["model"] in DEFAULT_MODELS and "A model (mmue-tiny-rn) trained on your protected copy" in out
+    with pytest.raises(ValueError, match="unknown architecture"):
+        api.verify(mine, tmp_path / "prot", tmp_path / "v2", model="mmue-tiny-rm", epochs=1, device="cpu")
+    assert not (tmp_path / "v2").exists()
+
+
+def test_verify_verdict_leads_with_the_worst_case_over_scrapers_and_architectures():
+    from mmue.verify import verdict, worst_case
 
     def cell(absent, clean, protected):
         r10 = {"absent": absent, "clean": clean, "protected": protected}
         return {"mean_R@10": r10, "gap_closed": gap_closed(absent, clean, protected)}
-    report = {**cell(0.2, 1.0, 0.4), "scrapers": {"none": cell(0.2, 1.0, 0.4), "oracle-captions": cell(0.2, 1.0, 0.96),
-                                                  "jpeg-75": cell(0.3, 0.9, 0.5)}}
-    report["worst"] = worst_scraper(report)
-    text = verdict(report)
-    assert report["worst"] == "oracle-captions" and "2.5x less often than" in text and "75 % of the way" in text
+
+    def report(models, surrogate=()):
+        r = {"models": {m: {"scrapers": s} for m, s in models.items()}, "surrogate": list(surrogate)}
+        r["worst"] = worst_case(r)
+        return r
+    rn = {"none": cell(0.2, 1.0, 0.4), "oracle-captions": cell(0.2, 1.0, 0.96), "jpeg-75": cell(0.3, 0.9, 0.5)}
+    r = report({"mmue-tiny-rn": rn})
+    text = verdict(r)
+    assert r["worst"] == {"model": "mmue-tiny-rn", "scraper": "oracle-captions"}
+    assert "2.5x less often than" in text and "75 % of the way" in text
     assert "after a scraper who re-captions your images" in text and "about as often as" in text
+    assert "over the 3 scrapers measured" in text and "architectures" not in text
     assert "): 5 % of the way" in text and text.index("): 75 %") < text.index("): 5 %")
-    report["scrapers"]["jpeg-75"] = cell(0.5, 0.5, 0.7)            # no gap to close: counts as none closed
-    assert worst_scraper(report) == "jpeg-75"
-    alone = {**cell(0.2, 1.0, 0.4), "scrapers": {"none": cell(0.2, 1.0, 0.4)}, "worst": "none"}
-    assert "Worst case" not in verdict(alone)
+    rn["jpeg-75"] = cell(0.5, 0.5, 0.7)            # no gap to close: counts as none closed
+    assert worst_case(report({"mmue-tiny-rn": rn}))["scraper"] == "jpeg-75"
+    alone = report({"mmue-tiny-rn": {"none": cell(0.2, 1.0, 0.4)}})
+    assert "Worst case" not in verdict(alone) and "None of" not in verdict(alone)
+    # a copy that holds for the surrogate's architecture and not another: the other one sets the verdict, even
+    # as published, and a verdict from the surrogate's architecture alone says it flatters
+    both = report({"mmue-tiny-rn": {"none": cell(0.2, 1.0, 0.4)}, "mmue-tiny-vit": {"none": cell(0.2, 1.0, 1.0)}},
+                  surrogate=["mmue-tiny-rn"])
+    text = verdict(both)
+    assert both["worst"] == {"model": "mmue-tiny-vit", "scraper": "none"}
+    assert "over the 2 architectures measured: a model (mmue-tiny-vit), as published, finds" in text
+    assert "0 % of the way" in text and "flatters" not in text
+    assert "the architecture that tuned your noise" in verdict(report({"mmue-tiny-rn": {"none": cell(0.2, 1, 0.4)}},
+                                                                      surrogate=["mmue-tiny-rn"]))
+    held = report({"mmue-tiny-rn": {"none": cell(0.2, 1.0, 0.4)}, "mmue-tiny-vit": {"none": cell(0.2, 1.0, 0.3)}})
+    assert "None of the 2 architectures measured did better against it" in verdict(held)
+
+
+def test_verify_refuses_unknown_architectures_before_training():
+    from mmue.verify import DEFAULT_MODELS, split_models
+    assert split_models(None) == list(DEFAULT_MODELS) and len({m.split("-")[-1] for m in DEFAULT_MODELS}) == 2
+    assert split_models("mmue-tiny-rn, mmue-tiny-vit,mmue-tiny-rn") == ["mmue-tiny-rn", "mmue-tiny-vit"]
+    with pytest.raises(ValueError, match="unknown architecture 'mmue-tiny-rm'.*mmue models"):
+        split_models("mmue-tiny-rn,mmue-tiny-rm")
+    with pytest.raises(ValueError, match="empty name"):
+        split_models("mmue-tiny-rn,,mmue-tiny-vit")
 
 
 def test_owner_table_reports_the_concept_view_with_its_gap():

@@ -4,6 +4,7 @@ user's script call the same functions."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from .bench import BenchConfig, run_bench
@@ -12,7 +13,7 @@ from .data.openclipart import DEFAULT_ROOT, write_openclipart
 from .demo import run_demo
 from .device import resolve_device
 from .metrics import random_guess
-from .models import DEFAULT_MODEL, load_model
+from .models import load_model
 from .protect.workflow import check, protect
 from .runs import versions
 from .train import evaluate, load_encoded
@@ -64,10 +65,12 @@ def bench(config, out: str | os.PathLike, device: str = "auto") -> list[dict]:
 
 def verify(clean: str | os.PathLike, protected: str | os.PathLike, out: str | os.PathLike,
            public: str | os.PathLike | None = None, distractors: str | os.PathLike | None = None,
-           model: str = DEFAULT_MODEL, epochs: int = 20, seed: int = 0, device: str = "auto",
+           model: str | Sequence[str] | None = None, epochs: int = 20, seed: int = 0, device: str = "auto",
            augment: str = DEFAULT_AUGMENT, scrapers=DEFAULT_SCRAPERS) -> dict:
-    """An owner's verdict on their protected copy (``mmue verify``): victims trained without the owner's images,
-    with them clean, and with the protected copy as each scraper would use it; see ``verify.run_verify``."""
+    """An owner's verdict on their protected copy (``mmue verify``): victims of each architecture in ``model``
+    (several joined by ',', or a list; default ``verify.DEFAULT_MODELS``, a ResNet and a ViT) trained without the
+    owner's images, with them clean, and with the protected copy as each scraper would use it; the verdict is the
+    worst case over them; see ``verify.run_verify``."""
     return run_verify(clean, protected, out, public, distractors, model, epochs, seed, device, augment, list(scrapers))
 
 

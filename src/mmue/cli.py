@@ -174,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="where the victims and verify.json/verify.md go")
     p.add_argument("--public", type=Path, help="clean data of others to mix in, as a scraper would (CSV)")
     p.add_argument("--distractors", type=Path, help="other images to put in the search gallery (CSV)")
-    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--model", default=None,
+                   help="the victims' architectures, comma-separated, each with its own three victims; the verdict "
+                        "is the worst case over them (default: a ResNet and a ViT: image noise is a shortcut for the "
+                        "architecture that tuned it, so one architecture alone can flatter your copy)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", default="crop-0.9",

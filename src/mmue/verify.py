@@ -8,15 +8,22 @@ would mix them. Then asks each victim to find the owner's images from the owner'
 reverse (``owner.owner_metrics``), with ``--distractors`` images in the gallery when given, and prints the
 three-way table with a plain verdict.
 
+Image noise is a shortcut for the architecture that tuned it (a copy that protects from the surrogate's
+architecture can leave another finding the owner's images as if they were clean), so the victims are of several
+architectures (``--model``, comma-separated; by default a ResNet and a ViT), each with its own floor, ceiling and
+protected victims, and the verdict leads with the worst of them.
+
 A scraper may clean the mix before training (``--scrapers``: the bench's defense names). Each one gets its own
 protected victim, and its own floor and ceiling where it changes clean data too; by default the copy as published
 and with the owner's original captions put back (``oracle-captions``: the most any caption cleaning can take),
-and the verdict leads with the worst of them. Resumable: finished victims are kept.
+and the verdict leads with the worst of them over scrapers and architectures. Resumable: finished victims are kept.
 """
 from __future__ import annotations
 
 import json
+import re
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -25,7 +32,7 @@ from .defenses import apply_defense, describe, keeps_clean_data, uses_augment, v
 from .device import resolve_device
 from .experiments import train_victim
 from .fileio import atomic_write_json, atomic_write_text
-from .models import DEFAULT_MODEL, create_model
+from .models import DEFAULT_MODEL, create_model, list_models, pretrained_tower_models, tiny_models
 from .owner import concat_csvs, gap_closed, owner_metrics
 from .protect.export import MANIFEST
 from .train import TrainConfig
@@ -34,13 +41,16 @@ DEFAULT_AUGMENT = "crop-0.9"   # open_clip_train's default training view: the tr
 # what a scraper does to the copy before training, by default: nothing, and the most caption cleaning can do
 # (re-captioning, trigger stripping and word filters all take at most the added words away)
 DEFAULT_SCRAPERS = ("none", "oracle-captions")
+# victims of both families: a copy tuned by one architecture is no shortcut for the other (docs/results.md,
+# "The owner's view": 0.20 of the gap for the surrogate's ResNet, 0.00 for a ViT on the same copy)
+DEFAULT_MODELS = (DEFAULT_MODEL, "mmue-tiny-vit")
 
-CAVEATS = ("What this does not show: other architectures or bigger models than the one trained here (image noise "
-           "is a shortcut for the architecture that tuned it: a copy that protects you from this model can leave "
-           "another, e.g. --model mmue-tiny-vit, finding your images as if they were clean; run verify again with "
-           "it), scrapers other than those in the table (add e.g. --scrapers none,oracle-captions,jpeg-75,"
-           "rrc-flip), or models fine-tuned from pretrained weights. A small owner set makes every figure noisy: "
-           "compare with the floor row.")
+CAVEATS = ("What this does not show: architectures or bigger models other than those trained here (image noise "
+           "is a shortcut for the architecture that tuned it: a copy that protects you from one model can leave "
+           "another finding your images as if they were clean; add more with e.g. --model mmue-tiny-rn,"
+           "mmue-tiny-vit,mmue-small-rn), scrapers other than those in the table (add e.g. --scrapers none,"
+           "oracle-captions,jpeg-75,rrc-flip), or models fine-tuned from pretrained weights. A small owner set makes "
+           "every figure noisy: compare with the floor row.")
 
 
 def protected_csv(path: Path) -> Path:
@@ -57,10 +67,39 @@ def protected_csv(path: Path) -> Path:
                             "give the --out folder of mmue protect, its publish/ folder, or the protected CSV")
 
 
+def split_models(model: str | Sequence[str] | None) -> list[str]:
+    """The victims' architectures: one name, several joined by ',', a sequence, or None for ``DEFAULT_MODELS``;
+    refused here, before any training, when a name is not a model MMUE can build."""
+    model = DEFAULT_MODELS if model is None else model
+    names = [m.strip() for m in (model.split(",") if isinstance(model, str) else model)]
+    known = set(list_models()) | set(tiny_models()) | set(pretrained_tower_models())
+    for m in names:
+        if not m:
+            raise ValueError(f"--model {model!r}: an empty name; separate architectures with one ','")
+        if m not in known:
+            raise ValueError(f"--model: unknown architecture {m!r}; `mmue models` lists them "
+                             "(e.g. mmue-tiny-rn,mmue-tiny-vit)")
+    return list(dict.fromkeys(names))
+
+
+def surrogate_of(protected: Path) -> list[str]:
+    """The architectures that tuned a protected copy's noise, from the private manifest of the protect output
+    folder given or holding the publish/ given ([] without one: a downloaded publish/ does not say)."""
+    path = Path(protected)
+    path = path.parent if path.is_file() else path
+    for man in (path / MANIFEST, path.parent / MANIFEST):
+        if man.is_file():
+            name = json.loads(man.read_text()).get("surrogate") or ""
+            return [n for n in re.split(r"[+,]", name) if n]
+    return []
+
+
 def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = None,
-               distractors: Path | None = None, model: str = DEFAULT_MODEL, epochs: int = 20, seed: int = 0,
-               device: str = "auto", augment: str = DEFAULT_AUGMENT, scrapers=DEFAULT_SCRAPERS) -> dict:
+               distractors: Path | None = None, model: str | Sequence[str] | None = None, epochs: int = 20,
+               seed: int = 0, device: str = "auto", augment: str = DEFAULT_AUGMENT,
+               scrapers=DEFAULT_SCRAPERS) -> dict:
     out = Path(out)
+    models = split_models(model)
     scrapers = ["none"] + [validate(s) for s in dict.fromkeys(scrapers) if s != "none"]
     views = {s: uses_augment(s) for s in scrapers}   # refused here, before any training: two augmentations at once
     TrainConfig(epochs=epochs, seed=seed, augment=augment).validate()
@@ -71,14 +110,33 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
         sources = {k: [Path(public)] + v for k, v in sources.items()}
         sources["absent"] = [Path(public)]
     mixes = {name: concat_csvs(csvs, out / f"train-{name}.csv") for name, csvs in sources.items()}
+    report = {"clean": str(clean), "protected": str(prot_csv), "public": str(public) if public else None,
+              "distractors": str(distractors) if distractors else None, "model": ",".join(models),
+              "surrogate": surrogate_of(protected), "epochs": epochs, "seed": seed, "augment": augment, "models": {}}
+    for name in models:
+        report["models"][name] = {"scrapers": _verify_model(name, clean, mixes, distractors, scrapers, views, out,
+                                                            epochs, seed, device, augment)}
+    first = report["models"][models[0]]["scrapers"]["none"]   # the first architecture, the copy as published
+    report.update(scrapers=report["models"][models[0]]["scrapers"], metrics=first["metrics"],
+                  **{"mean_R@10": first["mean_R@10"]}, gap_closed=first["gap_closed"], worst=worst_case(report),
+                  caveats=CAVEATS)
+    report["verdict"] = verdict(report)
+    atomic_write_json(out / "verify.json", report)
+    atomic_write_text(out / "verify.md", "# mmue verify\n\n```\n" + verify_table(report) + "\n```\n\n"
+                      + report["verdict"] + "\n\n" + CAVEATS + "\n")
+    return report
+
+
+def _verify_model(model: str, clean: Path, mixes: dict, distractors, scrapers: list[str], views: dict, out: Path,
+                  epochs: int, seed: int, device: str, augment: str) -> dict:
+    """Every scraper's absent / clean / protected rows for victims of one architecture, in
+    ``out/victims/<model>/[<scraper>/]<name>``; the scrapers' copies of the mixes are shared by all architectures."""
     fixed = {}   # rows no scraper changes: nobody trained on anything, the untrained model is "never published"
     if "absent" not in mixes:
         torch.manual_seed(seed)
         untrained = create_model(model, device=resolve_device(device))
         fixed["absent"] = owner_metrics(None, Path(clean), distractors, device, model=untrained)
-    report = {"clean": str(clean), "protected": str(prot_csv), "public": str(public) if public else None,
-              "distractors": str(distractors) if distractors else None, "model": model, "epochs": epochs,
-              "seed": seed, "augment": augment, "scrapers": {}}
+    results = {}
     for scraper in scrapers:
         view = views[scraper]
         cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment if view == "none" else view).validate()
@@ -87,59 +145,58 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
             if name in rows:
                 continue
             if scraper != "none" and name != "protected" and keeps_clean_data(scraper):
-                rows[name] = report["scrapers"]["none"]["metrics"][name]
+                rows[name] = results["none"]["metrics"][name]
                 continue
-            data, run = mixes[name], out / "victims" / name
+            data, run = mixes[name], out / "victims" / model / name
             if scraper != "none":
                 # the original of the protected mix is the clean mix (same rows, same file names)
                 original = mixes["absent" if name == "absent" else "clean"]
                 data = apply_defense(data, scraper, out / "scraped" / scraper / name, seed, original)
-                run = out / "victims" / scraper / name
+                run = out / "victims" / model / scraper / name
             train_victim(data, Path(clean), run, model, cfg, device)
             rows[name] = owner_metrics(run, Path(clean), distractors, device, "last")
         r10 = {k: statistics.mean([v["mem/image_to_text_R@10"], v["mem/text_to_image_R@10"]])
                for k, v in rows.items()}
-        report["scrapers"][scraper] = {"augment": cfg.augment, "metrics": rows, "mean_R@10": r10,
-                                       "gap_closed": gap_closed(r10["absent"], r10["clean"], r10["protected"])}
-    as_published = report["scrapers"]["none"]
-    report.update(metrics=as_published["metrics"], **{"mean_R@10": as_published["mean_R@10"]},
-                  gap_closed=as_published["gap_closed"], worst=worst_scraper(report), caveats=CAVEATS)
-    report["verdict"] = verdict(report)
-    atomic_write_json(out / "verify.json", report)
-    atomic_write_text(out / "verify.md", "# mmue verify\n\n```\n" + verify_table(report) + "\n```\n\n"
-                      + report["verdict"] + "\n\n" + CAVEATS + "\n")
-    return report
+        results[scraper] = {"augment": cfg.augment, "metrics": rows, "mean_R@10": r10,
+                            "gap_closed": gap_closed(r10["absent"], r10["clean"], r10["protected"])}
+    return results
 
 
-def worst_scraper(report: dict) -> str:
-    """The scraper that leaves the least of the gap closed (a gap that cannot be measured counts as none closed)."""
-    def closed(s):
-        g = report["scrapers"][s]["gap_closed"]
+def worst_case(report: dict) -> dict:
+    """The architecture and scraper that leave the least of the gap closed (a gap that cannot be measured counts
+    as none closed); ties go to the first measured."""
+    def closed(cell):
+        g = report["models"][cell[0]]["scrapers"][cell[1]]["gap_closed"]
         return g if g == g else float("-inf")
-    return min(report["scrapers"], key=closed)
+    cells = [(m, s) for m, r in report["models"].items() for s in r["scrapers"]]
+    model, scraper = min(cells, key=closed)
+    return {"model": model, "scraper": scraper}
 
 
 def verify_table(report: dict) -> str:
     keys = [f"{d}_R@{k}" for k in (1, 10) for d in ("image_to_text", "text_to_image")]
     m = report["metrics"]
     lines = ["your images found from your captions (t2i) and the reverse (i2t), %; gallery "
-             f"{m['clean']['mem/gallery_images']} images; victims {report['model']}, {report['epochs']} epochs, "
+             f"{m['clean']['mem/gallery_images']} images; victims trained {report['epochs']} epochs, "
              f"augmentation {report.get('augment', 'none')}",
              f"{'trained on':<40}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>10}"
                                              for k in keys) + f"{'gap closed':>12}"]
     names = {"absent": "without your data (floor)" if report["public"] else "nothing (untrained: floor)",
              "clean": "your clean data (ceiling)", "protected": "your protected copy"}
-    scrapers = report.get("scrapers") or {"none": report}
-    for s, r in scrapers.items():
-        if s != "none":
-            lines.append(f"a scraper who {describe(s)} [{s}]:")
-        for name in ("absent", "clean", "protected"):
-            if s != "none" and name != "protected" and keeps_clean_data(s):
-                continue
-            gap = f"{100 * r['gap_closed']:>11.0f}%" if name == "protected" and r["gap_closed"] == r["gap_closed"] \
-                else ""
-            lines.append(f"{('  ' if s != 'none' else '') + names[name]:<40}"
-                         + "".join(f"{100 * r['metrics'][name]['mem/' + k]:>10.1f}" for k in keys) + gap)
+    models = report.get("models") or {report["model"]: {"scrapers": report.get("scrapers") or {"none": report}}}
+    for model, by_model in models.items():
+        tuned = " (the architecture that tuned your noise)" if model in report.get("surrogate", []) else ""
+        lines.append(f"victims {model}{tuned}:")
+        for s, r in by_model["scrapers"].items():
+            if s != "none":
+                lines.append(f"  a scraper who {describe(s)} [{s}]:")
+            for name in ("absent", "clean", "protected"):
+                if s != "none" and name != "protected" and keeps_clean_data(s):
+                    continue
+                gap = f"{100 * r['gap_closed']:>11.0f}%" if name == "protected" and r["gap_closed"] == \
+                    r["gap_closed"] else ""
+                lines.append(f"{('    ' if s != 'none' else '  ') + names[name]:<40}"
+                             + "".join(f"{100 * r['metrics'][name]['mem/' + k]:>10.1f}" for k in keys) + gap)
     lines.append(f"{'random guess':<40}" + "".join(f"{100 * m['clean']['mem/random_' + k]:>10.1f}" for k in keys))
     return "\n".join(lines)
 
@@ -158,11 +215,23 @@ def _sentence(r: dict) -> str:
 
 
 def verdict(report: dict) -> str:
-    text = f"A model trained on your protected copy {_sentence(report)}."
-    worst = report.get("worst", "none")
-    if worst != "none":
-        text += (f"\nWorst case over the scrapers measured: after a scraper who {describe(worst)} [{worst}], "
-                 f"the model {_sentence(report['scrapers'][worst])}. Count on this figure, not the one above.")
-    elif len(report.get("scrapers", {})) > 1:
-        text += " No scraper measured here did better against it."
+    models = report["models"]
+    first = next(iter(models))
+    text = f"A model ({first}) trained on your protected copy {_sentence(models[first]['scrapers']['none'])}."
+    worst = report["worst"]
+    n_models, n_scrapers = len(models), len(models[first]["scrapers"])
+    counted = [f"{n} {what}" for n, what in ((n_models, "architectures"), (n_scrapers, "scrapers")) if n > 1]
+    over = f"the {' and '.join(counted)} measured" if counted else ""
+    if (worst["model"], worst["scraper"]) != (first, "none"):
+        after = "as published" if worst["scraper"] == "none" else \
+            f"after a scraper who {describe(worst['scraper'])} [{worst['scraper']}]"
+        text += (f"\nWorst case over {over}: a model ({worst['model']}), {after}, "
+                 f"{_sentence(models[worst['model']]['scrapers'][worst['scraper']])}. "
+                 "Count on this figure, not the one above.")
+    elif over:
+        text += f" None of {over} did better against it."
+    tuned = report.get("surrogate") or []
+    if tuned and set(models) <= set(tuned):
+        text += ("\nEvery victim here has the architecture that tuned your noise, the case that flatters a "
+                 "protection most: add another with --model (e.g. mmue-tiny-rn,mmue-tiny-vit).")
     return text
