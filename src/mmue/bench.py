@@ -68,10 +68,10 @@ class BenchConfig:
         # "protect" holds engine settings and protect's own options (image_format, ...): check the settings
         # now, so that a typo fails at once rather than after the clean victims have trained
         for m in self.methods:
-            if m not in ("clean", "absent"):
+            if m not in ("clean", "absent"):   # resolve names the known methods (`mmue methods`) when m is not one
                 resolve(m, self.strength, **engine_settings(self.protect))
             elif m == "absent" and self.owner is None:
-                raise ValueError("method 'absent' (trained without the owner's data) needs an owner")   # names the known methods (`mmue methods`) when it is not one
+                raise ValueError("method 'absent' (trained without the owner's data) needs an owner")
         for i, stage in enumerate(self.stack, 1):
             stray = set(stage) - {"method", "surrogate", "protect"}
             if "method" not in stage or stray:
@@ -187,7 +187,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     if owned:   # the scraper's mix: everyone else's clean rows and the owner's protected copy
                         victim_train = concat_csvs([owned["rest"], victim_train],
                                                    owned["rest"].parent / f"mix-{method}.csv")
-                        original = concat_csvs([owned["rest"], owned["owner"]], owned["rest"].parent / "mix-original.csv")
+                        original = concat_csvs([owned["rest"], owned["owner"]],
+                                               owned["rest"].parent / "mix-original.csv")
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
                                   "generation_s": man["generation_s"],
                                   **({"noise_kept": man["mean_noise_kept"]} if "mean_noise_kept" in man else {})}

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("protect", help="protect a dataset with MEM (or a baseline) and write the protected copy")
     p.add_argument("--train-data", required=True, type=Path, help=DATA_HELP + " to protect")
-    p.add_argument("--out", required=True, type=Path, help="output folder: publish/ (the protected copy to upload: images/ + the CSV, or shards/; a "
+    p.add_argument("--out", required=True, type=Path,
+                   help="output folder: publish/ (the protected copy to upload: images/ + the CSV, or shards/; a "
                    "manifest of hashes) and private/ (the key: seed, triggers; never publish it)")
     p.add_argument("--out-format", default="files", choices=["files", "webdataset"],
                    help="files: images + a CSV like the input; webdataset: tar shards (key.png/txt/json)")

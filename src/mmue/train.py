@@ -210,7 +210,8 @@ def train_run(train_data: str | os.PathLike, out: str | os.PathLike, model: str 
     """Train a CLIP on ``train_data`` into run directory ``out``; returns the summary (best and last epoch)."""
     config = (config or TrainConfig()).validate()
     d, dev = distributed.setup(resolve_device(device))
-    params = {"command": "train", "world_size": d.world, "train_data": str(train_data), "val_data": str(val_data) if val_data else None,
+    params = {"command": "train", "world_size": d.world, "train_data": str(train_data),
+              "val_data": str(val_data) if val_data else None,
               "model": model, "pretrained": pretrained, "device": str(dev), **asdict(config),
               "csv_img_key": csv_img_key, "csv_caption_key": csv_caption_key, "versions": versions()}
     distributed.on_main(lambda: RunDir.open(out, params, resume, kind="training run"))

@@ -49,8 +49,8 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     images into a larger set would; only ``train_data`` is protected and written.
 
     ``out_format``: ``files`` (images + CSV) or ``webdataset`` (tar shards); ``image_format``: ``png`` (lossless),
-    ``jpeg`` or ``webp`` at ``quality`` (the manifest records the share of the noise that survived). ``settings`` override the
-    method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed images,
+    ``jpeg`` or ``webp`` at ``quality`` (the manifest records the share of the noise that survived). ``settings``
+    override the method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed images,
     the int8 noise (both on disk, so RAM stays flat) and the round checkpoints live in ``out/.mmue_state``
     until the export has finished (``ProtectionRun``).
 
@@ -86,7 +86,8 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
                                if explicit else "drawn from the operating system (secret: in private/ only)",
                 "out_format": out_format, "image_format": image_format, "quality": int(quality),
                 "skip_bad_images": skip_bad_images,
-                "public": str(public) if public is not None else None, "surrogate": surrogate, "surrogate_pretrained": surrogate_pretrained,
+                "public": str(public) if public is not None else None, "surrogate": surrogate,
+                "surrogate_pretrained": surrogate_pretrained,
                 "device": dev.type, "world_size": d.world, "versions": versions()}
     prep = distributed.on_main(lambda: run.prepare(source, resume, overwrite, new_params() if not resume else {}))
     if "finished" in prep:
