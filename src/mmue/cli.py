@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n-test", type=int, default=1000, help="test images (at most a fifth of the data)")
 
     p = sub.add_parser("verify", help="an owner's verdict: can a model trained on your protected copy find your "
-                       "images from your captions? (trains three victims: without, clean, protected)")
+                       "images from your captions? (trains three victims per architecture: without, clean, protected)")
     p.add_argument("--clean", required=True, type=Path, help="your original captions CSV (the one you protected)")
     p.add_argument("--protected", required=True, type=Path, help="the --out folder of mmue protect (or publish/)")
     p.add_argument("--out", required=True, type=Path, help="where the victims and verify.json/verify.md go")
