@@ -183,8 +183,7 @@ def verify_table(report: dict) -> str:
                                              for k in keys) + f"{'gap closed':>12}"]
     names = {"absent": "without your data (floor)" if report["public"] else "nothing (untrained: floor)",
              "clean": "your clean data (ceiling)", "protected": "your protected copy"}
-    models = report.get("models") or {report["model"]: {"scrapers": report.get("scrapers") or {"none": report}}}
-    for model, by_model in models.items():
+    for model, by_model in report["models"].items():
         tuned = " (the architecture that tuned your noise)" if model in report.get("surrogate", []) else ""
         lines.append(f"victims {model}{tuned}:")
         for s, r in by_model["scrapers"].items():
