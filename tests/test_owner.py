@@ -80,7 +80,9 @@ def test_bench_owner_mode_trains_absent_clean_and_protected_on_the_mix(tiny_synt
         BenchConfig(methods=["absent"]).validate()
 
 
-def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
+def test_verify_end_to_end(tiny_synth, tmp_path, capsys, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="mmue.verify")
     pairs = read_pairs(tiny_synth / "train.csv")
     mine = write_subset(pairs, list(range(16)), tmp_path / "mine" / "mine.csv")
     public = write_subset(pairs, list(range(16, 96)), tmp_path / "public.csv")
@@ -93,6 +95,10 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
     assert rc == 0 and "your protected copy" in out and "A model (mmue-tiny-rn) trained on your protected copy" in out
     assert "does not show" in out
     assert "a scraper who re-captions your images" in out and "re-saves the images as JPEG at quality 75" in out
+    # three victims as published, one re-captioned (clean data unchanged), three re-saved as JPEG
+    assert "victim 3/7: mmue-tiny-rn on protected\n" in caplog.text
+    assert "victim 4/7: mmue-tiny-rn on protected [oracle-captions]" in caplog.text
+    assert "victim 5/7: mmue-tiny-rn on the others' data [jpeg-75]" in caplog.text and "victim 7/7" in caplog.text
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert set(r["metrics"]) == {"absent", "clean", "protected"} and r["metrics"]["clean"]["mem/gallery_images"] == 64
     assert list(r["scrapers"]) == ["none", "oracle-captions", "jpeg-75"] and r["worst"]["scraper"] in r["scrapers"]
@@ -120,8 +126,12 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys):
     assert rc == 2 and "trained with augment 'crop-0.9' (asked: 'none')" in capsys.readouterr().err
 
 
-def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(tiny_synth, tmp_path, capsys):
+def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(tiny_synth, tmp_path, capsys,
+                                                                                 caplog):
+    import logging
+
     from mmue.verify import DEFAULT_MODELS
+    caplog.set_level(logging.INFO, logger="mmue.verify")
     mine = write_subset(read_pairs(tiny_synth / "train.csv"), list(range(16)), tmp_path / "mine" / "mine.csv")
     api.protect(mine, tmp_path / "prot", "trigger-only", device="cpu", progress=False, rounds=0)
     # publish/ alone: the surrogate is still read from the private manifest beside it
@@ -137,6 +147,8 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     assert r["models"]["mmue-tiny-rn"]["scrapers"]["none"]["metrics"]["absent"] != \
         r["models"]["mmue-tiny-vit"]["scrapers"]["none"]["metrics"]["absent"]
     assert r["worst"]["model"] in DEFAULT_MODELS and "A model (mmue-tiny-rn) trained on your protected copy" in out
+    # progress over every victim of every architecture: 2 x (clean, protected)
+    assert "victim 1/4: mmue-tiny-rn on clean" in caplog.text and "victim 4/4: mmue-tiny-vit on protected" in caplog.text
     with pytest.raises(ValueError, match="unknown architecture"):
         api.verify(mine, tmp_path / "prot", tmp_path / "v2", model="mmue-tiny-rm", epochs=1, device="cpu")
     assert not (tmp_path / "v2").exists()

@@ -21,6 +21,7 @@ and the verdict leads with the worst of them over scrapers and architectures. Re
 from __future__ import annotations
 
 import json
+import logging
 import re
 import statistics
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ from .models import DEFAULT_MODEL, create_model, list_models, pretrained_tower_m
 from .owner import concat_csvs, gap_closed, owner_metrics
 from .protect.export import MANIFEST
 from .train import TrainConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_AUGMENT = "crop-0.9"   # open_clip_train's default training view: the trainer a scraper runs
 # what a scraper does to the copy before training, by default: nothing, and the most caption cleaning can do
@@ -113,9 +116,16 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
     report = {"clean": str(clean), "protected": str(prot_csv), "public": str(public) if public else None,
               "distractors": str(distractors) if distractors else None, "model": ",".join(models),
               "surrogate": surrogate_of(protected), "epochs": epochs, "seed": seed, "augment": augment, "models": {}}
+    # each scraper trains its own protected victim, and its own floor and ceiling unless it leaves clean data as
+    # it is; without --public the floor is the untrained model
+    per_model = sum(1 if s != "none" and keeps_clean_data(s) else len(mixes) for s in scrapers)
+    counter, total = iter(range(1, len(models) * per_model + 1)), len(models) * per_model
+
+    def count() -> str:
+        return f"{next(counter)}/{total}"
     for name in models:
         report["models"][name] = {"scrapers": _verify_model(name, clean, mixes, distractors, scrapers, views, out,
-                                                            epochs, seed, device, augment)}
+                                                            epochs, seed, device, augment, count)}
     first = report["models"][models[0]]["scrapers"]["none"]   # the first architecture, the copy as published
     report.update(scrapers=report["models"][models[0]]["scrapers"], metrics=first["metrics"],
                   **{"mean_R@10": first["mean_R@10"]}, gap_closed=first["gap_closed"], worst=worst_case(report),
@@ -128,7 +138,7 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
 
 
 def _verify_model(model: str, clean: Path, mixes: dict, distractors, scrapers: list[str], views: dict, out: Path,
-                  epochs: int, seed: int, device: str, augment: str) -> dict:
+                  epochs: int, seed: int, device: str, augment: str, count) -> dict:
     """Every scraper's absent / clean / protected rows for victims of one architecture, in
     ``out/victims/<model>/[<scraper>/]<name>``; the scrapers' copies of the mixes are shared by all architectures."""
     fixed = {}   # rows no scraper changes: nobody trained on anything, the untrained model is "never published"
@@ -153,6 +163,8 @@ def _verify_model(model: str, clean: Path, mixes: dict, distractors, scrapers: l
                 original = mixes["absent" if name == "absent" else "clean"]
                 data = apply_defense(data, scraper, out / "scraped" / scraper / name, seed, original)
                 run = out / "victims" / model / scraper / name
+            log.info("victim %s: %s on %s%s", count(), model, name if name != "absent" else "the others' data",
+                     "" if scraper == "none" else f" [{scraper}]")
             train_victim(data, Path(clean), run, model, cfg, device)
             rows[name] = owner_metrics(run, Path(clean), distractors, device, "last")
         r10 = {k: statistics.mean([v["mem/image_to_text_R@10"], v["mem/text_to_image_R@10"]])
