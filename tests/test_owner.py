@@ -3,9 +3,10 @@ import json
 import pytest
 
 from mmue import api
-from mmue.bench import BenchConfig, owner_table, owner_worst_case_table, run_bench
+from mmue.bench import BenchConfig, owner_published_table, owner_table, owner_worst_case_table, run_bench
 from mmue.cli import main
 from mmue.data import read_pairs
+from mmue.fileio import read_jsonl, write_jsonl
 from mmue.owner import Owner, gap_closed, owner_metrics, write_subset
 
 
@@ -52,6 +53,9 @@ def test_owner_metrics_restrict_queries_to_the_owner(tiny_synth, tmp_path):
     assert 0 <= m["mem/image_to_text_R@1"] <= 1 and m["mem/random_text_to_image_R@10"] == pytest.approx(10 / 52)
     alone = owner_metrics(None, own, None, "cpu", model=create_model("mmue-tiny-rn"))
     assert alone["mem/gallery_images"] == 4 and alone["mem/text_to_image_R@10"] == 1.0   # 4 images: all in top 10
+    published = owner_metrics(None, own, tiny_synth / "test.csv", "cpu", model=create_model("mmue-tiny-rn"),
+                              prefix="pub")
+    assert published["pub/gallery_images"] == 52 and not any(k.startswith("mem/") for k in published)
 
 
 def test_bench_owner_mode_trains_absent_clean_and_protected_on_the_mix(tiny_synth, tmp_path):
@@ -73,8 +77,19 @@ def test_bench_owner_mode_trains_absent_clean_and_protected_on_the_mix(tiny_synt
     assert oracle.captions == read_pairs(tmp_path / "b/owner/s0/mix-original.csv").captions
     table = owner_table(rows)
     assert "absent" in table and "gap closed" in table
+    # memorisation as published: the protected victim and the absent one queried with the owner's copy
+    prot = [r for r in rows if r["method"] == "trigger-only"]
+    assert all(r[f"owner/last/{k}/gallery_images"] == 24 + 48 for r in prot for k in ("pub", "pub_absent"))
+    assert not any("owner/last/pub/image_to_text_R@1" in r for r in rows if r["method"] != "trigger-only")
     report = (tmp_path / "b" / "report.md").read_text()
-    assert "the owner's view" in report
+    assert "the owner's view" in report and "the owner's photos as published" in report
+    # rows finished before the published view existed gain it when the bench runs again (no victim retrained)
+    results = tmp_path / "b" / "results.jsonl"
+    stripped = [{k: v for k, v in r.items() if "/pub" not in k} for r in read_jsonl(results)]
+    write_jsonl(results, stripped)
+    again = run_bench(cfg, tmp_path / "b", device="cpu")
+    assert [r.get("owner/last/pub/text_to_image_R@10") for r in again] == \
+        [r.get("owner/last/pub/text_to_image_R@10") for r in rows]
     assert "## Released images" in report and "over 24 images" in report   # the owner's copy, beside its originals
     with pytest.raises(ValueError, match="needs an owner"):
         BenchConfig(methods=["absent"]).validate()
@@ -216,6 +231,25 @@ def test_owner_table_reports_the_concept_view_with_its_gap():
     cleaned = [{**r, "defense": "rare-10+jpeg-75+oracle-captions"} for r in rows]
     line = next(x for x in owner_table(cleaned, "gen").splitlines() if " mem-3 " in x)
     assert line.split()[4:6] == ["rare-10+jpeg-75+oracle-captions", "mem-3"]    # long names keep their columns
+
+
+def test_published_view_sets_the_copy_beside_the_originals_with_its_own_floor():
+    def row(method, seed, mem, pub=None, floor=None):
+        keys = {f"owner/last/mem/{d}_R@{k}": mem for d in ("image_to_text", "text_to_image") for k in (1, 10)}
+        for kind, x in (("pub", pub), ("pub_absent", floor)):
+            if x is not None:
+                keys.update({f"owner/last/{kind}/{d}_R@{k}": x for d in ("image_to_text", "text_to_image")
+                             for k in (1, 10)})
+        return {"owner": "random 10 %", "victim": "v", "defense": "none", "method": method, "seed": seed, **keys}
+    rows = [row("absent", s, 0.1) for s in (0, 1)] + [row("clean", s, 0.9) for s in (0, 1)] \
+        + [row("random", 0, 0.2, pub=0.7, floor=0.1), row("random", 1, 0.2, pub=0.5, floor=0.3)]
+    line = next(x for x in owner_published_table(rows).splitlines() if " random " in x).split()
+    # clean 90, absent 10, originals 20 (gap 0.88); floor as published 20, published 60 (gap (90-60)/(90-20))
+    assert line[-8:] == ["2", "90.0", "10.0", "20.0", "0.88", "20.0", "60.0", "0.43"]
+    rows[-1] = row("random", 1, 0.2, pub=0.5)     # one seed lacks the floor as published: the originals' stand in
+    line = next(x for x in owner_published_table(rows).splitlines() if " random " in x).split()
+    assert line[-3:] == ["10.0*", "60.0", "0.38"]
+    assert owner_published_table(rows[:4]).count("\n") == 1    # no published view measured: header only
 
 
 def test_owner_worst_case_takes_the_scraper_that_learns_most():

@@ -137,6 +137,54 @@ def _with_zeroshot(rows: list[dict], out: Path, zeroshot: Path, device: str) -> 
     return rows
 
 
+def _finished_victim(out: Path, method: str, victim: str, seed: int, defense: str) -> Path | None:
+    """The folder of a trained victim of this cell: its own, or for a clean / absent cell that reused the
+    undefended victim (a defense that keeps clean data as it is), that one."""
+    for d in dict.fromkeys((defense, "none")):
+        run = _victim_dir(out, method, victim, seed, d)
+        if (run / "summary.json").exists() and (d == defense or (method in ("clean", "absent")
+                                                                  and keeps_clean_data(defense))):
+            return run
+    return None
+
+
+def _published_view(out: Path, cfg: BenchConfig, row: dict, test_csv: Path, device: str) -> dict:
+    """Memorisation *as published* for a protected owner row: its victim (``pub``) and, where this folder trained
+    it, the absent one (``pub_absent``, the floor) queried with the owner's protected copy, the images and captions
+    the scraper holds. Keys that the row has already are not measured again."""
+    prot = _release_dirs(out, cfg, row["method"], row["seed"], True)[-1]
+    if not (prot / MANIFEST).exists():
+        return {}
+    man = json.loads((prot / MANIFEST).read_text())
+    copy = prot / man.get("data", man.get("csv"))
+    found = {}
+    for prefix, method in (("pub", row["method"]), ("pub_absent", "absent")):
+        run = _finished_victim(out, method, row["victim"], row["seed"], row.get("defense", "none"))
+        if run is not None and f"owner/last/{prefix}/image_to_text_R@1" not in row:
+            found.update({f"owner/last/{k}": v for k, v in
+                          owner_metrics(run, copy, test_csv, device, "last", prefix=prefix).items()})
+    return found
+
+
+def _with_published(rows: list[dict], out: Path, cfg: BenchConfig, test_csv: Path, device: str) -> list[dict]:
+    """Owner rows of this configuration's protected copies gain memorisation as published (results.jsonl
+    rewritten): rows finished before it was measured, and floors whose absent victim finished after them."""
+    if not cfg.owner:
+        return rows
+    changed = False
+    for r in rows:
+        mine = (r.get("method") not in ("clean", "absent") and "owner" in r
+                and r.get("owner_surrogate", "own") == cfg.owner_surrogate
+                and _row_key(r) == _cell_key(r["method"], r["victim"], r["seed"], r.get("defense", "none"),
+                                             cfg.strength, cfg.surrogate, cfg.release_settings))
+        if mine and (found := _published_view(out, cfg, r, test_csv, device)):
+            r.update(found)
+            changed = True
+    if changed:
+        write_jsonl(out / "results.jsonl", rows)
+    return rows
+
+
 def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,8 +261,11 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                                 "owner_surrogate": cfg.owner_surrogate,
                                 **{f"owner/last/{k}": v for k, v in
                                    owner_metrics(run, owned["owner"], test_csv, device, "last", owner).items()}})
+                    if method not in ("clean", "absent"):
+                        row.update(_published_view(out, cfg, row, test_csv, device))
                 record(row)
     rows = _with_zeroshot(read_jsonl(results_file), out, data / "zeroshot", device)
+    rows = _with_published(rows, out, cfg, test_csv, device)
     seed0 = cfg.seeds[0]
     tables = {f"{which} epoch": summary_table(rows, test_csv, which) for which in ("last", "best")}
     if len({r.get("defense", "none") for r in rows}) > 1:
@@ -227,6 +278,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
         tables["the owner's view"] = owner_table(rows)
     if any("owner/last/gen/image_to_text_R@1" in r for r in rows):
         tables["the owner's concept"] = owner_table(rows, "gen")
+    if any("owner/last/pub/image_to_text_R@1" in r for r in rows):
+        tables["the owner's photos as published"] = owner_published_table(rows)
     for kind, title in (("mem", "the owner's worst case over the scrapers"),
                         ("gen", "the owner's concept: worst case over the scrapers")):
         scrapers = {(r["victim"], r.get("defense", "none")) for r in rows if f"owner/last/{kind}/image_to_text_R@1" in r}
@@ -337,6 +390,45 @@ def owner_table(rows: list[dict], kind: str = "mem") -> str:
         if has_random:
             line += f"{100 * statistics.mean(r[f'owner/last/{kind}/random_text_to_image_R@10'] for r in rs):>13.2f}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def owner_published_table(rows: list[dict]) -> str:
+    """Per protected copy, the owner's memorisation R@10 on the clean originals beside the same queries made with
+    the copy as published (what the scraper holds), and the gap closed by each: noise that merely hides the
+    originals from a model that memorised the noisy copy keeps the first and loses the second. The floor as
+    published is the absent victim queried with the same copy (where this folder trained it, else on the
+    originals, marked *); the ceiling is the clean victim on the originals, what publishing them exposes."""
+    def r10(r: dict, kind: str) -> float:
+        return 50 * (r[f"owner/last/{kind}/image_to_text_R@10"] + r[f"owner/last/{kind}/text_to_image_R@10"])
+    mine = [r for r in rows if "owner/last/pub/image_to_text_R@1" in r]
+    groups: dict[tuple, list[dict]] = {}
+    for r in mine:
+        groups.setdefault((r["owner"], r["victim"], r.get("defense", "none"), r["method"]), []).append(r)
+    ref, mean = _owner_r10(rows, "mem"), statistics.mean
+    ow, vw, dw, mw = (_width((k[i] for k in groups), w) for i, w in enumerate((24, 15, 12, 16)))
+    lines = ["(owner's memorisation R@10, mean of both directions, last epoch, %, mean over n seeds: queries and "
+             "gallery as on the originals, or with the owner's copy as published; gap closed = (clean - method) / "
+             "(clean - absent); * = floor on the originals: this folder has no absent victim of that cell)",
+             f"{'owner':<{ow}}{'victim':<{vw}}{'defense':<{dw}}{'method':<{mw}}{'n':>3}{'clean':>8}"
+             f"{'absent':>9}{'originals':>11}{'gap':>7}{'absent pub':>12}{'published':>11}{'gap':>7}"]
+    for (o, v, d, m), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], method_order(kv[0][3]))):
+        clean, absent = ref.get((o, v, d, "clean")), ref.get((o, v, d, "absent"))
+        seeds = [r["seed"] for r in rs]
+        clean = mean(clean[s] for s in seeds if s in clean) if clean and set(seeds) & set(clean) else None
+        absent = mean(absent[s] for s in seeds if s in absent) if absent and set(seeds) & set(absent) else None
+        orig, pub = mean(r10(r, "mem") for r in rs), mean(r10(r, "pub") for r in rs)
+        floors = [r10(r, "pub_absent") for r in rs if "owner/last/pub_absent/image_to_text_R@10" in r]
+        floor = mean(floors) if len(floors) == len(rs) else absent
+        star = "" if len(floors) == len(rs) else "*"
+        fmt = lambda x, w: f"{x:>{w}.1f}" if x is not None else f"{'-':>{w}}"   # noqa: E731
+        # no gap to close where the floor reaches the ceiling (noise that makes the copy easier to find)
+        gap = lambda lo, x: (f"{gap_closed(lo, clean, x):>7.2f}" if lo is not None and clean is not None  # noqa: E731
+                             and clean > lo else f"{'-':>7}")
+        lines.append(f"{o:<{ow}}{v:<{vw}}{d:<{dw}}{m:<{mw}}{len(rs):>3}{fmt(clean, 8)}{fmt(absent, 9)}"
+                     f"{orig:>11.1f}{gap(absent, orig)}"
+                     + (f"{floor:>11.1f}{star:1}" if floor is not None else f"{'-':>12}")
+                     + f"{pub:>11.1f}{gap(floor, pub)}")
     return "\n".join(lines)
 
 

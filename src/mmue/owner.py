@@ -6,11 +6,14 @@ An owner is a part of the training split: a random ``fraction`` of its images, t
 word (``query``), or the rows where a CSV ``column`` has a ``value``. Three victims answer the question side by
 side: trained without the owner's data (``absent``, the floor), with it clean (the ceiling), and with it protected.
 
-Two metrics, both on clean, original data:
+Two metrics on clean, original data:
 * *memorisation*: queries are the owner's training captions (and images); the gallery is the owner's training
   images plus the whole test split as distractors: can the model find exactly the photos the owner published?
 * *generalisation* (semantic owners only): queries are the test pairs of the owner's concept, the gallery is the
   whole test split: did the model learn the concept only the owner publishes?
+and the sceptic's third, memorisation *as published* (``prefix="pub"`` on the owner's protected copy): the same
+queries and gallery, but the owner's images and captions as the scraper holds them. Noise that only hides the
+clean originals from a model that memorised the noisy copy scores well on the first and not on this one.
 """
 from __future__ import annotations
 
@@ -113,9 +116,10 @@ def _recall(i2t: torch.Tensor, t2i: torch.Tensor, prefix: str) -> dict[str, floa
 
 
 def owner_metrics(run: Path | None, owner_csv: Path, test_csv: Path | None, device: str, which: str = "last",
-                  owner: Owner | None = None, model=None) -> dict[str, float]:
+                  owner: Owner | None = None, model=None, prefix: str = "mem") -> dict[str, float]:
     """Memorisation (and, for a semantic ``owner``, generalisation) recall of the victim in ``run`` (or ``model``:
-    an untrained one, for an owner whose data nobody trained on). Keys ``mem/...`` and ``gen/...``."""
+    an untrained one, for an owner whose data nobody trained on). Keys ``{prefix}/...`` and ``gen/...``; pass the
+    owner's published copy as ``owner_csv`` with ``prefix="pub"`` for memorisation as published."""
     dev = resolve_device(device)
     if model is None:
         model = load_model(run, dev, which=which)
@@ -130,10 +134,10 @@ def owner_metrics(run: Path | None, owner_csv: Path, test_csv: Path | None, devi
     else:
         img, txt, caption_image, test = oi, ot, list(own.caption_image), None
     i2t, t2i = retrieval_ranks(img, txt, caption_image)
-    out = _recall(i2t[:n_own], t2i[:m_own], "mem/")
+    out = _recall(i2t[:n_own], t2i[:m_own], f"{prefix}/")
     rg = random_guess(caption_image, img.shape[0])
-    out.update({f"mem/random_{k}": v for k, v in rg.items()})
-    out["mem/gallery_images"] = int(img.shape[0])
+    out.update({f"{prefix}/random_{k}": v for k, v in rg.items()})
+    out[f"{prefix}/gallery_images"] = int(img.shape[0])
     if owner is not None and owner.semantic and test is not None:
         tp = read_pairs(test_csv, check_files=False)
         concept = [i for i in range(tp.n_images) if owner.matches(tp, i)]
