@@ -119,6 +119,11 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys, caplog):
     assert list(r["scrapers"]) == ["none", "oracle-captions", "jpeg-75"] and r["worst"]["scraper"] in r["scrapers"]
     assert list(r["models"]) == ["mmue-tiny-rn"] and r["scrapers"] == r["models"]["mmue-tiny-rn"]["scrapers"]
     assert r["metrics"] == r["scrapers"]["none"]["metrics"]
+    # the copy as published is also the query: the protected victim and the floor, on the owner's files
+    pub = r["scrapers"]["none"]["published"]
+    assert pub["metrics"]["protected"]["pub/gallery_images"] == 64 and set(pub["mean_R@10"]) == {"absent", "protected"}
+    assert "queried with your copy as published" in out and "Queried with your copy as published" in out
+    assert "published" not in r["scrapers"]["jpeg-75"]
     # re-captioning: the protected images with the owner's original captions; clean data is unchanged by it, so
     # its floor and ceiling are the undefended victims', while JPEG re-saves the clean mix too and trains its own
     oracle = read_pairs(tmp_path / "v/scraped/oracle-captions/protected/train-protected.csv")
@@ -162,6 +167,9 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     assert r["models"]["mmue-tiny-rn"]["scrapers"]["none"]["metrics"]["absent"] != \
         r["models"]["mmue-tiny-vit"]["scrapers"]["none"]["metrics"]["absent"]
     assert r["worst"]["model"] in DEFAULT_MODELS and "A model (mmue-tiny-rn) trained on your protected copy" in out
+    # without public data the untrained model is the floor as published too
+    floor = r["models"]["mmue-tiny-vit"]["scrapers"]["none"]["published"]["metrics"]["absent"]
+    assert floor["pub/gallery_images"] == 16
     # progress over every victim of every architecture: 2 x (clean, protected)
     assert "victim 1/4: mmue-tiny-rn on clean" in caplog.text and "victim 4/4: mmue-tiny-vit on protected" in caplog.text
     with pytest.raises(ValueError, match="unknown architecture"):
@@ -192,6 +200,11 @@ def test_verify_verdict_leads_with_the_worst_case_over_scrapers_and_architecture
     assert worst_case(report({"mmue-tiny-rn": rn}))["scraper"] == "jpeg-75"
     alone = report({"mmue-tiny-rn": {"none": cell(0.2, 1.0, 0.4)}})
     assert "Worst case" not in verdict(alone) and "None of" not in verdict(alone)
+    alone["models"]["mmue-tiny-rn"]["scrapers"]["none"]["published"] = {"mean_R@10": {"absent": 0.3, "protected": 1.0}}
+    assert "as published (the files a scraper holds), it finds them about as often as your clean originals" \
+        in verdict(alone) and "(mean R@10 100.0 % vs 100.0 %; without your data: 30.0 %)" in verdict(alone)
+    alone["models"]["mmue-tiny-rn"]["scrapers"]["none"]["mean_R@10"]["clean"] = 0.6
+    assert "it finds them more often than your clean originals" in verdict(alone)
     # a copy that holds for the surrogate's architecture and not another: the other one sets the verdict, even
     # as published, and a verdict from the surrogate's architecture alone says it flatters
     both = report({"mmue-tiny-rn": {"none": cell(0.2, 1.0, 0.4)}, "mmue-tiny-vit": {"none": cell(0.2, 1.0, 1.0)}},

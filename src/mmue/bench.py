@@ -282,7 +282,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
         tables["the owner's photos as published"] = owner_published_table(rows)
     for kind, title in (("mem", "the owner's worst case over the scrapers"),
                         ("gen", "the owner's concept: worst case over the scrapers")):
-        scrapers = {(r["victim"], r.get("defense", "none")) for r in rows if f"owner/last/{kind}/image_to_text_R@1" in r}
+        scrapers = {(r["victim"], r.get("defense", "none")) for r in rows
+                    if f"owner/last/{kind}/image_to_text_R@1" in r}
         if len(scrapers) > 1:
             tables[title] = owner_worst_case_table(rows, kind)
     if any("last/zeroshot_acc1" in r for r in rows):
@@ -380,7 +381,8 @@ def owner_table(rows: list[dict], kind: str = "mem") -> str:
              + f"{'gap closed':>12}" + (f"{'random R@10':>13}" if has_random else "")]
     order = {"absent": -3, "clean": -2}
     r10 = {k: statistics.mean(v.values()) for k, v in _owner_r10(rows, kind).items()}
-    for (o, v, d, m), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], order.get(kv[0][3], method_order(kv[0][3])))):
+    for (o, v, d, m), rs in sorted(groups.items(),
+                                   key=lambda kv: (kv[0][:3], order.get(kv[0][3], method_order(kv[0][3])))):
         ref = {x: r10.get((o, v, d, x)) for x in ("absent", "clean")}
         gap = (gap_closed(ref["absent"], ref["clean"], r10[(o, v, d, m)])
                if ref["absent"] is not None and ref["clean"] is not None and m not in ("absent", "clean")

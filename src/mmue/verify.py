@@ -124,8 +124,8 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
     def count() -> str:
         return f"{next(counter)}/{total}"
     for name in models:
-        report["models"][name] = {"scrapers": _verify_model(name, clean, mixes, distractors, scrapers, views, out,
-                                                            epochs, seed, device, augment, count)}
+        report["models"][name] = {"scrapers": _verify_model(name, clean, prot_csv, mixes, distractors, scrapers,
+                                                            views, out, epochs, seed, device, augment, count)}
     first = report["models"][models[0]]["scrapers"]["none"]   # the first architecture, the copy as published
     report.update(scrapers=report["models"][models[0]]["scrapers"], metrics=first["metrics"],
                   **{"mean_R@10": first["mean_R@10"]}, gap_closed=first["gap_closed"], worst=worst_case(report),
@@ -137,11 +137,12 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
     return report
 
 
-def _verify_model(model: str, clean: Path, mixes: dict, distractors, scrapers: list[str], views: dict, out: Path,
-                  epochs: int, seed: int, device: str, augment: str, count) -> dict:
+def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distractors, scrapers: list[str],
+                  views: dict, out: Path, epochs: int, seed: int, device: str, augment: str, count) -> dict:
     """Every scraper's absent / clean / protected rows for victims of one architecture, in
-    ``out/victims/<model>/[<scraper>/]<name>``; the scrapers' copies of the mixes are shared by all architectures."""
-    fixed = {}   # rows no scraper changes: nobody trained on anything, the untrained model is "never published"
+    ``out/victims/<model>/[<scraper>/]<name>``; the scrapers' copies of the mixes are shared by all architectures.
+    The copy as published (no scraper) is also queried as the scraper holds it: ``published``, the owner's copy."""
+    fixed, untrained = {}, None   # rows no scraper changes: without --public, the untrained model is the floor
     if "absent" not in mixes:
         torch.manual_seed(seed)
         untrained = create_model(model, device=resolve_device(device))
@@ -171,6 +172,12 @@ def _verify_model(model: str, clean: Path, mixes: dict, distractors, scrapers: l
                for k, v in rows.items()}
         results[scraper] = {"augment": cfg.augment, "metrics": rows, "mean_R@10": r10,
                             "gap_closed": gap_closed(r10["absent"], r10["clean"], r10["protected"])}
+    # the files a scraper holds: the protected victim, and the floor, queried with the copy itself
+    pub = {name: owner_metrics(None if name == "absent" and untrained is not None else out / "victims" / model / name,
+                               published, distractors, device, "last", model=untrained if name == "absent" else None,
+                               prefix="pub") for name in ("absent", "protected")}
+    results["none"]["published"] = {"metrics": pub, "mean_R@10": {
+        k: statistics.mean([v["pub/image_to_text_R@10"], v["pub/text_to_image_R@10"]]) for k, v in pub.items()}}
     return results
 
 
@@ -208,6 +215,12 @@ def verify_table(report: dict) -> str:
                     r["gap_closed"] else ""
                 lines.append(f"{('    ' if s != 'none' else '  ') + names[name]:<40}"
                              + "".join(f"{100 * r['metrics'][name]['mem/' + k]:>10.1f}" for k in keys) + gap)
+            if s == "none" and "published" in r:
+                lines.append("  queried with your copy as published (the files a scraper holds):")
+                for name in ("absent", "protected"):
+                    lines.append(f"{'    ' + names[name].split(' (')[0]:<40}"
+                                 + "".join(f"{100 * r['published']['metrics'][name]['pub/' + k]:>10.1f}"
+                                           for k in keys))
     lines.append(f"{'random guess':<40}" + "".join(f"{100 * m['clean']['mem/random_' + k]:>10.1f}" for k in keys))
     return "\n".join(lines)
 
@@ -225,10 +238,25 @@ def _sentence(r: dict) -> str:
             f"{closed}")
 
 
+def _published_sentence(r: dict) -> str:
+    """What the files as published give away: the same victim queried with the protected copy itself."""
+    pub, clean = r["published"]["mean_R@10"], r["mean_R@10"]["clean"]
+    how = ("more often than" if pub["protected"] > 1.05 * clean else "about as often as"
+           if pub["protected"] >= clean / 1.05 else "less often than")
+    # a model can always memorise a pair it trained on: what the noise may change is what it learns of the content
+    why = ("" if how == "less often than" else ": the noise keeps a model from learning your images, not from "
+           "matching the published files to their captions")
+    return (f"Queried with your copy as published (the files a scraper holds), it finds them {how} your clean "
+            f"originals after training on them (mean R@10 {100 * pub['protected']:.1f} % vs {100 * clean:.1f} %; "
+            f"without your data: {100 * pub['absent']:.1f} %){why}.")
+
+
 def verdict(report: dict) -> str:
     models = report["models"]
     first = next(iter(models))
     text = f"A model ({first}) trained on your protected copy {_sentence(models[first]['scrapers']['none'])}."
+    if "published" in models[first]["scrapers"]["none"]:
+        text += " " + _published_sentence(models[first]["scrapers"]["none"])
     worst = report["worst"]
     n_models, n_scrapers = len(models), len(models[first]["scrapers"])
     counted = [f"{n} {what}" for n, what in ((n_models, "architectures"), (n_scrapers, "scrapers")) if n > 1]
