@@ -576,3 +576,18 @@ def test_surrogate_restart_gives_each_round_new_weights(tiny_synth):
     with pytest.raises(ValueError, match="surrogate-restart"):
         api.protect(tiny_synth / "train.csv", "unused", method="em", strength="low", surrogate_restart=True,
                     surrogate_pretrained="w.safetensors")
+
+
+def test_noise_tuned_against_public_pretrained_weights_is_flagged(tiny_synth, tmp_path, caplog):
+    import logging
+
+    from mmue.protect.workflow import tuned_on_public_weights
+    assert tuned_on_public_weights("mmue-effl0-minilm")
+    assert tuned_on_public_weights("mmue-tiny-rn-128,mmue-tiny-rn+mmue-effl0-minilm")   # any stage, any member
+    assert tuned_on_public_weights("mmue-tiny-rn", "w.safetensors")
+    assert not tuned_on_public_weights("mmue-tiny-rn-128,mmue-tiny-rn+mmue-tiny-vit")
+    caplog.set_level(logging.WARNING, logger="mmue.protect.workflow")
+    with pytest.raises(FileNotFoundError):   # the weights do not exist: the warning came first
+        api.protect(tiny_synth / "train.csv", tmp_path / "p", method="em", strength="low", rounds=0,
+                    surrogate_pretrained=str(tmp_path / "missing.safetensors"), device="cpu", progress=False)
+    assert "easier to match with their captions" in caplog.text and "missing.safetensors" in caplog.text

@@ -19,7 +19,7 @@ from ..data.images import bad_images
 from ..data.types import DataError
 from ..device import resolve_device
 from ..fileio import atomic_write, atomic_write_json
-from ..models import DEFAULT_MODEL, create_model
+from ..models import DEFAULT_MODEL, create_model, pretrained_tower_models
 from ..quality import image_diffs
 from ..runs import check_out_dir, versions
 from .engine import MEMEngine
@@ -74,6 +74,12 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
                                   progress, {"out_format": out_format, "image_format": image_format,
                                              "quality": int(quality), "skip_bad_images": skip_bad_images,
                                              "public": str(public) if public is not None else None}, settings)
+    if tuned_on_public_weights(surrogate, surrogate_pretrained):
+        log.warning("the surrogate %s starts from pretrained weights: noise tuned against them makes your published "
+                    "images easier to match with their captions for anyone who holds those weights, whether or not "
+                    "they train on your copy (measured on one dataset: README, 'Where protection stands'). Use it "
+                    "only if a model fine-tuned from those weights learning your content is what you weigh most.",
+                    surrogate_pretrained or surrogate)
     d, dev = distributed.setup(resolve_device(device))
 
     def new_params() -> dict:
@@ -98,6 +104,14 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
                                progress)
     finally:
         distributed.on_main(run.unlock)
+
+
+def tuned_on_public_weights(surrogate: str, surrogate_pretrained: str | None = None) -> bool:
+    """Whether the noise is tuned against pretrained weights (given, or one of the shipped pretrained towers):
+    weights others hold too, who can then match the published pairs more easily (the copy minimises their loss)."""
+    towers = set(pretrained_tower_models())
+    return bool(surrogate_pretrained) or any(n.strip() in towers for stage in split_surrogates(surrogate)
+                                             for n in stage.split("+"))
 
 
 def _protect_in_stages(source: Path, out: Path, method: str, strength: str, names: list[str], device: str,
