@@ -217,8 +217,10 @@ def verify_table(report: dict) -> str:
                              + "".join(f"{100 * r['metrics'][name]['mem/' + k]:>10.1f}" for k in keys) + gap)
             if s == "none" and "published" in r:
                 lines.append("  queried with your copy as published (the files a scraper holds):")
+                shown = {"absent": "without your data" if report["public"] else "an untrained model",
+                         "protected": "your protected copy"}
                 for name in ("absent", "protected"):
-                    lines.append(f"{'    ' + names[name].split(' (')[0]:<40}"
+                    lines.append(f"{'    ' + shown[name]:<40}"
                                  + "".join(f"{100 * r['published']['metrics'][name]['pub/' + k]:>10.1f}"
                                            for k in keys))
     lines.append(f"{'random guess':<40}" + "".join(f"{100 * m['clean']['mem/random_' + k]:>10.1f}" for k in keys))
@@ -244,8 +246,8 @@ def _published_sentence(r: dict) -> str:
     how = ("more often than" if pub["protected"] > 1.05 * clean else "about as often as"
            if pub["protected"] >= clean / 1.05 else "less often than")
     # a model can always memorise a pair it trained on: what the noise may change is what it learns of the content
-    why = ("" if how == "less often than" else ": the noise keeps a model from learning your images, not from "
-           "matching the published files to their captions")
+    why = ("" if how == "less often than" else ": noise can change what a model learns of your images, not whether "
+           "it matches the files it trained on to their captions")
     return (f"Queried with your copy as published (the files a scraper holds), it finds them {how} your clean "
             f"originals after training on them (mean R@10 {100 * pub['protected']:.1f} % vs {100 * clean:.1f} %; "
             f"without your data: {100 * pub['absent']:.1f} %){why}.")

@@ -77,7 +77,7 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
     if tuned_on_public_weights(surrogate, surrogate_pretrained):
         log.warning("the surrogate %s starts from pretrained weights: noise tuned against them makes your published "
                     "images easier to match with their captions for anyone who holds those weights, whether or not "
-                    "they train on your copy (measured on one dataset: README, 'Where protection stands'). Use it "
+                    "they train on your copy (measured on one dataset: README, 'What has been measured'). Use it "
                     "only if a model fine-tuned from those weights learning your content is what you weigh most.",
                     surrogate_pretrained or surrogate)
     d, dev = distributed.setup(resolve_device(device))
