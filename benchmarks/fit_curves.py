@@ -30,7 +30,7 @@ def noise_alone_fit(eng: engine_module.MEMEngine, state, round_idx: int) -> floa
     eng.model.eval()
     hits, pairs = torch.zeros(2, dtype=torch.float64), 0
     with torch.no_grad():
-        for idx in eng._batches(torch.randperm(eng.data.n_images, generator=g)):
+        for idx in eng.batches(torch.randperm(eng.data.n_images, generator=g)):
             b = eng.make_batch(idx, g)
             hits += engine_module.in_batch_hits(
                 eng.model.encode_image(0.5 + eng.noise.delta(state, b.index, eng.device)).float(),

@@ -422,7 +422,7 @@ class MEMEngine:
         return delta.detach(), float(loss.detach())
 
     # ----------------------------------------------------------------------------------------- a round
-    def _batches(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def batches(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Batches over ``images``; a last batch of one joins the previous one (a contrastive loss needs
         negatives, and every image must be optimised)."""
         bs = self.cfg.batch_size
@@ -450,7 +450,7 @@ class MEMEngine:
         mine = torch.randperm(self.data.n_images, generator=g)[d.rank::d.world]   # the same order on every rank
         g = generator(cfg.seed, "data pass", round_idx, d.rank)                  # this rank's own draws
         try:
-            for idx in tqdm(self._batches(mine), desc=f"round {round_idx + 1} data", leave=False,
+            for idx in tqdm(self.batches(mine), desc=f"round {round_idx + 1} data", leave=False,
                             disable=None if progress and d.is_main else True):
                 batch = self.make_batch(idx, g, aim=True)
                 delta = self.noise.delta(state, idx, self.device)
@@ -521,7 +521,7 @@ class MEMEngine:
                                                               self.model.encode_text(txt).float()))
         try:
             with torch.no_grad(), autocast(self.device):
-                for idx in self._batches(torch.randperm(self.data.n_images, generator=g)):
+                for idx in self.batches(torch.randperm(self.data.n_images, generator=g)):
                     batch = self.make_batch(idx, g, shard=True, plain=True)
                     hits[0] += count(self._protected(state, batch),
                                      batch.ids(state.triggers[batch.index].to(self.device)))
