@@ -87,9 +87,11 @@ def test_bench_owner_mode_trains_absent_clean_and_protected_on_the_mix(tiny_synt
     results = tmp_path / "b" / "results.jsonl"
     stripped = [{k: v for k, v in r.items() if "/pub" not in k} for r in read_jsonl(results)]
     write_jsonl(results, stripped)
+    trained = {p: p.stat().st_mtime_ns for p in (tmp_path / "b" / "victims").glob("*/summary.json")}
     again = run_bench(cfg, tmp_path / "b", device="cpu")
     assert [r.get("owner/last/pub/text_to_image_R@10") for r in again] == \
         [r.get("owner/last/pub/text_to_image_R@10") for r in rows]
+    assert trained and {p: p.stat().st_mtime_ns for p in trained} == trained
     assert "## Released images" in report and "over 24 images" in report   # the owner's copy, beside its originals
     with pytest.raises(ValueError, match="needs an owner"):
         BenchConfig(methods=["absent"]).validate()
