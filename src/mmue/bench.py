@@ -21,7 +21,7 @@ from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 from .data import write_builtin
 from .data.pairs import read_pairs
 from .metrics import KS
-from .owner import Owner, concat_csvs, gap_closed, owner_metrics, write_subset
+from .owner import Owner, concat_csvs, gap_closed, mean_r10, owner_metrics, write_subset
 from .protect.export import MANIFEST
 from .protect.registry import method_order, resolve
 from .models import DEFAULT_MODEL
@@ -152,18 +152,16 @@ def _published_view(out: Path, cfg: BenchConfig, row: dict, test_csv: Path, devi
     """Memorisation *as published* for a protected owner row: its victim (``pub``) and, where this folder trained
     it, the absent one (``pub_absent``, the floor) queried with the owner's protected copy, the images and captions
     the scraper holds. Keys that the row has already are not measured again."""
+    missing = {prefix: run for prefix, method in (("pub", row["method"]), ("pub_absent", "absent"))
+               if f"owner/last/{prefix}/image_to_text_R@1" not in row
+               and (run := _finished_victim(out, method, row["victim"], row["seed"], row.get("defense", "none")))}
     prot = _release_dirs(out, cfg, row["method"], row["seed"], True)[-1]
-    if not (prot / MANIFEST).exists():
+    if not missing or not (prot / MANIFEST).exists():
         return {}
     man = json.loads((prot / MANIFEST).read_text())
     copy = prot / man.get("data", man.get("csv"))
-    found = {}
-    for prefix, method in (("pub", row["method"]), ("pub_absent", "absent")):
-        run = _finished_victim(out, method, row["victim"], row["seed"], row.get("defense", "none"))
-        if run is not None and f"owner/last/{prefix}/image_to_text_R@1" not in row:
-            found.update({f"owner/last/{k}": v for k, v in
-                          owner_metrics(run, copy, test_csv, device, "last", prefix=prefix).items()})
-    return found
+    return {f"owner/last/{k}": v for prefix, run in missing.items()
+            for k, v in owner_metrics(run, copy, test_csv, device, "last", prefix=prefix).items()}
 
 
 def _with_published(rows: list[dict], out: Path, cfg: BenchConfig, test_csv: Path, device: str) -> list[dict]:
@@ -402,7 +400,15 @@ def owner_published_table(rows: list[dict]) -> str:
     published is the absent victim queried with the same copy (where this folder trained it, else on the
     originals, marked *); the ceiling is the clean victim on the originals, what publishing them exposes."""
     def r10(r: dict, kind: str) -> float:
-        return 50 * (r[f"owner/last/{kind}/image_to_text_R@10"] + r[f"owner/last/{kind}/text_to_image_R@10"])
+        return 100 * mean_r10(r, f"owner/last/{kind}/")
+
+    def fmt(x: float | None, w: int) -> str:
+        return f"{x:>{w}.1f}" if x is not None else f"{'-':>{w}}"
+
+    def gap(floor: float | None, ceiling: float | None, x: float) -> str:
+        # no gap to close where the floor reaches the ceiling (noise that makes the copy easier to find)
+        ok = floor is not None and ceiling is not None and ceiling > floor
+        return f"{gap_closed(floor, ceiling, x):>7.2f}" if ok else f"{'-':>7}"
     mine = [r for r in rows if "owner/last/pub/image_to_text_R@1" in r]
     groups: dict[tuple, list[dict]] = {}
     for r in mine:
@@ -423,14 +429,10 @@ def owner_published_table(rows: list[dict]) -> str:
         floors = [r10(r, "pub_absent") for r in rs if "owner/last/pub_absent/image_to_text_R@10" in r]
         floor = mean(floors) if len(floors) == len(rs) else absent
         star = "" if len(floors) == len(rs) else "*"
-        fmt = lambda x, w: f"{x:>{w}.1f}" if x is not None else f"{'-':>{w}}"   # noqa: E731
-        # no gap to close where the floor reaches the ceiling (noise that makes the copy easier to find)
-        gap = lambda lo, x: (f"{gap_closed(lo, clean, x):>7.2f}" if lo is not None and clean is not None  # noqa: E731
-                             and clean > lo else f"{'-':>7}")
         lines.append(f"{o:<{ow}}{v:<{vw}}{d:<{dw}}{m:<{mw}}{len(rs):>3}{fmt(clean, 8)}{fmt(absent, 9)}"
-                     f"{orig:>11.1f}{gap(absent, orig)}"
+                     f"{orig:>11.1f}{gap(absent, clean, orig)}"
                      + (f"{floor:>11.1f}{star:1}" if floor is not None else f"{'-':>12}")
-                     + f"{pub:>11.1f}{gap(floor, pub)}")
+                     + f"{pub:>11.1f}{gap(floor, clean, pub)}")
     return "\n".join(lines)
 
 
@@ -440,7 +442,7 @@ def _owner_r10(rows: list[dict], kind: str) -> dict[tuple, dict[int, float]]:
     r10: dict[tuple, dict[int, float]] = {}
     for r in rows:
         if f"{key}image_to_text_R@10" in r:
-            v = 50 * (r[f"{key}image_to_text_R@10"] + r[f"{key}text_to_image_R@10"])
+            v = 100 * mean_r10(r, key)
             r10.setdefault((r["owner"], r["victim"], r.get("defense", "none"), r["method"]), {})[r["seed"]] = v
     return r10
 

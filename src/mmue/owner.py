@@ -148,6 +148,12 @@ def owner_metrics(run: Path | None, owner_csv: Path, test_csv: Path | None, devi
     return out
 
 
+def mean_r10(metrics: dict, prefix: str) -> float:
+    """R@10 averaged over both directions, from the keys ``{prefix}image_to_text_R@10`` and its reverse (a fraction,
+    as stored)."""
+    return (metrics[f"{prefix}image_to_text_R@10"] + metrics[f"{prefix}text_to_image_R@10"]) / 2
+
+
 def gap_closed(absent: float, clean: float, protected: float) -> float:
     """(clean - protected) / (clean - absent): 1 = as if never published, 0 = no protection."""
     return (clean - protected) / (clean - absent) if clean != absent else float("nan")

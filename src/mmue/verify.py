@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from .device import resolve_device
 from .experiments import train_victim
 from .fileio import atomic_write_json, atomic_write_text
 from .models import DEFAULT_MODEL, create_model, list_models, pretrained_tower_models, tiny_models
-from .owner import concat_csvs, gap_closed, owner_metrics
+from .owner import concat_csvs, gap_closed, mean_r10, owner_metrics
 from .protect.export import MANIFEST
 from .train import TrainConfig
 
@@ -168,16 +167,15 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
                      "" if scraper == "none" else f" [{scraper}]")
             train_victim(data, Path(clean), run, model, cfg, device)
             rows[name] = owner_metrics(run, Path(clean), distractors, device, "last")
-        r10 = {k: statistics.mean([v["mem/image_to_text_R@10"], v["mem/text_to_image_R@10"]])
-               for k, v in rows.items()}
+        r10 = {k: mean_r10(v, "mem/") for k, v in rows.items()}
         results[scraper] = {"augment": cfg.augment, "metrics": rows, "mean_R@10": r10,
                             "gap_closed": gap_closed(r10["absent"], r10["clean"], r10["protected"])}
     # the files a scraper holds: the protected victim, and the floor, queried with the copy itself
-    pub = {name: owner_metrics(None if name == "absent" and untrained is not None else out / "victims" / model / name,
-                               published, distractors, device, "last", model=untrained if name == "absent" else None,
-                               prefix="pub") for name in ("absent", "protected")}
-    results["none"]["published"] = {"metrics": pub, "mean_R@10": {
-        k: statistics.mean([v["pub/image_to_text_R@10"], v["pub/text_to_image_R@10"]]) for k, v in pub.items()}}
+    victims = {"absent": (None, untrained) if untrained is not None else (out / "victims" / model / "absent", None),
+               "protected": (out / "victims" / model / "protected", None)}
+    pub = {name: owner_metrics(run, published, distractors, device, "last", model=m, prefix="pub")
+           for name, (run, m) in victims.items()}
+    results["none"]["published"] = {"metrics": pub, "mean_R@10": {k: mean_r10(v, "pub/") for k, v in pub.items()}}
     return results
 
 
