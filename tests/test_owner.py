@@ -245,6 +245,20 @@ def test_verify_verdict_leads_with_the_worst_case_over_scrapers_and_architecture
     assert "None of the 2 architectures measured did better against it" in verdict(held)
 
 
+def test_verify_finds_the_copys_csv_from_either_manifest_key(tmp_path):
+    from mmue.verify import protected_csv
+    out = tmp_path / "prot"
+    (out / "private").mkdir(parents=True)
+    (out / "publish").mkdir()
+    (out / "private/manifest.json").write_text(json.dumps({"csv": "publish/train.csv"}))   # before "data" existed
+    assert protected_csv(out) == out / "publish/train.csv"
+    (out / "publish/manifest.json").write_text(json.dumps({"data": "train.csv"}))   # relative to publish/ itself
+    assert protected_csv(out / "publish") == out / "publish/train.csv"
+    (out / "private/manifest.json").write_text(json.dumps({"data": "publish/shards/{00000..00001}.tar"}))
+    with pytest.raises(FileNotFoundError, match="not a protected copy"):   # shards are not a CSV to train on
+        protected_csv(out)
+
+
 def test_verify_refuses_unknown_architectures_before_training():
     from mmue.verify import DEFAULT_MODELS, split_models
     assert split_models(None) == list(DEFAULT_MODELS) and len({m.split("-")[-1] for m in DEFAULT_MODELS}) == 2

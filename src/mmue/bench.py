@@ -22,7 +22,7 @@ from .data import write_builtin
 from .data.pairs import read_pairs
 from .metrics import KS
 from .owner import Owner, concat_csvs, gap_closed, mean_r10, owner_metrics, write_subset
-from .protect.export import MANIFEST
+from .protect.export import MANIFEST, released_data
 from .protect.registry import method_order, resolve
 from .models import DEFAULT_MODEL
 from .report import write_report
@@ -159,7 +159,7 @@ def _published_view(out: Path, cfg: BenchConfig, row: dict, test_csv: Path, devi
     if not missing or not (prot / MANIFEST).exists():
         return {}
     man = json.loads((prot / MANIFEST).read_text())
-    copy = prot / man.get("data", man.get("csv"))
+    copy = released_data(prot, man)
     return {f"owner/last/{k}": v for prefix, run in missing.items()
             for k, v in owner_metrics(run, copy, test_csv, device, "last", prefix=prefix).items()}
 
@@ -228,8 +228,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     if cfg.stack:
                         prot, man = _stacked(cfg, prot, stages, man, source, seed, device, public)
                     released = prot.name   # unique per release in this folder (the CSV sits in publish/ for all)
-                    # manifests name their dataset under "data" (CSV or shards); older ones only under "csv"
-                    victim_train = prot / man.get("data", man.get("csv", train_csv.name))
+                    victim_train = released_data(prot, man) or prot / train_csv.name
                     if owned:   # the scraper's mix: everyone else's clean rows and the owner's protected copy
                         victim_train = concat_csvs([owned["rest"], victim_train],
                                                    owned["rest"].parent / f"mix-{method}.csv")
@@ -324,14 +323,14 @@ def _stacked(cfg: BenchConfig, prot: Path, stages: list[Path], man: dict, source
     stages'."""
     seconds = man["generation_s"]
     for stage, nxt in zip(cfg.stack, stages):
-        man = ensure_protected(prot / man.get("data", man.get("csv")), nxt, stage["method"], cfg.strength, seed,
+        man = ensure_protected(released_data(prot, man), nxt, stage["method"], cfg.strength, seed,
                                device, surrogate=stage.get("surrogate", cfg.surrogate), **public,
                                **stage.get("protect", {}))
         prot, seconds = nxt, seconds + man["generation_s"]
     stamp = prot / "fidelity.json"   # every image read twice: once per release, not once per cell
     fid = json.loads(stamp.read_text()) if stamp.exists() else {}
     if fid.get("source") != str(source):
-        psnr_db, linf = copy_fidelity(source, prot / man.get("data", man.get("csv")))
+        psnr_db, linf = copy_fidelity(source, released_data(prot, man))
         fid = {"source": str(source), "mean_psnr_db": psnr_db, "max_linf_px": linf}
         atomic_write_json(stamp, fid)
     return prot, {**man, "mean_psnr_db": fid["mean_psnr_db"], "max_linf_px": fid["max_linf_px"],

@@ -18,7 +18,7 @@ from PIL import Image
 from .data.pairs import read_pairs
 from .data.types import load_rgb, pil_to_u8
 from .fileio import read_jsonl
-from .protect.export import MANIFEST
+from .protect.export import MANIFEST, released_data
 from .quality import diff_stats, mean_psnr, ssim
 
 
@@ -32,7 +32,7 @@ def original_files(protected_dir: Path, source_csv: Path, built_on: list[Path] =
         manifest = json.loads((release / MANIFEST).read_text())
         origin = {(release / e["file"]).resolve(): origin[(base / e["source"]).resolve()] if origin
                   else base / e["source"] for e in manifest["images"]}
-        base = (release / manifest["csv"]).parent
+        base = released_data(release, manifest).parent
     return [origin[(protected_dir / e["file"]).resolve()] for e in manifest["images"]]
 
 
@@ -92,7 +92,7 @@ def image_grid(protected_dir: Path, source_csv: Path, path: Path, n: int = 6, bo
     pixel for pixel, full-size photos shrunk); returns the picture and its captions."""
     manifest = json.loads((protected_dir / MANIFEST).read_text())
     src_pairs = read_pairs(source_csv, check_files=False)
-    prot_pairs = read_pairs(protected_dir / manifest["csv"], check_files=False)
+    prot_pairs = read_pairs(released_data(protected_dir, manifest), check_files=False)
     originals = originals or original_files(protected_dir, source_csv)
     tiles, captions = [], []
     for i, e in enumerate(manifest["images"][:n]):

@@ -39,7 +39,7 @@ from .experiments import train_victim
 from .fileio import atomic_write_json, atomic_write_text
 from .models import DEFAULT_MODEL, create_model, list_models, pretrained_tower_models, tiny_models
 from .owner import concat_csvs, gap_closed, mean_r10, owner_metrics
-from .protect.export import MANIFEST
+from .protect.export import MANIFEST, released_data
 from .train import FINETUNE_RECIPE, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,9 @@ def protected_csv(path: Path) -> Path:
         return path
     for man in (path / MANIFEST, path / "manifest.json"):
         if man.is_file():
-            data = json.loads(man.read_text()).get("data")
-            if data and "shards/" not in data:   # both manifests name it relative to the folder given
-                return path / data
+            data = released_data(path, json.loads(man.read_text()))
+            if data and "shards" not in data.parts:
+                return data
     raise FileNotFoundError(f"{path}: not a protected copy (no {MANIFEST} or manifest.json naming a CSV); "
                             "give the --out folder of mmue protect, its publish/ folder, or the protected CSV")
 

@@ -168,6 +168,14 @@ README = """This folder holds a dataset protected by MMUE.
 """
 
 
+def released_data(folder: str | os.PathLike, manifest: dict) -> Path | None:
+    """The dataset a protect output's manifest names, under ``folder`` (the output folder for the private manifest,
+    publish/ for the public one: each names it relative to its own folder): "data" (a CSV or shards), or "csv" in
+    manifests written before "data" existed; None when it names neither."""
+    name = manifest.get("data", manifest.get("csv"))
+    return Path(folder) / name if name else None
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
