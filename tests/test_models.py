@@ -1,5 +1,6 @@
 """The model factory: tiny configs, local weights, and the pretrained-tower victim (skipped when absent)."""
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,22 @@ def test_weights_round_trip_and_bad_paths(tmp_path):
         create_model("mmue-tiny-vit", pretrained=tmp_path / "nope.safetensors")
     with pytest.raises(ValueError, match="unknown model"):
         create_model("no-such-model")
+
+
+def test_a_checkpoint_of_an_unknown_config_loads_from_its_stored_config(tmp_path):
+    import json
+    import tempfile
+    m = create_model("mmue-tiny-vit")
+    save_model(m, tmp_path, "last")
+    cfg = json.loads((tmp_path / "model_config.json").read_text())
+    cfg["model"] = "someones-own-vit"   # a config registered in another install, stored beside the weights
+    (tmp_path / "model_config.json").write_text(json.dumps(cfg))
+    before = set(Path(tempfile.gettempdir()).glob("mmue-cfg-*"))
+    back = load_model(tmp_path, which="last")
+    assert back.name == "someones-own-vit" and torch.equal(back.state_dict()["clip.logit_scale"],
+                                                            m.state_dict()["clip.logit_scale"])
+    assert set(Path(tempfile.gettempdir()).glob("mmue-cfg-*")) == before   # registered, nothing left behind
+    assert create_model("someones-own-vit").image_size == m.image_size     # and stays registered
 
 
 @pytest.mark.skipif(not HAVE_TOWERS, reason="pip install 'mmue[pretrained]' for the pretrained-tower victim")

@@ -48,9 +48,16 @@ def _ensure_registered(name: str, model_cfg: dict | None) -> None:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(tiny_models())}, "
                          f"or an open_clip architecture such as RN50, ViT-B-32 (`mmue models` lists all)")
     # A checkpoint of a config this install does not know: register the stored config under its name.
-    tmp = Path(tempfile.mkdtemp(prefix="mmue-cfg-")) / f"{name}.json"
-    tmp.write_text(json.dumps(model_cfg))
-    open_clip.add_model_config(tmp)
+    _register_config(name, model_cfg)
+
+
+def _register_config(name: str, cfg: dict) -> None:
+    """Register ``cfg`` with open_clip under ``name``. open_clip registers files only, and reads them at once (a
+    later rescan skips a file that is gone and keeps what it read), so the file need not outlive the call."""
+    with tempfile.TemporaryDirectory(prefix="mmue-cfg-") as tmp:
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(json.dumps(cfg))
+        open_clip.add_model_config(path)
 
 
 def _load_state_dict(path: Path) -> dict:
@@ -91,9 +98,7 @@ def _resolve_pretrained_spec(name: str) -> tuple[dict, dict]:
         if str(resolved["text_cfg"].get(key, "")).startswith("pkg:"):
             resolved["text_cfg"][key] = str(_package_path(resolved["text_cfg"][key], name))
     if name not in open_clip.list_models():
-        tmp = Path(tempfile.mkdtemp(prefix="mmue-cfg-")) / f"{name}.json"
-        tmp.write_text(json.dumps(resolved))
-        open_clip.add_model_config(tmp)
+        _register_config(name, resolved)
     return spec, extras
 
 
