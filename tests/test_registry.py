@@ -54,3 +54,7 @@ def test_methods_listing_names_cost_and_measurement():
     for name in list_methods():
         assert name in text
     assert "cost:" in text and "measured:" in text and "strengths:" in text
+    # long measurements fold under their column instead of running off the terminal
+    assert max(map(len, text.splitlines())) <= 118
+    em = text.split("\nem ")[1].split("\ntap ")[0]
+    assert em.count("\n" + " " * 40) >= 3 and " ".join(em.split()).count(get_method("em").measured) == 1

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -30,9 +31,6 @@ class Preset:
     kind: str = "research"
     order: int = 99
     aliases: tuple[str, ...] = ()
-
-    def line(self) -> str:
-        return f"{self.name:<20}{self.kind:<10}{self.summary}"
 
 
 def _load(folder: Path) -> dict[str, Preset]:
@@ -101,11 +99,19 @@ def resolve(method: str = "mem-3", strength: str = "high", **overrides) -> Prote
     return replace(cfg, **overrides).validate()
 
 
+LISTING_WIDTH = 118   # `mmue methods`: fits a wide terminal, and a pasted listing stays readable
+
+
 def describe_methods() -> str:
     """One line per method (``mmue methods``), then each one's cost and where it is measured."""
+    def wrapped(text: str, first: str, rest: str) -> str:   # paragraphs folded under their column
+        return textwrap.fill(text, width=LISTING_WIDTH, initial_indent=first, subsequent_indent=rest,
+                             break_on_hyphens=False)
     lines = [f"{'method':<20}{'kind':<10}what it is", ""]
     for p in _methods().values():
         alias = f" (alias: {', '.join(p.aliases)})" if p.aliases else ""
-        lines += [p.line() + alias, f"{'':<30}cost: {p.cost}", f"{'':<30}measured: {p.measured}"]
+        lines += [wrapped(p.summary + alias, f"{p.name:<20}{p.kind:<10}", " " * 30),
+                  wrapped(p.cost, " " * 30 + "cost: ", " " * 36),
+                  wrapped(p.measured, " " * 30 + "measured: ", " " * 40)]
     lines += ["", "strengths:"] + [f"  {s:<8}{get_strength(s).summary}" for s in list_strengths()]
     return "\n".join(lines)
