@@ -102,7 +102,8 @@ def main() -> None:
             sys.exit(f"{spec}: mmue protect failed:\n{r.stderr[-3000:]}")
         man = json.loads((out / MANIFEST).read_text())
         rows.append({"size": spec, "engine": "low" if args.full else "low, 1 cut round",
-                     "megapixels": float(np.mean([w * h for w, h in sizes])) / 1e6, "n": args.n, "s_per_image": wall / args.n,
+                     "megapixels": float(np.mean([w * h for w, h in sizes])) / 1e6, "n": args.n,
+                     "s_per_image": wall / args.n,
                      "peak_rss_mb": int(r.stdout.split()[-1]) / 1024, "mean_psnr_db": man["mean_psnr_db"],
                      "noise_kept": man.get("mean_noise_kept"), "generate_s": round(gen_s, 1)})
         print(json.dumps(rows[-1]), flush=True)

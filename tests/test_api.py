@@ -28,7 +28,8 @@ def _bound_to(monkeypatch, name: str) -> dict:
     (["demo", "--out", "d", "--strength", "mid", "--epochs", "3", "--device", "cpu"], "run_demo",
      {"strength": "mid", "epochs": 3, "device": "cpu"}),
     (["bench", "--out", "b", "--device", "cpu"], "run_bench", {"device": "cpu"}),
-    (["data", "openclipart", "oc", "--size", "32", "--native", "256"], "write_openclipart", {"size": 32, "native": 256}),
+    (["data", "openclipart", "oc", "--size", "32", "--native", "256"], "write_openclipart",
+     {"size": 32, "native": 256}),
     (["verify", "--clean", "c.csv", "--protected", "p", "--out", "v", "--scrapers", "none,jpeg-75", "--seed", "3"],
      "run_verify", {"seed": 3, "scrapers": ["none", "jpeg-75"]}),
 ])

@@ -131,7 +131,8 @@ def test_app_in_a_browser(tiny_synth, tmp_path):
                                                             timeout=300_000)
             expect(page.locator("#captions mark").first).to_be_visible()
             expect(page.locator("#gallery img")).to_have_count(6)
-            page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)")
+            page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
+                                   ".every(i => i.complete && i.naturalWidth > 0)")
             page.screenshot(path=shots / "4-protected.png", full_page=True)
             with page.expect_download() as dl:
                 page.locator('#downloads a[download="protected.zip"]').click()

@@ -25,7 +25,8 @@ def test_the_app_reads_one_tab_separated_row_per_caption_with_absolute_paths(tin
 
 
 def test_victim_names_and_a_crop_defense_refused_for_the_app():
-    assert is_external("open_clip_train:mmue-tiny-rn") and architecture("open_clip_train:mmue-tiny-rn") == "mmue-tiny-rn"
+    assert is_external("open_clip_train:mmue-tiny-rn")
+    assert architecture("open_clip_train:mmue-tiny-rn") == "mmue-tiny-rn"
     assert not is_external("mmue-tiny-rn")
     with pytest.raises(ValueError, match="own augmentation"):
         BenchConfig(victims=["open_clip_train:mmue-tiny-rn"], defenses=["none", "rrc-flip"]).validate()

@@ -63,7 +63,8 @@ def test_a_wide_photo_carries_the_pattern_to_both_ends():
     n = native_noise(grid_noise, 3 * 48, 48, 8)                           # 3:1, shorter side 48 = 3 x the grid
     assert n.shape == (3, 48, 144)
     left, _, tw, _ = trainer_crop(144, 48, s)
-    assert left == 48 and tw == 48 and torch.equal(n[:, :, :48], n[:, :, 48:96]) and torch.equal(n[:, :, 96:], n[:, :, 48:96])
+    assert left == 48 and tw == 48
+    assert torch.equal(n[:, :, :48], n[:, :, 48:96]) and torch.equal(n[:, :, 96:], n[:, :, 48:96])
     square = native_noise(grid_noise, 48, 48, 8)
     assert torch.equal(n[:, :, 48:96], square)                            # the centre copy is the square's noise
 

@@ -15,7 +15,8 @@ import hostile  # noqa: E402
 
 
 def _digests(root: Path) -> dict:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*")
+            if p.is_file() and not p.is_symlink()}
 
 
 def _csv_of(folder: Path) -> Path:

@@ -175,7 +175,8 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     floor = r["models"]["mmue-tiny-vit"]["scrapers"]["none"]["published"]["metrics"]["absent"]
     assert floor["pub/gallery_images"] == 16
     # progress over every victim of every architecture: 2 x (clean, protected)
-    assert "victim 1/4: mmue-tiny-rn on clean" in caplog.text and "victim 4/4: mmue-tiny-vit on protected" in caplog.text
+    assert "victim 1/4: mmue-tiny-rn on clean" in caplog.text
+    assert "victim 4/4: mmue-tiny-vit on protected" in caplog.text
     with pytest.raises(ValueError, match="unknown architecture"):
         api.verify(mine, tmp_path / "prot", tmp_path / "v2", model="mmue-tiny-rm", epochs=1, device="cpu")
     assert not (tmp_path / "v2").exists()
@@ -273,7 +274,8 @@ def test_owner_table_reports_the_concept_view_with_its_gap():
     def row(method, seed, r10):
         gen = {f"owner/last/gen/{d}_R@{k}": (r10 if k == 10 else r10 / 2)
                for d in ("image_to_text", "text_to_image") for k in (1, 10)}
-        return {"owner": "captions with 'food'", "victim": "v", "defense": "none", "method": method, "seed": seed, **gen}
+        return {"owner": "captions with 'food'", "victim": "v", "defense": "none", "method": method, "seed": seed,
+                **gen}
     rows = [row("absent", s, 0.1) for s in (0, 1)] + [row("clean", s, 0.5) for s in (0, 1)] \
         + [row("mem-3", 0, 0.2), row("mem-3", 1, 0.3)]
     table = owner_table(rows, "gen")

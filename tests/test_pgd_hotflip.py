@@ -49,7 +49,8 @@ def test_random_noise_and_psnr():
     assert r.min() == -8 and r.max() == 8
     x = torch.full((3, 32, 32), 128, dtype=torch.uint8)
     assert psnr(x, x) == float("inf")
-    assert psnr(x, apply_noise(x, torch.full((3, 32, 32), 8, dtype=torch.int8))) == pytest.approx(20 * torch.log10(torch.tensor(255 / 8)).item(), rel=1e-5)
+    expected = 20 * torch.log10(torch.tensor(255 / 8)).item()
+    assert psnr(x, apply_noise(x, torch.full((3, 32, 32), 8, dtype=torch.int8))) == pytest.approx(expected, rel=1e-5)
 
 
 def test_hotflip_candidates_brute_force():

@@ -12,7 +12,8 @@ def test_parse_view_specs():
     assert isinstance(parse_view("jpeg"), Jpeg) and repr(parse_view("jpeg")) == "Jpeg(quality=10..95)"
     assert repr(parse_view("resize-32")) == "Resize(32)"
     assert isinstance(parse_view("crop-0.9"), Crop) and repr(parse_view("crop-0.9")) == "Crop(scale=0.9..1)"
-    assert repr(parse_view("jpeg-75")) == "Jpeg(quality=75..75)" and repr(parse_view("jpeg-50-95")) == "Jpeg(quality=50..95)"
+    assert repr(parse_view("jpeg-75")) == "Jpeg(quality=75..75)"
+    assert repr(parse_view("jpeg-50-95")) == "Jpeg(quality=50..95)"
     mix = parse_view("rrc-flip|jpeg|resize-48")
     assert isinstance(mix, RandomChoice) and len(mix.views) == 3
     for bad in ("png", "resize-2", "jpeg|", "", "crop-0.01", "crop-2", "crop-", "jpeg-0", "jpeg-90-50", "jpeg-101"):

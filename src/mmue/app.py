@@ -31,7 +31,8 @@ from .protect.export import PRIVATE
 from .protect.package import package
 from .protect.registry import get_method
 
-PRESETS = ("mem-3", "mem-3-robust", "mem-3-blend")   # the paper's and the robust ones; research variants stay in the CLI
+# the paper's and the robust ones; research variants stay in the CLI
+PRESETS = ("mem-3", "mem-3-robust", "mem-3-blend")
 STRENGTHS = {"low": "low: quick (minutes for a few hundred images on a laptop)",
              "mid": "mid: more rounds",
              "high": "high: the paper's budget (20 rounds; slow without a GPU)"}
@@ -216,12 +217,14 @@ def report(up: Upload, out: Path, man: dict, preset: str, strength: str) -> Path
     p = get_method(preset)
     kept = (f" at quality {man['quality']}, {100 * man['mean_noise_kept']:.0f} % of the noise survived the save"
             if "mean_noise_kept" in man else "")
+    change = (f"at most {man['max_linf_px']}/255 per pixel; mean PSNR {man['mean_psnr_db']} dB "
+              f"(min {man['min_psnr_db']} dB)")
     text = f"""# MMUE protection report
 
 - input: {up.n_images} images, {up.n_captions} captions ({up.layout} layout)
 - preset: `{preset}` at strength `{strength}`: {p.summary}
 - measured: {p.measured}
-- image change: at most {man['max_linf_px']}/255 per pixel; mean PSNR {man['mean_psnr_db']} dB (min {man['min_psnr_db']} dB)
+- image change: {change}
 - files: {man.get('image_format', 'png').upper()}{kept}; no EXIF (location, camera, dates dropped)
 - time: {man.get('generation_s', 0):.0f} s
 
@@ -245,7 +248,8 @@ def downloads(up: Upload, out: Path, man: dict, preset: str, strength: str) -> l
     package(out, up.layout, folder / "protected.zip")
     with zipfile.ZipFile(folder / "private-record.zip", "w") as z:
         z.write(out / PRIVATE / "manifest.json", "private/manifest.json")
-    return [str(folder / "protected.zip"), str(report(up, out, man, preset, strength)), str(folder / "private-record.zip")]
+    return [str(folder / "protected.zip"), str(report(up, out, man, preset, strength)),
+            str(folder / "private-record.zip")]
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -321,8 +325,8 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                 return
             if proc.returncode != 0:
                 shown = "\n".join(t for t in tail if "WARNING" not in t)
-                yield (f"**Protection stopped** (exit {proc.returncode}). Press Protect to resume.\n\n```\n{shown}\n```",
-                       *empty)
+                yield (f"**Protection stopped** (exit {proc.returncode}). Press Protect to resume.\n\n"
+                       f"```\n{shown}\n```", *empty)
                 return
         man = _manifest(out)
         items, captions = previews(up, out, man)
@@ -400,7 +404,8 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
 
         upload.change(on_upload, upload, [found, go])
         preset.change(describe, preset, about)
-        job = go.click(protect, [upload, preset, strength, rounds, image_format], [status, gallery, captions, files_out])
+        job = go.click(protect, [upload, preset, strength, rounds, image_format],
+                       [status, gallery, captions, files_out])
         stop.click(cancel, None, status, cancels=[job])
         check.click(verify, [upload, preset, strength, rounds, image_format, epochs], verdict)
     return page

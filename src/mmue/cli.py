@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="build a dataset from a local source")
     dsub = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    q = dsub.add_parser("openclipart", help="Open Clip Art (Debian openclipart-svg + openclipart-png): titles + keywords")
+    q = dsub.add_parser("openclipart",
+                        help="Open Clip Art (Debian openclipart-svg + openclipart-png): titles + keywords")
     q.add_argument("out_dir", type=Path)
     q.add_argument("--root", type=Path, default=Path("/usr/share/openclipart"), help="folder holding svg/ and png/")
     q.add_argument("--size", type=int, default=64, help="side of the square images written")
@@ -219,8 +220,8 @@ def _run(args) -> int:
         t = time.time()
         paths = api.synth(args.out_dir, args.n_train, args.n_test, args.captions_per_image, args.image_size, args.seed,
                           args.zeroshot_per_class)
-        print(f"wrote {paths['train']} and {paths['test']}" + (f" and {paths['zeroshot']}/" if "zeroshot" in paths else "")
-              + f" in {time.time() - t:.0f}s")
+        zeroshot = f" and {paths['zeroshot']}/" if "zeroshot" in paths else ""
+        print(f"wrote {paths['train']} and {paths['test']}{zeroshot} in {time.time() - t:.0f}s")
         return 0
     if args.command == "train":
         from .train import TrainConfig

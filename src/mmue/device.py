@@ -14,4 +14,6 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def autocast(device: torch.device):
     """bf16 autocast on CUDA (no grad scaler needed); a no-op on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def engine_settings(settings: dict) -> dict:
-    """The engine's settings among keyword arguments for ``protect.workflow.protect`` (less its own: image_format, public, ...)."""
+    """The engine's settings among keyword arguments for ``protect.workflow.protect`` (less its own:
+    image_format, public, ...)."""
     options = set(inspect.signature(protect).parameters)
     return {k: v for k, v in settings.items() if k not in options}
 

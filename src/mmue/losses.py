@@ -18,7 +18,8 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
             + F.cross_entropy(logits.T, labels, reduction=reduction)) / 2
 
 
-def clip_loss_options(image_features: torch.Tensor, text_options: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def clip_loss_options(image_features: torch.Tensor, text_options: torch.Tensor,
+                      logit_scale: torch.Tensor) -> torch.Tensor:
     """Batch CLIP loss of each text option: image [B,D], texts [O,B,D] -> [O]."""
     logits = logit_scale * torch.einsum("bd,ocd->obc", image_features, text_options)   # [O,B,B]
     o, b, _ = logits.shape

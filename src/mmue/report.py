@@ -128,7 +128,8 @@ def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], run
     """Write ``report.md``, ``report.html`` and their PNGs into ``out``; returns the HTML path.
 
     ``tables`` maps a heading to a preformatted table (e.g. ``metrics.format_table``); ``built_on``: the releases
-    ``protected_dir`` was protected from, first to last (its images are shown beside the originals of ``source_csv``)."""
+    ``protected_dir`` was protected from, first to last (its images are shown beside the originals of
+    ``source_csv``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}", ""]
@@ -150,7 +151,8 @@ def write_report(out: str | os.PathLike, title: str, tables: dict[str, str], run
                    f"generated in {q['generation_s']:.0f} s")
         md += ["## Released images", "", quality, "", "Rows: original | protected | noise ×10 (gray = 0).", "",
                "![examples](examples.png)", ""]
-        md += [f"{i + 1}. `{c['protected']}` (trigger `{c['trigger']}`, PSNR {c['psnr_db']} dB)" for i, c in enumerate(caps)]
+        md += [f"{i + 1}. `{c['protected']}` (trigger `{c['trigger']}`, PSNR {c['psnr_db']} dB)"
+               for i, c in enumerate(caps)]
         md.append("")
         body += ["<h2>Released images</h2>", f"<p>{html.escape(quality)}</p>",
                  "<p>Rows: original | protected | noise ×10 (gray = 0).</p>", _img_tag(grid), "<ol>"]

@@ -58,7 +58,8 @@ class TrainConfig:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTS)} or crop-S (0.05 <= S <= 1), "
                              f"got {self.augment!r}")
         if self.lr <= 0 or self.wd < 0 or self.warmup < 0:
-            raise ValueError(f"lr must be > 0, wd and warmup >= 0 (got lr={self.lr}, wd={self.wd}, warmup={self.warmup})")
+            raise ValueError(f"lr must be > 0, wd and warmup >= 0 "
+                             f"(got lr={self.lr}, wd={self.wd}, warmup={self.warmup})")
         return self
 
 

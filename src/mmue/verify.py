@@ -290,7 +290,8 @@ def _who(model: str, by_model: dict) -> str:
 def verdict(report: dict) -> str:
     models = report["models"]
     first = next(iter(models))
-    text = f"A model ({_who(first, models[first])}) trained on your protected copy {_sentence(models[first]['scrapers']['none'])}."
+    text = (f"A model ({_who(first, models[first])}) trained on your protected copy "
+            f"{_sentence(models[first]['scrapers']['none'])}.")
     if "published" in models[first]["scrapers"]["none"]:
         text += " " + _published_sentence(models[first]["scrapers"]["none"])
     worst = report["worst"]

@@ -28,7 +28,8 @@ def _separator(path: Path, sample: str, separator: str | None) -> str:
         return ","
 
 
-def _pick(fieldnames: list[str], wanted: str | None, defaults: tuple[str, ...], what: str, flag: str, path: Path) -> str:
+def _pick(fieldnames: list[str], wanted: str | None, defaults: tuple[str, ...], what: str, flag: str,
+          path: Path) -> str:
     if wanted is not None:
         if wanted in fieldnames:
             return wanted

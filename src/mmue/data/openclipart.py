@@ -4,10 +4,12 @@
 ``openclipart-png`` carries the rendered PNG at the same relative path. Captions are built from the title and
 keywords (falling back to the file name where the title is a collection name shared by many files), with
 junk keywords dropped, and an ``author`` column from the drawing's creator (one artist's drawings are a real
-owner: ``{"column": "author", "value": NAME}`` in a bench config); near-duplicate captions (icon sets, flag variants) and pure patterns are dropped too.
+owner: ``{"column": "author", "value": NAME}`` in a bench config); near-duplicate captions (icon sets, flag
+variants) and pure patterns are dropped too.
 Images are composited on white, padded to a square and resized, so the whole drawing survives the models'
 center crop; or, with ``native``, kept at their own aspect with the longest side ``native`` px (the photo-like
-case a trainer has to resize and crop). Nothing is downloaded: ``apt-get install openclipart-svg openclipart-png`` provides the files.
+case a trainer has to resize and crop). Nothing is downloaded: ``apt-get install openclipart-svg
+openclipart-png`` provides the files.
 """
 from __future__ import annotations
 

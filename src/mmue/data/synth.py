@@ -134,8 +134,8 @@ def _background(rng, size: int) -> tuple[Image.Image, str]:
     ang = rng.uniform(0, 2 * np.pi)
     grad = (np.cos(ang) * xx + np.sin(ang) * yy)[..., None] * rng.uniform(-40, 40)
     noise = rng.normal(0, 1, (size // 16, size // 16, 3)).astype(np.float32)
-    noise = np.asarray(Image.fromarray(((noise * 20) + 128).clip(0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC),
-                       dtype=np.float32) - 128
+    coarse = Image.fromarray(((noise * 20) + 128).clip(0, 255).astype(np.uint8))
+    noise = np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float32) - 128
     img = Image.fromarray(np.clip(base + grad + noise, 0, 255).astype(np.uint8))
     d = ImageDraw.Draw(img)
     for _ in range(rng.integers(2, 6)):  # clutter: lines and blobs nobody mentions
@@ -278,5 +278,6 @@ def write_builtin(out_dir: str | Path, n_train: int = 2000, n_test: int = 1000, 
                   image_size: int = 64, seed: int = 0, zeroshot_per_class: int = 50) -> dict[str, Path]:
     """The built-in dataset: train/test CSVs, and a zero-shot classification split (``zeroshot/<shape>/``)
     written first, since ``test.csv`` marks the whole folder complete."""
-    extra = {"zeroshot": write_zeroshot_split(out_dir, zeroshot_per_class, image_size, seed)} if zeroshot_per_class else {}
+    extra = ({"zeroshot": write_zeroshot_split(out_dir, zeroshot_per_class, image_size, seed)}
+             if zeroshot_per_class else {})
     return {**write_synth(out_dir, n_train, n_test, captions_per_image, image_size, seed), **extra}

@@ -83,7 +83,8 @@ class ClipModel(nn.Module):
             return F.normalize(x, dim=-1) if normalize else x
         c = self.clip
         if not hasattr(c, "transformer") or not hasattr(c, "ln_final"):
-            raise NotImplementedError(f"{type(c).__name__}: text-embedding access needs open_clip's built-in text tower")
+            raise NotImplementedError(f"{type(c).__name__}: text-embedding access needs open_clip's built-in "
+                                      "text tower")
         from open_clip.transformer import text_global_pool
 
         cast = c.transformer.get_cast_dtype()

@@ -42,7 +42,8 @@ def kmeans(x: torch.Tensor, k: int, seed: int, iters: int = 30) -> torch.Tensor:
     dist = 1 - x @ x[centres[0]]
     for _ in range(1, k):
         p = dist.clamp_min(0) ** 2
-        i = int(torch.multinomial(p / p.sum(), 1, generator=g)) if p.sum() > 0 else int(torch.randint(n, (1,), generator=g))
+        i = (int(torch.multinomial(p / p.sum(), 1, generator=g)) if p.sum() > 0
+             else int(torch.randint(n, (1,), generator=g)))
         centres.append(i)
         dist = torch.minimum(dist, 1 - x @ x[i])
     c = x[centres].clone()

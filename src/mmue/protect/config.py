@@ -70,7 +70,8 @@ class ProtectConfig:
                          "gradients each scaled to the same mean size per image (balanced)",
                          choices=("mean-loss", "balanced"))
     objective: str = knob("minimise", "what PGD does to the surrogate's CLIP loss: minimise it (error-minimising "
-                          "noise: EM, MEM) or maximise it (error-maximising noise: TAP)", choices=("minimise", "maximise"))
+                          "noise: EM, MEM) or maximise it (error-maximising noise: TAP)",
+                          choices=("minimise", "maximise"))
     target: str = knob("own", "captions the image step pulls each image toward: its own (with its trigger), or "
                        "those of an image in another caption cluster, the clusters permuted (targeted adversarial "
                        "poisoning: with --objective minimise, no shuffle and a surrogate trained on clean data)",
@@ -149,7 +150,8 @@ class ProtectConfig:
             problems.append(f"noise_tile={self.noise_tile} is per-image noise of its own: leave noise_block at 1 "
                             "and share at none")
         if self.target != "own" and self.shuffle:
-            problems.append(f"target={self.target} needs shuffle off (shuffling would trade the targets within a batch)")
+            problems.append(f"target={self.target} needs shuffle off (shuffling would trade the targets within a "
+                            "batch)")
         if self.noise_colour != "rgb" and self.noise != "pgd":
             problems.append(f"noise_colour={self.noise_colour} shapes pgd noise only (noise pgd)")
         if self.shares_noise and self.noise == "none":

@@ -1,15 +1,16 @@
 """Turn a ``ProtectionState`` into a publishable dataset, kept apart from its key.
 
 ``out/publish/`` is what the owner uploads: the images as ``images/<path relative to the images' common
-folder>.png`` (stems kept; ``.jpg`` / ``.webp`` with ``image_format``), the CSV (the input's name, columns and separator, with the new image paths and the
-triggered captions) or, with ``out_format="webdataset"``, tar shards under ``shards/``, and a public
-``manifest.json`` with file hashes only (``mmue check`` verifies a copy against it). ``out/private/`` holds the
-key: the full manifest (seed, parameters, every image's trigger, its source path), which must never be
-published: anyone with the triggers deletes them exactly. ``out/README.txt`` says so.
+folder>.png`` (stems kept; ``.jpg`` / ``.webp`` with ``image_format``), the CSV (the input's name, columns and
+separator, with the new image paths and the triggered captions) or, with ``out_format="webdataset"``, tar shards
+under ``shards/``, and a public ``manifest.json`` with file hashes only (``mmue check`` verifies a copy against
+it). ``out/private/`` holds the key: the full manifest (seed, parameters, every image's trigger, its source
+path), which must never be published: anyone with the triggers deletes them exactly. ``out/README.txt`` says so.
 Noise is optimised on the trainer's view of each image (the model's grid) and laid over every native pixel, edge
 to edge: stretched to the shorter side, tiled along the longer one (``framing.py``; |noise| <= eps still holds);
-for images already at the model's size this is exact. Written files carry no EXIF (location and camera data are dropped); an ICC colour profile is
-kept. JPEG and WebP output record how much of the noise survived the lossy save (``noise_kept``).
+for images already at the model's size this is exact. Written files carry no EXIF (location and camera data are
+dropped); an ICC colour profile is kept. JPEG and WebP output record how much of the noise survived the lossy
+save (``noise_kept``).
 """
 from __future__ import annotations
 
@@ -239,8 +240,9 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
             atomic_write(target, lambda tmp: tmp.write_bytes(data_bytes))
         else:
             caps = [captions[c] for c in pairs.image_captions[i]]
+            # no source path in the shard: it may name private folders
             writer.write(rel_out[i], {ext.lstrip("."): data_bytes, "txt": caps[0].encode(),
-                                      "json": json.dumps({"captions": caps}).encode()})   # no source path: it may name private folders
+                                      "json": json.dumps({"captions": caps}).encode()})
         p = r["psnr"]
         psnrs.append(p)
         per_image.append({"source": pairs.images[i], "file": f"{PUBLISH}/{rel_out[i]}", "trigger": triggers[i],
@@ -291,7 +293,8 @@ def check_published(folder: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{folder}: no {PUBLISH}/manifest.json nor manifest.json; point mmue check at the "
                                 "output folder of mmue protect or at its publish/ folder")
     manifest = json.loads(man_path.read_text())
-    leaks = [f"{man_path.name}: holds {k!r}" for k in ("images", "config", "seed_source", "rounds_log") if k in manifest]
+    leaks = [f"{man_path.name}: holds {k!r}" for k in ("images", "config", "seed_source", "rounds_log")
+             if k in manifest]
     if "files" not in manifest:
         raise ValueError(f"{man_path}: no file list; this is not a public manifest of mmue protect"
                          + (" (it is a private one: it must not be published)" if leaks else ""))

@@ -33,7 +33,8 @@ def _layout_files(pub: Path, layout: str) -> dict[str, bytes]:
     if layout == "imagefolder-csv":
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(
-            [("file_name", "text")] + [(pairs.images[pairs.caption_image[c]], cap) for c, cap in enumerate(pairs.captions)])
+            [("file_name", "text")] + [(pairs.images[pairs.caption_image[c]], cap)
+                                       for c, cap in enumerate(pairs.captions)])
         files["metadata.csv"] = buf.getvalue().encode("utf-8")
     elif layout == "captions-txt":
         for i, img in enumerate(pairs.images):

@@ -159,7 +159,8 @@ class ProtectionRun:
         for tag, model, optimizer in _surrogates(engine):
             save_model(model, self.state_dir, f"surrogate{tag}.r{r}")
             atomic_torch_save(optimizer.state_dict(), self.state_dir / f"optimizer{tag}.r{r}.pt")
-            files.update({f"surrogate{tag}": f"surrogate{tag}.r{r}.safetensors", f"optimizer{tag}": f"optimizer{tag}.r{r}.pt"})
+            files.update({f"surrogate{tag}": f"surrogate{tag}.r{r}.safetensors",
+                          f"optimizer{tag}": f"optimizer{tag}.r{r}.pt"})
         state.save(self.state_dir, files)
 
     def round_log(self) -> list[dict]:

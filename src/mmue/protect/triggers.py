@@ -65,5 +65,6 @@ class TriggerPolicy:
 
     def __repr__(self) -> str:
         vocab = f"{len(self.vocab)} words ({self.words})" if self.vocab is not None else "none"
-        return (f"TriggerPolicy(k={self.k}, vocab={vocab}{f' (>= {self.min_images} images)' if self.min_images else ''}, "
+        least = f" (>= {self.min_images} images)" if self.min_images else ""
+        return (f"TriggerPolicy(k={self.k}, vocab={vocab}{least}, "
                 f"position={self.position}, dropout={self.dropout})")

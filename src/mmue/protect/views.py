@@ -2,7 +2,8 @@
 
 Each view is a callable ``view(pixels, generator) -> pixels`` on [N,3,H,W] in [0,1], differentiable in
 ``pixels``, with a readable ``repr``. ``parse_view`` reads the ``eot`` spec of a ``ProtectConfig``:
-``none``, ``rrc-flip``, ``crop-S``, ``jpeg`` (``jpeg-Q``, ``jpeg-L-H``), ``resize-S``, or several joined by ``|`` (one drawn per PGD step).
+``none``, ``rrc-flip``, ``crop-S``, ``jpeg`` (``jpeg-Q``, ``jpeg-L-H``), ``resize-S``, or several joined by ``|``
+(one drawn per PGD step).
 """
 from __future__ import annotations
 

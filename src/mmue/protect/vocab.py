@@ -9,8 +9,8 @@ are also names, such as "amy" or "boston", and fragments such as "isl"), and tha
 are not on ``better-profanity``'s list (profanity, slurs, sexual and violent terms). The result ships as
 ``wordlists/safe_words.txt`` (~10 700 words, 88 kB), so a user needs none of those packages (wordfreq alone is
 56 MB) and a seed draws the same triggers whatever their versions; ``python -m mmue.protect.vocab`` rebuilds it
-from the packages (extra ``[wordlists]``), and a test checks that it matches. ``any``: any whole word of the text tower's vocabulary
-(``TokenCodec.trigger_vocab``), as the paper; for research only ("russians injection chrisbrown").
+from the packages (extra ``[wordlists]``), and a test checks that it matches. ``any``: any whole word of the text
+tower's vocabulary (``TokenCodec.trigger_vocab``), as the paper; for research only ("russians injection chrisbrown").
 
 With ``trigger_vocab_min_images = N`` a trigger may further only use words that the dataset's own captions use in
 at least N images: an attacker who drops rare words (defense ``rare-N``) then loses those words in every clean

@@ -50,8 +50,8 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str =
 
     ``out_format``: ``files`` (images + CSV) or ``webdataset`` (tar shards); ``image_format``: ``png`` (lossless),
     ``jpeg`` or ``webp`` at ``quality`` (the manifest records the share of the noise that survived). ``settings``
-    override the method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed images,
-    the int8 noise (both on disk, so RAM stays flat) and the round checkpoints live in ``out/.mmue_state``
+    override the method/strength presets (library units: ``eps=8/255``, ``trigger_len=3``, ...). The preprocessed
+    images, the int8 noise (both on disk, so RAM stays flat) and the round checkpoints live in ``out/.mmue_state``
     until the export has finished (``ProtectionRun``).
 
     ``surrogate``: one architecture; several joined by ``+`` optimise one noise against all of them; several joined
@@ -163,8 +163,9 @@ def _protect_in_stages(source: Path, out: Path, method: str, strength: str, name
             os.replace(moved, out / PUBLISH)
         originals = read_pairs(source, keys["csv_img_key"], keys["csv_caption_key"], keys["csv_separator"])
         index = {path: j for j, path in enumerate(originals.images)}
-        copy = read_pairs(out / manifests[-1]["data"], *((keys["csv_img_key"], keys["csv_caption_key"],
-                                                           keys["csv_separator"]) if plan["out_format"] == "files" else ()))
+        columns = ((keys["csv_img_key"], keys["csv_caption_key"], keys["csv_separator"])
+                   if plan["out_format"] == "files" else ())
+        copy = read_pairs(out / manifests[-1]["data"], *columns)
         pairs = [(index[e["source"]], j) for j, e in enumerate(manifests[0]["images"])]
         fidelity = image_diffs(originals.open_image, copy.open_image, pairs)
         manifest = merge_manifests(manifests, plan["surrogates"], plan["train_data"], fidelity, plan["eps_px"] / 255)
