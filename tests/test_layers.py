@@ -83,3 +83,11 @@ def test_the_api_sits_above_the_bench_and_below_the_cli():
         assert not graph[m] & {"mmue.api", "mmue.cli", "mmue.app"}, (m, graph[m])
     assert "mmue.cli" not in graph["mmue.api"]
     assert {"mmue.bench", "mmue.verify", "mmue.demo", "mmue.protect.workflow", "mmue.train"} <= graph["mmue.api"]
+
+
+def test_no_line_is_longer_than_120_characters():
+    root = Path(__file__).resolve().parents[1]
+    long = [f"{p.relative_to(root)}:{n}" for folder in ("src/mmue", "tests", "benchmarks")
+            for p in sorted((root / folder).rglob("*.py"))
+            for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if len(line) > 120]
+    assert not long, f"wrap these lines (120 characters at most): {long}"
