@@ -31,7 +31,7 @@ def _bound_to(monkeypatch, name: str) -> dict:
     (["data", "openclipart", "oc", "--size", "32", "--native", "256"], "write_openclipart",
      {"size": 32, "native": 256}),
     (["verify", "--clean", "c.csv", "--protected", "p", "--out", "v", "--scrapers", "none,jpeg-75", "--seed", "3"],
-     "run_verify", {"seed": 3, "scrapers": ["none", "jpeg-75"]}),
+     "run_verify", {"seed": 3, "scrapers": ["none", "jpeg-75"], "epochs": None}),   # None: each model's recipe
 ])
 def test_each_subcommand_reaches_its_workflow_through_the_api(monkeypatch, tmp_path, argv, target, expect):
     monkeypatch.chdir(tmp_path)

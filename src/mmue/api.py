@@ -65,12 +65,13 @@ def bench(config, out: str | os.PathLike, device: str = "auto") -> list[dict]:
 
 def verify(clean: str | os.PathLike, protected: str | os.PathLike, out: str | os.PathLike,
            public: str | os.PathLike | None = None, distractors: str | os.PathLike | None = None,
-           model: str | Sequence[str] | None = None, epochs: int = 20, seed: int = 0, device: str = "auto",
+           model: str | Sequence[str] | None = None, epochs: int | None = None, seed: int = 0, device: str = "auto",
            augment: str = DEFAULT_AUGMENT, scrapers=DEFAULT_SCRAPERS) -> dict:
     """An owner's verdict on their protected copy (``mmue verify``): victims of each architecture in ``model``
     (several joined by ',', or a list; default ``verify.DEFAULT_MODELS``, a ResNet and a ViT) trained without the
     owner's images, with them clean, and with the protected copy as each scraper would use it; the verdict is the
-    worst case over them; see ``verify.run_verify``."""
+    worst case over them; see ``verify.run_verify``. ``epochs``: None for each architecture's recipe
+    (``verify.victim_recipe``: 20 from scratch, 8 for pretrained towers fine-tuned as a scraper would)."""
     return run_verify(clean, protected, out, public, distractors, model, epochs, seed, device, augment, list(scrapers))
 
 

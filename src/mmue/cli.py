@@ -179,8 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="the victims' architectures, comma-separated, each with its own three victims; the verdict "
                         "is the worst case over them (default: a ResNet and a ViT: image noise is a shortcut for the "
-                        "architecture that tuned it, so one architecture alone can flatter your copy)")
-    p.add_argument("--epochs", type=int, default=20)
+                        "architecture that tuned it, so one architecture alone can flatter your copy); "
+                        "mmue-effl0-minilm is a scraper who fine-tunes public pretrained towers (mmue[pretrained])")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="the victims' epochs (default: 20 from scratch, 8 for a model fine-tuned from pretrained "
+                        "towers, at its lower learning rate)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", default="crop-0.9",
                    help="the victims' training augmentation: crop-0.9 (default: open_clip_train's mild random crop, "
