@@ -3,7 +3,7 @@ import torch
 from PIL import Image
 
 from mmue.data import read_pairs
-from mmue.defenses import apply_defense, transform_captions, transform_image, validate
+from mmue.defenses import apply_defense, keeps_files, transform_captions, transform_image, validate
 from mmue.augment import rrc_flip
 
 
@@ -16,6 +16,11 @@ def test_validate_names():
                 "rare-10+sharpen", "crop-0.01", "crop-1.5", "crop-"):
         with pytest.raises(ValueError):
             validate(bad)
+
+
+def test_only_training_views_leave_the_files_as_published():
+    assert all(keeps_files(d) for d in ("none", "rrc-flip", "rrc-whole", "crop-0.9"))
+    assert not any(keeps_files(d) for d in ("oracle-captions", "jpeg-75", "strip-3", "jpeg-75+crop-0.9"))
 
 
 def test_image_transforms():

@@ -77,10 +77,11 @@ def test_bench_owner_mode_trains_absent_clean_and_protected_on_the_mix(tiny_synt
     assert oracle.captions == read_pairs(tmp_path / "b/owner/s0/mix-original.csv").captions
     table = owner_table(rows)
     assert "absent" in table and "gap closed" in table
-    # memorisation as published: the protected victim and the absent one queried with the owner's copy
-    prot = [r for r in rows if r["method"] == "trigger-only"]
+    # memorisation as published: the protected victim and the absent one queried with the owner's copy, where
+    # the scraper trained on it as published (not once it re-captioned the copy: it holds another one then)
+    prot = [r for r in rows if r["method"] == "trigger-only" and r["defense"] == "none"]
     assert all(r[f"owner/last/{k}/gallery_images"] == 24 + 48 for r in prot for k in ("pub", "pub_absent"))
-    assert not any("owner/last/pub/image_to_text_R@1" in r for r in rows if r["method"] != "trigger-only")
+    assert not any("owner/last/pub/image_to_text_R@1" in r for r in rows if r not in prot)
     report = (tmp_path / "b" / "report.md").read_text()
     assert "the owner's view" in report and "the owner's photos as published" in report
     # rows finished before the published view existed gain it when the bench runs again (no victim retrained)

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .defenses import apply_defense, keeps_clean_data, uses_augment
+from .defenses import apply_defense, keeps_clean_data, keeps_files, uses_augment
 from .defenses import validate as validate_defense
 from .external import is_external
 from .experiments import (copy_fidelity, engine_settings, ensure_protected, last_epoch_zeroshot, random_guess_of,
@@ -151,7 +151,10 @@ def _finished_victim(out: Path, method: str, victim: str, seed: int, defense: st
 def _published_view(out: Path, cfg: BenchConfig, row: dict, test_csv: Path, device: str) -> dict:
     """Memorisation *as published* for a protected owner row: its victim (``pub``) and, where this folder trained
     it, the absent one (``pub_absent``, the floor) queried with the owner's protected copy, the images and captions
-    the scraper holds. Keys that the row has already are not measured again."""
+    the scraper holds. Keys that the row has already are not measured again. Only for scrapers who train on the
+    files as published (``keeps_files``): one who re-captioned or re-saved them holds another copy."""
+    if not keeps_files(row.get("defense", "none")):
+        return {}
     missing = {prefix: run for prefix, method in (("pub", row["method"]), ("pub_absent", "absent"))
                if f"owner/last/{prefix}/image_to_text_R@1" not in row
                and (run := _finished_victim(out, method, row["victim"], row["seed"], row.get("defense", "none")))}
@@ -408,7 +411,7 @@ def owner_published_table(rows: list[dict]) -> str:
         # no gap to close where the floor reaches the ceiling (noise that makes the copy easier to find)
         ok = floor is not None and ceiling is not None and ceiling > floor
         return f"{gap_closed(floor, ceiling, x):>7.2f}" if ok else f"{'-':>7}"
-    mine = [r for r in rows if "owner/last/pub/image_to_text_R@1" in r]
+    mine = [r for r in rows if "owner/last/pub/image_to_text_R@1" in r and keeps_files(r.get("defense", "none"))]
     groups: dict[tuple, list[dict]] = {}
     for r in mine:
         groups.setdefault((r["owner"], r["victim"], r.get("defense", "none"), r["method"]), []).append(r)

@@ -54,6 +54,12 @@ def keeps_clean_data(name: str) -> bool:
     return all(p in ("none", "oracle-captions") for p in parts(name))
 
 
+def keeps_files(name: str) -> bool:
+    """Whether ``name`` trains on the files as published (no defense, or a training view only): a scraper who
+    re-captions or re-saves them holds another copy."""
+    return all(p == "none" or is_training_defense(p) for p in parts(name))
+
+
 def uses_augment(name: str) -> str:
     """The victim's training augmentation under defense ``name`` ("rrc-flip", "rrc-whole", "crop-S" or "none")."""
     used = [p for p in parts(name) if is_training_defense(p)]
