@@ -61,15 +61,16 @@ CAVEATS = ("What this does not show: architectures or bigger models other than t
            "mmue[pretrained] installed). A small owner set makes every figure noisy: compare with the floor row.")
 
 
+def is_finetuned(model: str) -> bool:
+    """Whether a scraper's ``model`` starts from public pretrained weights (and is fine-tuned, not trained)."""
+    return model in pretrained_tower_models()
+
+
 def victim_recipe(model: str, epochs: int | None = None) -> dict:
     """How a scraper trains a victim of ``model``: from scratch with the default recipe, or, for public pretrained
     towers, the short, gentle fine-tune of ``FINETUNE_RECIPE``; ``epochs`` (``--epochs``) overrides either."""
-    recipe = dict(FINETUNE_RECIPE) if model in pretrained_tower_models() else {"epochs": TrainConfig.epochs}
+    recipe = dict(FINETUNE_RECIPE) if is_finetuned(model) else {"epochs": TrainConfig.epochs}
     return {**recipe, "epochs": recipe["epochs"] if epochs is None else epochs}
-
-
-def is_finetuned(model: str) -> bool:
-    return model in pretrained_tower_models()
 
 
 def protected_csv(path: Path) -> Path:
