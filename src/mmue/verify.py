@@ -231,11 +231,11 @@ def verify_table(report: dict) -> str:
                                              for k in keys) + f"{'gap closed':>12}"]
     for model, by_model in report["models"].items():
         tuned = " (the architecture that tuned your noise)" if model in report.get("surrogate", []) else ""
-        recipe = by_model.get("recipe", {"epochs": report.get("epochs")})
+        recipe = by_model["recipe"]
         how = (f"public pretrained towers fine-tuned {recipe['epochs']} epochs at lr {recipe['lr']:g}"
-               if by_model.get("finetuned") else f"trained from scratch {recipe['epochs']} epochs")
+               if by_model["finetuned"] else f"trained from scratch {recipe['epochs']} epochs")
         lines.append(f"victims {model}, {how}{tuned}:")
-        floor_row, floor = _floor_names(bool(report["public"]), bool(by_model.get("finetuned")))
+        floor_row, floor = _floor_names(bool(report["public"]), by_model["finetuned"])
         names = {"absent": floor_row, "clean": "your clean data (ceiling)", "protected": "your protected copy"}
         for s, r in by_model["scrapers"].items():
             if s != "none":
