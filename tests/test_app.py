@@ -17,7 +17,8 @@ from mmue import api
 from tests.helpers.layouts import make_layout
 
 gradio = pytest.importorskip("gradio") if not os.environ.get("MMUE_REQUIRE_BROWSER") else __import__("gradio")
-from mmue.app import AppError, receive, safe_extract  # noqa: E402
+from mmue.app import (CHECK_MODELS, AppError, Upload, check_dir, check_models, receive, safe_extract,  # noqa: E402
+                      verify_command)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -83,6 +84,24 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM and not os.environ.get("MMUE_REQUIRE_BROWSER"),
                     reason="needs Debian's chromium (apt-get install chromium); CI installs it")
+def test_the_check_offers_fine_tuning_where_the_towers_are_installed(monkeypatch, tmp_path):
+    import mmue.app as app
+    scratch, finetune = CHECK_MODELS
+    monkeypatch.setattr(app, "pretrained_tower_models", lambda installed=False: [])
+    assert check_models() == [scratch]
+    monkeypatch.setattr(app, "pretrained_tower_models", lambda installed=False: ["mmue-effl0-minilm"])
+    assert check_models() == [scratch, finetune]
+    up = Upload(tmp_path, tmp_path, "csv", tmp_path / "captions.csv", 8, 8)
+    out = tmp_path / "runs" / "mem-3-low"
+    # each epoch setting has its own victims (a victim of other epochs is refused, not reused); empty = the recipes
+    assert check_dir(up, out, None) == tmp_path / "verify" / "mem-3-low" / "recipe"
+    assert check_dir(up, out, 3) != check_dir(up, out, 5)
+    cmd = verify_command(up, out, check_dir(up, out, None), finetune, None, "cpu")
+    assert cmd[cmd.index("--model") + 1] == finetune and "--epochs" not in cmd
+    cmd = verify_command(up, out, check_dir(up, out, 2), scratch, 2.0, "cpu")
+    assert cmd[cmd.index("--epochs") + 1] == "2"
+
+
 def test_app_in_a_browser(tiny_synth, tmp_path):
     from playwright.sync_api import expect, sync_playwright
     folder = make_layout(tiny_synth, tmp_path / "in", "captions-txt", n=8)
@@ -138,8 +157,15 @@ def test_app_in_a_browser(tiny_synth, tmp_path):
                 page.locator('#downloads a[download="protected.zip"]').click()
             got = tmp_path / "downloaded.zip"
             dl.value.save_as(got)
+            # the check with the fine-tuning scraper too: cancelled after its first model, then resumed
+            page.locator("#models").get_by_text("fine-tuned").click()
             page.locator("#verify").click()
-            expect(page.locator("#verdict")).to_contain_text("protected copy", timeout=300_000)
+            expect(page.locator("#verdict")).to_contain_text("training model 1 of 9", timeout=120_000)
+            page.locator("#cancel-check").click()
+            expect(page.locator("#verdict")).to_contain_text("Cancelled", timeout=30_000)
+            page.locator("#verify").click()
+            expect(page.locator("#verdict")).to_contain_text("protected copy", timeout=600_000)
+            expect(page.locator("#verdict")).to_contain_text("fine-tuned")
             page.screenshot(path=shots / "5-verified.png", full_page=True)
             browser.close()
     finally:

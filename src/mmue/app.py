@@ -29,7 +29,9 @@ from .data.pairs import read_pairs
 from .data.types import DataError
 from .protect.export import PRIVATE
 from .protect.package import package
+from .models import pretrained_tower_models
 from .protect.registry import get_method
+from .verify import DEFAULT_MODELS, verify_table
 
 # the paper's and the robust ones; research variants stay in the CLI
 PRESETS = ("mem-3", "mem-3-robust", "mem-3-blend")
@@ -161,6 +163,32 @@ def protect_command(up: Upload, out: Path, preset: str, strength: str, rounds: i
     return cmd
 
 
+# the models the check trains: small ones from scratch, and the scraper who fine-tunes public pretrained towers
+CHECK_MODELS = {",".join(DEFAULT_MODELS): "from scratch: a small ResNet and a small ViT",
+                ",".join(DEFAULT_MODELS + ("mmue-effl0-minilm",)):
+                    "those, and public pretrained towers fine-tuned (mmue-effl0-minilm; slower)"}
+DEFAULT_CHECK = next(iter(CHECK_MODELS))
+VICTIM = re.compile(r"victim (\d+)/(\d+): (.*)$")
+
+
+def check_models() -> list[str]:
+    """The check's choices this install can train: fine-tuning needs the towers' packages (mmue[pretrained])."""
+    towers = set(pretrained_tower_models(installed=True))
+    return [k for k in CHECK_MODELS if set(k.split(",")) - set(DEFAULT_MODELS) <= towers]
+
+
+def check_dir(up: Upload, out: Path, epochs) -> Path:
+    """Where the check of the copy ``out`` trains its models: one folder per epoch setting (a model trained with
+    other epochs is not this check's), shared by the choices of models (each architecture has its own victims)."""
+    return up.folder / "verify" / out.name / (f"epochs-{int(epochs)}" if epochs else "recipe")
+
+
+def verify_command(up: Upload, out: Path, report: Path, models: str, epochs, device: str) -> list[str]:
+    cmd = [sys.executable, "-m", "mmue", "verify", "--clean", str(up.csv), "--protected", str(out),
+           "--out", str(report), "--model", models, "--device", device]
+    return cmd + (["--epochs", str(int(epochs))] if epochs else [])
+
+
 def eta(started: float, done: int, total: int) -> str:
     if not done:
         return ""
@@ -260,7 +288,9 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
     max_bytes = max_upload_mb * 2**20
     running: dict[str, subprocess.Popen] = {}
     cancelled: set[str] = set()   # runs that Cancel stopped: their end is a cancel, not a failure
+    checks: set[str] = set()      # the keys in ``running`` that are checks (mmue verify), not protections
     CANCELLED = "**Cancelled.** Press Protect to resume from the last finished round."
+    CHECK_CANCELLED = "**Cancelled.** Press Check to resume from the last finished model."
 
     def choices():
         return [(f"{n} — {get_method(n).summary}", n) for n in PRESETS]
@@ -337,6 +367,7 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                "`private-record.zip` to yourself.", items, captions, files_out)
 
     def cancel():
+        stopped = {"protect": gr.skip(), "check": gr.skip()}   # what was not running keeps its message
         for key, proc in list(running.items()):
             if proc.poll() is None:
                 cancelled.add(key)
@@ -345,23 +376,57 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        return CANCELLED
+                if key in checks:
+                    stopped["check"] = CHECK_CANCELLED
+                else:
+                    stopped["protect"] = CANCELLED
+        return stopped["protect"], stopped["check"]
 
-    def verify(files, preset, strength, rounds, image_format, epochs):
+    def verify(files, preset, strength, rounds, image_format, models, epochs, progress=gr.Progress()):
         try:
             up = receive(files, workdir, max_bytes)
         except AppError as e:
-            return f"**Cannot use this upload:** {e}"
+            yield f"**Cannot use this upload:** {e}"
+            return
         out = run_dir(up, preset, strength, int(rounds) if rounds else None, image_format)
         if not (out / PRIVATE / "manifest.json").exists():
-            return "Protect first: the check compares models trained on your clean and protected copies."
-        cmd = [sys.executable, "-m", "mmue", "-q", "verify", "--clean", str(up.csv), "--protected", str(out),
-               "--out", str(up.folder / "verify" / out.name), "--epochs", str(int(epochs)), "--device", device]
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(up.folder))
-        if r.returncode != 0:
-            return f"**The check failed** (exit {r.returncode}):\n```\n{r.stderr[-2000:]}\n```"
-        table, _, rest = r.stdout.strip().partition("\n\n")   # the table, then the verdict and its caveats
-        return "```\n" + table + "\n```\n\n" + rest
+            yield "Protect first: the check compares models trained on your clean and protected copies."
+            return
+        report = check_dir(up, out, epochs)
+        cmd = verify_command(up, out, report, models, epochs, device)
+        yield "Checking... (Cancel stops it; Check resumes it from the last finished model)"
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=str(up.folder), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        running[str(report)] = proc
+        checks.add(str(report))
+        tail: list[str] = []
+        started = time.monotonic()
+        try:
+            for line in proc.stdout:
+                tail = (tail + [line.rstrip()])[-12:]
+                m = VICTIM.search(line)
+                if m:
+                    k, n = int(m.group(1)), int(m.group(2))
+                    left = eta(started, k - 1, n)
+                    progress((k - 1) / n, desc=f"model {k} of {n}{left}")
+                    yield f"Checking: training model {k} of {n} ({m.group(3)}){left}"
+            proc.wait()
+        finally:
+            if proc.poll() is None:   # the page cancelled the check: stop it; Check resumes it
+                proc.terminate()
+                proc.wait(timeout=30)
+            running.pop(str(report), None)
+        was_cancelled = str(report) in cancelled
+        cancelled.discard(str(report))
+        if was_cancelled and proc.returncode != 0:
+            yield CHECK_CANCELLED
+            return
+        if proc.returncode != 0:
+            shown = "\n".join(t for t in tail if "WARNING" not in t)
+            yield f"**The check failed** (exit {proc.returncode}):\n```\n{shown}\n```"
+            return
+        r = json.loads((report / "verify.json").read_text())
+        yield "```\n" + verify_table(r) + "\n```\n\n" + r["verdict"] + "\n\n" + r["caveats"]
 
     with gr.Blocks(title="MMUE: protect your captioned images") as page:
         gr.Markdown("# MMUE: make your captioned images unlearnable\n"
@@ -385,8 +450,9 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
         with gr.Accordion("advanced", open=False):
             rounds = gr.Number(value=None, precision=0, minimum=0, label="rounds (empty: the strength's)",
                                elem_id="rounds")
-            epochs = gr.Number(value=5, precision=0, minimum=1, label="epochs of each model the check trains",
-                               elem_id="epochs")
+            epochs = gr.Number(value=None, precision=0, minimum=1, elem_id="epochs",
+                               label="epochs of each model the check trains (empty: each model's usual recipe, "
+                                     "20 from scratch, 8 to fine-tune)")
         with gr.Row():
             go = gr.Button("Protect", variant="primary", interactive=False, elem_id="protect")
             stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -395,19 +461,25 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                              object_fit="contain", elem_id="gallery")
         captions = gr.HTML(elem_id="captions")
         files_out = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id="downloads")
-        gr.Markdown("### Check the protection on your own data\nTrains four small models (without your data, on "
-                    "your clean copy, on your protected copy, and on your protected images with your original "
-                    "captions, as a scraper who re-captions them would) and says how often each finds your images. "
-                    "Minutes to hours, depending on the data and the computer.")
-        check = gr.Button("Check my protected copy", elem_id="verify")
+        gr.Markdown("### Check the protection on your own data\nFor each kind of model below, trains one on "
+                    "your clean copy, one on your protected copy and one on your protected images with your "
+                    "original captions (as a scraper who re-captions them would), and says how often each finds "
+                    "your images, beside the same model that never saw them. Minutes to hours, depending on the "
+                    "data and the computer.")
+        models = gr.Radio([(v, k) for k, v in CHECK_MODELS.items() if k in check_models()], value=DEFAULT_CHECK,
+                          label="the scrapers' models", elem_id="models")
+        with gr.Row():
+            check = gr.Button("Check my protected copy", elem_id="verify")
+            stop_check = gr.Button("Cancel", variant="stop", elem_id="cancel-check")
         verdict = gr.Markdown(elem_id="verdict")
 
         upload.change(on_upload, upload, [found, go])
         preset.change(describe, preset, about)
         job = go.click(protect, [upload, preset, strength, rounds, image_format],
                        [status, gallery, captions, files_out])
-        stop.click(cancel, None, status, cancels=[job])
-        check.click(verify, [upload, preset, strength, rounds, image_format, epochs], verdict)
+        checking = check.click(verify, [upload, preset, strength, rounds, image_format, models, epochs], verdict)
+        for button in (stop, stop_check):   # either stops whatever runs; Protect / Check resume it
+            button.click(cancel, None, [status, verdict], cancels=[job, checking])
     return page
 
 

@@ -69,8 +69,13 @@ def _load_state_dict(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
-def pretrained_tower_models() -> list[str]:
-    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.json"))
+def pretrained_tower_models(installed: bool = False) -> list[str]:
+    """The pretrained-tower architectures; with ``installed``, only those whose packages are installed."""
+    names = sorted(p.stem for p in PRETRAINED_DIR.glob("*.json"))
+    if not installed:
+        return names
+    return [n for n in names if all(importlib.util.find_spec(pkg) is not None for pkg in
+                                    json.loads((PRETRAINED_DIR / f"{n}.json").read_text())["mmue"]["requires"])]
 
 
 def _package_path(spec: str, model: str) -> Path:
