@@ -152,16 +152,21 @@ def create_model(name: str = DEFAULT_MODEL, pretrained: str | os.PathLike | None
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def _quiet_tower_loading():
     """transformers prints a load report (the BERT pooler the mean-pooled text tower does not use) and a progress
-    bar each time a tower is loaded, for every victim and surrogate: errors still show."""
+    bar each time a tower is loaded, and open_clip warns on the root logger that the model is "initialized
+    partially" (the image tower's weights are loaded right after): for every victim and surrogate. Errors still
+    show; loggers other than the root keep their levels."""
     from transformers.utils import logging as tf_logging
     level, bar = tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()
+    root, root_level = logging.getLogger(), logging.getLogger().level
     tf_logging.set_verbosity_error()
     tf_logging.disable_progress_bar()
+    root.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        root.setLevel(root_level)
         tf_logging.set_verbosity(level)
         if bar:
             tf_logging.enable_progress_bar()
@@ -170,7 +175,7 @@ def _quiet_transformers():
 def _create_pretrained_towers(name: str, pretrained, device) -> ClipModel:
     spec, extras = _resolve_pretrained_spec(name)
     resolved = open_clip.get_model_config(name)
-    with _quiet_transformers():
+    with _quiet_tower_loading():
         clip = open_clip.create_model(name, pretrained=None, device="cpu", pretrained_image=False,
                                       pretrained_text=pretrained is None)
     if pretrained is None:
