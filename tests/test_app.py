@@ -91,7 +91,7 @@ def test_the_check_offers_fine_tuning_where_the_towers_are_installed(monkeypatch
     assert check_models() == [scratch]
     monkeypatch.setattr(app, "pretrained_tower_models", lambda installed=False: ["mmue-effl0-minilm"])
     assert check_models() == [scratch, finetune]
-    up = Upload(tmp_path, tmp_path, "csv", tmp_path / "captions.csv", 8, 8)
+    up = Upload(tmp_path, tmp_path / "input", "captions-txt", 8, 8)
     out = tmp_path / "runs" / "mem-3-low"
     # each epoch setting has its own victims (a victim of other epochs is refused, not reused); empty = the recipes
     assert check_dir(up, out, None) == tmp_path / "verify" / "mem-3-low" / "recipe"

@@ -1,11 +1,13 @@
+import json
 import zipfile
 
 import pytest
 
 from mmue import api
 from mmue.data import read_pairs
-from mmue.data.layouts import as_csv, detect
+from mmue.data.layouts import detect
 from mmue.protect.package import package
+from mmue.runs import RunDirError
 from tests.helpers.layouts import make_layout
 
 
@@ -14,8 +16,7 @@ def protected(tiny_synth, tmp_path_factory):
     """One protection, packaged below into every layout (reading each layout is tests/test_layouts.py)."""
     tmp = tmp_path_factory.mktemp("pkg")
     folder = make_layout(tiny_synth, tmp / "in", "captions-txt", n=4)
-    _, csv_path = as_csv(folder, tmp / "work")
-    man = api.protect(csv_path, tmp / "out", "trigger-only", device="cpu", progress=False, rounds=0)
+    man = api.protect(folder, tmp / "out", "trigger-only", device="cpu", progress=False, rounds=0)
     return tmp / "out", man
 
 
@@ -33,8 +34,7 @@ def test_package_writes_the_layout_with_a_checkable_manifest(protected, tmp_path
     assert "seed" not in (unzipped / "manifest.json").read_text()
     assert api.check(unzipped)["ok"]
     assert detect(unzipped) == layout                       # the copy reads back in the layout it came in
-    _, back = as_csv(unzipped, tmp_path / "work2")
-    pairs = read_pairs(back)
+    pairs = read_pairs(unzipped)
     triggers = {e["trigger"] for e in man["images"]}
     assert pairs.n_images == 4 and all(any(c.startswith(t + " ") for t in triggers) for c in pairs.captions)
     (unzipped / names[0]).write_bytes(b"changed")
@@ -46,3 +46,14 @@ def test_package_refuses_unknown_layouts_and_unfinished_runs(tmp_path):
         package(tmp_path, "parquet", tmp_path / "x.zip")
     with pytest.raises(FileNotFoundError, match="no finished protection"):
         package(tmp_path, "csv", tmp_path / "x.zip")
+
+
+def test_protecting_a_folder_packs_its_copy_in_that_layout(protected, tmp_path):
+    out, man = protected
+    with zipfile.ZipFile(out / api.PACKAGED) as z:   # beside publish/, in the folder's own layout
+        names = set(z.namelist())
+        layout = json.loads(z.read("manifest.json"))["layout"]
+    assert layout == "captions-txt" and sum(n.endswith(".txt") for n in names) == 4
+    assert (out / "publish" / "captions.csv").is_file() and man["train_data"] == str(out.parent / "in")
+    with pytest.raises(RunDirError, match="inside the input folder"):   # its copy would be read as input next time
+        api.protect(out.parent / "in", out.parent / "in" / "out", "trigger-only", device="cpu", rounds=0)

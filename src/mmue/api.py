@@ -3,18 +3,23 @@
 user's script call the same functions."""
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from .bench import BenchConfig, run_bench
 from .data import write_builtin
+from .data.layouts import detect
 from .data.openclipart import DEFAULT_ROOT, write_openclipart
 from .demo import run_demo
 from .device import resolve_device
+from .distributed import on_main
 from .metrics import random_guess
 from .models import load_model
-from .protect.workflow import check, protect
+from .protect.package import package
+from .protect.workflow import check
+from .protect.workflow import protect as protect_run
 from .runs import versions
 from .train import evaluate, load_encoded
 from .train import train_run as train
@@ -55,6 +60,22 @@ def openclipart(out_dir: str | os.PathLike, root: str | os.PathLike = DEFAULT_RO
     """Debian's openclipart as image-caption pairs (``mmue data openclipart``); returns the counts written and
     dropped."""
     return write_openclipart(out_dir, root, size, n_test, native=native)
+
+
+PACKAGED = "protected.zip"   # a folder's protected copy in its own layout, beside publish/
+
+
+def protect(train_data: str | os.PathLike, out: str | os.PathLike, *args, **options) -> dict:
+    """Protect ``train_data`` into ``out`` (``mmue protect``; the arguments, in the same order, and the returned
+    private manifest: ``protect.workflow.protect``). ``train_data`` may also be a folder in one of the layouts
+    people keep captioned images in (``mmue.data.layouts``); its copy is then also packed in that same layout as
+    ``out/protected.zip`` (a ``.txt`` beside each image, a ``metadata.jsonl`` ...), the zip to publish."""
+    manifest = protect_run(train_data, out, *args, **options)
+    as_files = inspect.signature(protect_run).bind(train_data, out, *args, **options).arguments.get(
+        "out_format", "files") == "files"
+    if Path(train_data).is_dir() and as_files:
+        on_main(lambda: package(out, detect(train_data), Path(out) / PACKAGED))
+    return manifest
 
 
 def bench(config, out: str | os.PathLike, device: str = "auto") -> list[dict]:

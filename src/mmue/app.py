@@ -24,9 +24,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from .data.layouts import as_csv
+from .data.layouts import detect
 from .data.pairs import read_pairs
 from .data.types import DataError
+from .api import PACKAGED
 from .protect.export import PRIVATE
 from .protect.package import package
 from .models import pretrained_tower_models
@@ -104,9 +105,8 @@ def _hash(paths: list[Path]) -> str:
 @dataclass
 class Upload:
     folder: Path        # the job folder: workdir/jobs/<content hash>
-    root: Path          # the unpacked data
+    root: Path          # the unpacked data, in its layout: what mmue protect and mmue verify read
     layout: str
-    csv: Path           # what mmue protect reads
     n_images: int
     n_captions: int
 
@@ -136,11 +136,10 @@ def receive(files: list[str | Path], workdir: Path, max_bytes: int) -> Upload:
         (folder / "received").write_text("")
     root = data_root(data)
     try:
-        layout, csv_path = as_csv(root, folder)
-        pairs = read_pairs(csv_path)
+        layout, pairs = detect(root), read_pairs(root)
     except DataError as e:
         raise AppError(str(e).replace(str(folder) + os.sep, "")) from e
-    return Upload(folder, root, layout, csv_path, pairs.n_images, len(pairs.captions))
+    return Upload(folder, root, layout, pairs.n_images, len(pairs.captions))
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -154,7 +153,7 @@ def run_dir(up: Upload, preset: str, strength: str, rounds: int | None, image_fo
 
 def protect_command(up: Upload, out: Path, preset: str, strength: str, rounds: int | None, device: str,
                     image_format: str = "png") -> list[str]:
-    cmd = [sys.executable, "-m", "mmue", "protect", "--train-data", str(up.csv), "--out", str(out),
+    cmd = [sys.executable, "-m", "mmue", "protect", "--train-data", str(up.root), "--out", str(out),
            "--method", preset, "--strength", strength, "--device", device, "--image-format", image_format]
     if rounds:
         cmd += ["--rounds", str(int(rounds))]
@@ -184,7 +183,7 @@ def check_dir(up: Upload, out: Path, epochs) -> Path:
 
 
 def verify_command(up: Upload, out: Path, report: Path, models: str, epochs, device: str) -> list[str]:
-    cmd = [sys.executable, "-m", "mmue", "verify", "--clean", str(up.csv), "--protected", str(out),
+    cmd = [sys.executable, "-m", "mmue", "verify", "--clean", str(up.root), "--protected", str(out),
            "--out", str(report), "--model", models, "--device", device]
     return cmd + (["--epochs", str(int(epochs))] if epochs else [])
 
@@ -212,12 +211,11 @@ def previews(up: Upload, out: Path, man: dict, n: int = PREVIEWS) -> tuple[list[
     """Gallery items (before | after | noise x10, one picture per image, captioned with its PSNR) and the HTML
     of their published captions with the trigger marked."""
     pub = read_pairs(out / man["data"])
-    src_root = up.csv.parent
     folder = up.folder / "previews" / out.name
     folder.mkdir(parents=True, exist_ok=True)
     items, rows = [], []
     for i, e in enumerate(man["images"][:n]):
-        before = Image.open(src_root / e["source"]).convert("RGB")
+        before = Image.open(up.root / e["source"]).convert("RGB")
         after = Image.open(out / e["file"]).convert("RGB")
         views = [before, after, noise_view(before, after)]
         w, h = after.size
@@ -273,11 +271,12 @@ this page (`mmue verify`) for your own data.
 def downloads(up: Upload, out: Path, man: dict, preset: str, strength: str) -> list[str]:
     folder = up.folder / "downloads" / out.name
     folder.mkdir(parents=True, exist_ok=True)
-    package(out, up.layout, folder / "protected.zip")
+    packed = out / PACKAGED   # mmue protect packs a folder's copy in its layout
+    if not packed.is_file():  # a run finished before it did
+        package(out, up.layout, packed)
     with zipfile.ZipFile(folder / "private-record.zip", "w") as z:
         z.write(out / PRIVATE / "manifest.json", "private/manifest.json")
-    return [str(folder / "protected.zip"), str(report(up, out, man, preset, strength)),
-            str(folder / "private-record.zip")]
+    return [str(packed), str(report(up, out, man, preset, strength)), str(folder / "private-record.zip")]
 
 
 # ------------------------------------------------------------------------------------------------ the page

@@ -14,8 +14,9 @@ from . import __version__
 log = logging.getLogger("mmue")
 
 
-DATA_HELP = ("CSV/TSV of image paths and captions, or WebDataset shards (quoted: 'data/{00000..00009}.tar', "
-             "key.jpg|png + key.txt)")
+DATA_HELP = ("CSV/TSV of image paths and captions, WebDataset shards (quoted: 'data/{00000..00009}.tar', "
+             "key.jpg|png + key.txt), or a folder: its one CSV/TSV, a .txt caption beside each image, or a Hugging "
+             "Face metadata.csv / metadata.jsonl")
 
 
 def _csv_flags(p: argparse.ArgumentParser) -> None:
@@ -274,8 +275,10 @@ def _run(args) -> int:
               f"(max |noise| {m['max_linf_px']}/255, mean PSNR {m['mean_psnr_db']} dB"
               + (f", {m['image_format'].upper()} q{m['quality']} kept {100 * m['mean_noise_kept']:.0f}% of the noise"
                  if "mean_noise_kept" in m else "") + f", {m['generation_s']:.0f}s)")
-        print(f"publish this folder: {args.out / 'publish'}\n"
-              f"keep this one private (the key to the triggers): {args.out / 'private'}")
+        packed = args.out / api.PACKAGED
+        print(f"publish this folder: {args.out / 'publish'}"
+              + (f"\n  (or this zip, in the layout of {args.train_data}: {packed})" if packed.is_file() else "")
+              + f"\nkeep this one private (the key to the triggers): {args.out / 'private'}")
         return 0
     if args.command == "demo":
         from .demo import demo_table

@@ -23,7 +23,11 @@ def check_out_dir(out: Path, resume: bool, resumable: bool, kind: str = "run", o
     over an existing run unless ``resume`` (which needs something ``resumable``) or ``overwrite``."""
     out = Path(out)
     if source is not None:
-        src, o = Path(source).resolve().parent, out.resolve()
+        src, o = Path(source).resolve(), out.resolve()
+        if src.is_dir() and o.is_relative_to(src):   # a folder read as data: its copy would become part of it
+            raise RunDirError(f"--out {out} is inside the input folder {source}; the copy would be read as input "
+                              "next time: choose an output folder outside it")
+        src = src if src.is_dir() else src.parent
         if o == src or o in src.parents:
             raise RunDirError(f"--out {out} contains the input data ({source}); originals are never modified: "
                               "choose an output folder outside it")

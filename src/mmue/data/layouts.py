@@ -5,8 +5,8 @@
 * ``imagefolder-csv`` / ``imagefolder-jsonl``: Hugging Face imagefolder, a ``metadata.csv`` or
   ``metadata.jsonl`` with ``file_name`` and ``text``.
 
-``as_csv`` turns a folder into the CSV that ``mmue protect`` reads (written elsewhere: originals are never
-touched); ``mmue.protect.package`` writes the protected copy back in the same layout.
+``read_folder`` (through ``read_pairs``, so every command takes such a folder as its data) reads a folder's pairs
+where they are, writing nothing; ``mmue.protect.package`` writes the protected copy back in the same layout.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from .csvfile import write_rows
-from .types import DataError
+from .csvfile import read_csv
+from .types import DataError, PairSet
 
 LAYOUTS = ("csv", "captions-txt", "imagefolder-csv", "imagefolder-jsonl")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm")
@@ -48,18 +48,16 @@ def detect(folder: str | os.PathLike) -> str:
                     "with file_name and text")
 
 
-def as_csv(folder: str | os.PathLike, work: str | os.PathLike) -> tuple[str, Path]:
-    """(layout, the CSV to protect). For ``csv`` and ``imagefolder-csv`` that is the folder's own table; for
-    the others a ``file_name,text`` CSV written to ``work`` with paths relative to it (so the published copy
-    mirrors the folder's own tree)."""
-    folder, work = Path(folder), Path(work)
-    layout = detect(folder)
-    if layout == "csv":
-        return layout, next(p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".csv", ".tsv"))
+def _table(folder: Path, layout: str) -> Path:
+    """The folder's own caption table, for the layouts that have one."""
     if layout == "imagefolder-csv":
-        return layout, folder / "metadata.csv"
-    rel = lambda p: os.path.relpath(p, work)   # noqa: E731
-    rows: list[tuple[str, str]] = []
+        return folder / "metadata.csv"
+    return next(p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in (".csv", ".tsv"))
+
+
+def _rows(folder: Path, layout: str) -> list[tuple[Path, str]]:
+    """(image, caption) of the layouts without a table of their own: ``imagefolder-jsonl`` and ``captions-txt``."""
+    rows: list[tuple[Path, str]] = []
     if layout == "imagefolder-jsonl":
         src = folder / "metadata.jsonl"
         for n, line in enumerate(src.read_text(encoding="utf-8-sig").splitlines(), 1):
@@ -67,17 +65,42 @@ def as_csv(folder: str | os.PathLike, work: str | os.PathLike) -> tuple[str, Pat
                 continue
             try:
                 rec = json.loads(line)
-                rows.append((rel(folder / rec["file_name"]), str(rec["text"])))
+                rows.append((folder / rec["file_name"], str(rec["text"])))
             except (ValueError, KeyError, TypeError) as e:
                 raise DataError(f"{src}, line {n}: not a JSON object with file_name and text ({e})") from e
-    else:
-        for img in _images(folder):
-            txt = img.with_suffix(".txt")
-            if not txt.is_file():
-                raise DataError(f"{img}: no caption file {txt.name} beside it; add one or remove the image")
-            caption = " ".join(txt.read_text(encoding="utf-8-sig").split())
-            if not caption:
-                raise DataError(f"{txt}: empty caption")
-            rows.append((rel(img), caption))
-    work.mkdir(parents=True, exist_ok=True)
-    return layout, write_rows(rows, work / "captions.csv", ("file_name", "text"))
+            if not rows[-1][0].is_file():
+                raise DataError(f"{src}, line {n}: image {rec['file_name']!r} not found in {folder}")
+        if not rows:
+            raise DataError(f"{src}: no lines; one JSON object per image: {{\"file_name\": ..., \"text\": ...}}")
+        return rows
+    for img in _images(folder):
+        txt = img.with_suffix(".txt")
+        if not txt.is_file():
+            raise DataError(f"{img}: no caption file {txt.name} beside it; add one or remove the image")
+        caption = " ".join(txt.read_text(encoding="utf-8-sig").split())
+        if not caption:
+            raise DataError(f"{txt}: empty caption")
+        rows.append((img, caption))
+    return rows
+
+
+def read_folder(folder: str | os.PathLike, check_files: bool = True) -> PairSet:
+    """The pairs of a folder in any of the layouts, read where they are (nothing written): its own table, or
+    ``file_name,text`` rows made from its ``.txt`` captions / ``metadata.jsonl`` (``source`` is then the folder;
+    a published copy names that table ``captions.csv``)."""
+    folder = Path(folder)
+    layout = detect(folder)
+    if layout in ("csv", "imagefolder-csv"):
+        return read_csv(_table(folder, layout), check_files=check_files)
+    rows, images, captions, caption_image, index = [], [], [], [], {}
+    for img, caption in _rows(folder, layout):
+        rel = os.path.relpath(img, folder)
+        key = os.path.realpath(img)
+        if key not in index:
+            index[key] = len(images)
+            images.append(rel)
+        rows.append({"file_name": rel, "text": caption})
+        captions.append(caption)
+        caption_image.append(index[key])
+    return PairSet(folder, folder, "file_name", "text", ",", ["file_name", "text"], rows, images, captions,
+                   caption_image)

@@ -1,9 +1,13 @@
-"""The format chooser: ``read_pairs`` reads a CSV/TSV (``csvfile``) or WebDataset shards (``webdataset``)."""
+"""The format chooser: ``read_pairs`` reads a CSV/TSV (``csvfile``), WebDataset shards (``webdataset``) or a
+folder in one of the layouts people keep captioned images in (``layouts``)."""
 from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
 from .csvfile import read_csv, write_pairs
+from .layouts import read_folder
 from .types import DataError, PairSet
 from .webdataset import is_webdataset, read_shards
 
@@ -12,10 +16,16 @@ __all__ = ["DataError", "PairSet", "read_pairs", "write_pairs"]
 
 def read_pairs(path: str | os.PathLike, img_key: str | None = None, caption_key: str | None = None,
                separator: str | None = None, check_files: bool = True) -> PairSet:
-    """Read a CSV/TSV of image paths and captions, or WebDataset shards (``data/{000..009}.tar``).
+    """Read a CSV/TSV of image paths and captions, WebDataset shards (``data/{000..009}.tar``), or a folder: its
+    one CSV/TSV, a ``.txt`` caption beside each image, or a Hugging Face ``metadata.csv`` / ``metadata.jsonl``.
 
     ``img_key``/``caption_key`` default to auto-detection; ``separator`` to the extension (.tsv) or a sniff.
     """
     if is_webdataset(path):
         return read_shards(path)
+    if Path(path).is_dir():
+        if img_key or caption_key or separator:   # a table of the folder's own: name it to choose its columns
+            raise DataError(f"{path}: a folder; give its CSV itself with --csv-img-key / --csv-caption-key / "
+                            "--csv-separator")
+        return read_folder(path, check_files)
     return read_csv(path, img_key, caption_key, separator, check_files)

@@ -20,7 +20,7 @@ class DataError(ValueError):
 class PairSet:
     """Captions (one per CSV row) and the unique images they describe."""
 
-    source: Path                      # the CSV file
+    source: Path                      # the CSV file (a folder: captions beside the images, or metadata.jsonl)
     root: Path                        # image paths are relative to this folder
     image_key: str
     caption_key: str
@@ -56,10 +56,18 @@ class PairSet:
         return load_rgb(self.image_path(i))
 
     def where(self, i: int) -> str:
-        """Where image i is named: the CSV and its first row (1 = the header), or the shard set."""
+        """Where image i is named: the CSV and its first row (1 = the header), the shard set, or for a folder
+        without a table the image itself."""
         if self.opener is not None:
             return f"{self.source}, sample {i}"
+        if self.source.is_dir():
+            return str(self.image_path(i))
         return f"{self.source}, row {self.image_captions[i][0] + 2}"
+
+    @property
+    def table_name(self) -> str:
+        """The file name a copy of these pairs' table takes: the source's, or for a folder ``captions.csv``."""
+        return "captions.csv" if self.source.is_dir() else self.source.name
 
     def subset(self, keep: list[int]) -> "PairSet":
         """The pairs of images ``keep`` only (their rows, in file order), images renumbered."""

@@ -251,7 +251,7 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
                           **({"noise_kept": round(r["kept"], 4)} if lossy else {}),
                           "sha256": r["sha256"]})
     if writer is None:
-        csv_path = pub / pairs.source.name
+        csv_path = pub / pairs.table_name
         write_pairs(pairs, csv_path, captions, images=[rel_out[i] for i in pairs.caption_image])
         data = csv_path.name
         outputs = {"data": f"{PUBLISH}/{data}", "csv": f"{PUBLISH}/{data}", "csv_sha256": sha256(csv_path)}
