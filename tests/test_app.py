@@ -106,6 +106,8 @@ def test_app_in_a_browser(tiny_synth, tmp_path):
     from playwright.sync_api import expect, sync_playwright
     folder = make_layout(tiny_synth, tmp_path / "in", "captions-txt", n=8)
     upload = _zip(folder, tmp_path / "my photos.zip", "my photos/")
+    others = _zip(make_layout(tiny_synth, tmp_path / "others", "imagefolder-jsonl", n=14, skip=8),
+                  tmp_path / "others.zip")
     shots = Path(os.environ.get("MMUE_SCREENSHOTS", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
     port, work = _free_port(), tmp_path / "appwork"
@@ -157,8 +159,10 @@ def test_app_in_a_browser(tiny_synth, tmp_path):
                 page.locator('#downloads a[download="protected.zip"]').click()
             got = tmp_path / "downloaded.zip"
             dl.value.save_as(got)
-            # the check with the fine-tuning scraper too: cancelled after its first model, then resumed
+            # the check with the fine-tuning scraper too, among others' images: cancelled after its first model,
+            # then resumed
             page.locator("#models").get_by_text("fine-tuned").click()
+            page.locator("#others input[type=file]").set_input_files(str(others))
             page.locator("#verify").click()
             expect(page.locator("#verdict")).to_contain_text("training model 1 of 9", timeout=120_000)
             page.locator("#cancel-check").click()
@@ -166,6 +170,7 @@ def test_app_in_a_browser(tiny_synth, tmp_path):
             page.locator("#verify").click()
             expect(page.locator("#verdict")).to_contain_text("protected copy", timeout=600_000)
             expect(page.locator("#verdict")).to_contain_text("fine-tuned")
+            expect(page.locator("#verdict")).to_contain_text("gallery 14 images")   # 8 of mine + 6 others'
             page.screenshot(path=shots / "5-verified.png", full_page=True)
             browser.close()
     finally:

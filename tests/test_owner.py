@@ -213,7 +213,8 @@ def test_verify_verdict_leads_with_the_worst_case_over_scrapers_and_architecture
         return {"mean_R@10": r10, "gap_closed": gap_closed(absent, clean, protected)}
 
     def report(models, surrogate=()):
-        r = {"models": {m: {"scrapers": s} for m, s in models.items()}, "surrogate": list(surrogate)}
+        r = {"models": {m: {"scrapers": s} for m, s in models.items()}, "surrogate": list(surrogate),
+             "gallery_images": 1000}
         r["worst"] = worst_case(r)
         return r
     rn = {"none": cell(0.2, 1.0, 0.4), "oracle-captions": cell(0.2, 1.0, 0.96), "jpeg-75": cell(0.3, 0.9, 0.5)}
@@ -227,7 +228,10 @@ def test_verify_verdict_leads_with_the_worst_case_over_scrapers_and_architecture
     rn["jpeg-75"] = cell(0.5, 0.5, 0.7)            # no gap to close: counts as none closed
     assert worst_case(report({"mmue-tiny-rn": rn}))["scraper"] == "jpeg-75"
     alone = report({"mmue-tiny-rn": {"none": cell(0.2, 1.0, 0.4)}})
-    assert "Worst case" not in verdict(alone) and "None of" not in verdict(alone)
+    assert "Worst case" not in verdict(alone) and "None of" not in verdict(alone) and "--distractors" not in verdict(alone)
+    alone["gallery_images"] = 8   # a search among eight images: R@10 finds them all, whatever the model learned
+    assert verdict(alone).startswith("Your images were searched among 8 only") and "--distractors" in verdict(alone)
+    alone["gallery_images"] = 1000
     alone["models"]["mmue-tiny-rn"]["scrapers"]["none"]["published"] = {"mean_R@10": {"absent": 0.3, "protected": 1.0}}
     assert "as published (the files a scraper holds), it finds them about as often as your clean originals" \
         in verdict(alone) and "(mean R@10 100.0 % vs 100.0 %; without your data: 30.0 %)" in verdict(alone)

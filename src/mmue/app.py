@@ -182,10 +182,12 @@ def check_dir(up: Upload, out: Path, epochs) -> Path:
     return up.folder / "verify" / out.name / (f"epochs-{int(epochs)}" if epochs else "recipe")
 
 
-def verify_command(up: Upload, out: Path, report: Path, models: str, epochs, device: str) -> list[str]:
+def verify_command(up: Upload, out: Path, report: Path, models: str, epochs, device: str,
+                   others: Upload | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "mmue", "verify", "--clean", str(up.root), "--protected", str(out),
            "--out", str(report), "--model", models, "--device", device]
-    return cmd + (["--epochs", str(int(epochs))] if epochs else [])
+    return (cmd + (["--epochs", str(int(epochs))] if epochs else [])
+            + (["--distractors", str(others.root)] if others is not None else []))
 
 
 def eta(started: float, done: int, total: int) -> str:
@@ -381,9 +383,10 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                     stopped["protect"] = CANCELLED
         return stopped["protect"], stopped["check"]
 
-    def verify(files, preset, strength, rounds, image_format, models, epochs, progress=gr.Progress()):
+    def verify(files, preset, strength, rounds, image_format, models, epochs, other_files, progress=gr.Progress()):
         try:
             up = receive(files, workdir, max_bytes)
+            others = receive(other_files, workdir, max_bytes) if other_files else None
         except AppError as e:
             yield f"**Cannot use this upload:** {e}"
             return
@@ -392,7 +395,7 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
             yield "Protect first: the check compares models trained on your clean and protected copies."
             return
         report = check_dir(up, out, epochs)
-        cmd = verify_command(up, out, report, models, epochs, device)
+        cmd = verify_command(up, out, report, models, epochs, device, others)
         yield "Checking... (Cancel stops it; Check resumes it from the last finished model)"
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 cwd=str(up.folder), env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -467,6 +470,9 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                     "data and the computer.")
         models = gr.Radio([(v, k) for k, v in CHECK_MODELS.items() if k in check_models()], value=DEFAULT_CHECK,
                           label="the scrapers' models", elem_id="models")
+        others = gr.File(label="optional: other captioned images to search yours among, in any of the layouts above "
+                               "(with few images of your own, every model finds them all in its top 10)",
+                         file_count="multiple", elem_id="others")
         with gr.Row():
             check = gr.Button("Check my protected copy", elem_id="verify")
             stop_check = gr.Button("Cancel", variant="stop", elem_id="cancel-check")
@@ -476,7 +482,8 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
         preset.change(describe, preset, about)
         job = go.click(protect, [upload, preset, strength, rounds, image_format],
                        [status, gallery, captions, files_out])
-        checking = check.click(verify, [upload, preset, strength, rounds, image_format, models, epochs], verdict)
+        checking = check.click(verify, [upload, preset, strength, rounds, image_format, models, epochs, others],
+                               verdict)
         for button in (stop, stop_check):   # either stops whatever runs; Protect / Check resume it
             button.click(cancel, None, [status, verdict], cancels=[job, checking])
     return page

@@ -148,6 +148,7 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
                                                             views, out, recipes[name], seed, device, augment, count)}
     first = report["models"][models[0]]["scrapers"]["none"]   # the first architecture, the copy as published
     report.update(scrapers=report["models"][models[0]]["scrapers"], metrics=first["metrics"],
+                  gallery_images=int(first["metrics"]["clean"]["mem/gallery_images"]),
                   **{"mean_R@10": first["mean_R@10"]}, gap_closed=first["gap_closed"], worst=worst_case(report),
                   caveats=CAVEATS)
     report["verdict"] = verdict(report)
@@ -293,6 +294,10 @@ def verdict(report: dict) -> str:
     first = next(iter(models))
     text = (f"A model ({_who(first, models[first])}) trained on your protected copy "
             f"{_sentence(models[first]['scrapers']['none'])}.")
+    if report["gallery_images"] <= 10:   # R@10 of a gallery of ten or fewer is 100 % for any model
+        text = (f"Your images were searched among {report['gallery_images']} only, so every model finds each of them "
+                "in its top 10 and R@10 cannot tell protected from clean: give other captioned images like yours to "
+                "search among (--distractors; in the app, the upload beside the check), or read R@1.\n" + text)
     if "published" in models[first]["scrapers"]["none"]:
         text += " " + _published_sentence(models[first]["scrapers"]["none"])
     worst = report["worst"]

@@ -9,13 +9,13 @@ from pathlib import Path
 from mmue.data import read_pairs
 
 
-def make_layout(synth: Path, folder: Path, layout: str, n: int = 6) -> Path:
-    """The first ``n`` training images of ``synth``, one caption each, in ``layout``, under ``folder``."""
+def make_layout(synth: Path, folder: Path, layout: str, n: int = 6, skip: int = 0) -> Path:
+    """Training images ``skip`` to ``n`` of ``synth``, one caption each, in ``layout``, under ``folder``."""
     src = read_pairs(synth / "train.csv")
     folder.mkdir(parents=True)
     (folder / "photos").mkdir()
     rows = []
-    for i in range(n):
+    for i in range(skip, n):
         name = f"photos/pic_{i}.png"
         shutil.copyfile(src.image_path(i), folder / name)
         rows.append((name, src.captions[src.image_captions[i][0]]))
