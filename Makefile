@@ -10,7 +10,7 @@ $(BIN)/mmue: pyproject.toml requirements.txt
 	$(PY) -m venv $(VENV)
 	# torch first, pinned, so pip takes the wheels on disk rather than resolving a newer CUDA build
 	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q -e '.[test,pretrained,app,opencliptrain]'
+	$(BIN)/pip install -q -e '.[test,pretrained,app,opencliptrain,heic]'
 	touch $(BIN)/mmue
 
 install: $(BIN)/mmue

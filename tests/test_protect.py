@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageCms
 
 from mmue import api
-from mmue.data import read_pairs
+from mmue.data import DataError, read_pairs
 from mmue.data.encoded import EncodedPairs
 from mmue.models import create_model
 from mmue.protect import MEMEngine, resolve
@@ -457,6 +457,33 @@ def test_exif_rotated_photo_comes_out_upright(tmp_path):
     assert out.size == (24, 48) and not out.getexif().get(0x0112)                  # upright, no tag left
     diff = np.abs(np.asarray(out, dtype=np.int16) - np.asarray(upright, dtype=np.int16))
     assert diff.max() <= 8
+
+
+def test_heic_photos_from_a_phone_are_read_or_refused_with_the_fix(tmp_path, monkeypatch):
+    """iPhones store photos as HEIC: read through pillow-heif (mmue[heic]). HEIF turns a photo by the container's
+    own rotation, which the reader applies; an EXIF orientation tag inside is ignored by HEIF viewers and reset by
+    the reader, so it is not applied a second time. Without the reader: an error naming the photo and the fix."""
+    from mmue.data import types
+    pillow_heif = pytest.importorskip("pillow_heif")
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 256, (24, 48, 3), dtype=np.uint8))
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "photos").mkdir()
+    stored.save(tmp_path / "photos/IMG_0001.HEIC", quality=95, exif=exif)
+    (tmp_path / "photos/IMG_0001.txt").write_text("my phone photo\n")
+    stored.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "photos/IMG_0002.heic", quality=95)
+    (tmp_path / "photos/IMG_0002.txt").write_text("another one\n")
+    man = api.protect(tmp_path / "photos", tmp_path / "out", "random", device="cpu", progress=False, seed=0)
+    out = {Path(e["source"]).name: Image.open(tmp_path / "out" / e["file"]) for e in man["images"]}
+    assert {k: v.size for k, v in out.items()} == {"IMG_0001.HEIC": (48, 24), "IMG_0002.heic": (24, 48)}
+    shown = np.asarray(Image.open(tmp_path / "photos/IMG_0001.HEIC").convert("RGB"), dtype=np.int16)
+    assert np.abs(np.asarray(out["IMG_0001.HEIC"], dtype=np.int16) - shown).max() <= 8   # the photo, +- the noise
+    assert types._heif_reader()   # installed: registered with Pillow
+    monkeypatch.setattr(types, "_heif_reader", lambda: False)
+    with pytest.raises(DataError, match=r"IMG_0001.HEIC: a HEIC / HEIF photo.*pip install 'mmue\[heic\]'"):
+        types.load_rgb(tmp_path / "photos/IMG_0001.HEIC")
 
 
 MEASURE = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "

@@ -18,7 +18,8 @@ from .csvfile import read_csv
 from .types import DataError, PairSet
 
 LAYOUTS = ("csv", "captions-txt", "imagefolder-csv", "imagefolder-jsonl")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".avif", ".heic",
+                  ".heif")
 
 
 def _images(folder: Path) -> list[Path]:

@@ -3,6 +3,7 @@ to open one image file. Readers of each format (``csvfile``, ``webdataset``) bui
 chooses the reader."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -86,9 +87,26 @@ class PairSet:
 ORIENTATION = 0x0112   # the EXIF tag
 
 
+HEIF_SUFFIXES = (".heic", ".heif")   # what phones store photos as; read through pillow-heif (mmue[heic])
+
+
+@functools.cache
+def _heif_reader() -> bool:
+    """Whether HEIC / HEIF files can be read: pillow-heif's reader registered with Pillow, once, when installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """The image as RGB, turned upright by its EXIF orientation (as viewers show it: phones store photos
     sideways with a tag), so the protected copy, which carries no EXIF, looks like the original did."""
+    if Path(path).suffix.lower() in HEIF_SUFFIXES and not _heif_reader():
+        raise DataError(f"{path}: a HEIC / HEIF photo, which needs a reader: pip install 'mmue[heic]' (pillow-heif), "
+                        "or export the photos as JPEG")
     try:
         with Image.open(path) as im:
             # turning and converting each copy a full-size photo: only when there is something to do
