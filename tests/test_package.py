@@ -57,3 +57,23 @@ def test_protecting_a_folder_packs_its_copy_in_that_layout(protected, tmp_path):
     assert (out / "publish" / "captions.csv").is_file() and man["train_data"] == str(out.parent / "in")
     with pytest.raises(RunDirError, match="inside the input folder"):   # its copy would be read as input next time
         api.protect(out.parent / "in", out.parent / "in" / "out", "trigger-only", device="cpu", rounds=0)
+
+
+def test_check_reads_the_zip_itself(protected, tmp_path):
+    out, _ = protected
+    packed = out / api.PACKAGED
+    r = api.check(packed)
+    assert r["ok"] and r["n_files"] == 8 and r["folder"] == str(packed)
+    # zipped again under one top folder, as people re-zip a folder: still found; an edit and an extra file are not
+    with zipfile.ZipFile(packed) as z, zipfile.ZipFile(tmp_path / "again.zip", "w") as again:
+        names = z.namelist()
+        for n in names:
+            data = z.read(n)
+            again.writestr("my copy/" + n, b"edited" if n == names[0] else data)
+        again.writestr("my copy/notes.txt", b"mine")
+    r = api.check(tmp_path / "again.zip")
+    assert not r["ok"] and r["changed"] == [names[0]] and r["extra"] == ["notes.txt"] and not r["missing"]
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("a.png", b"x")
+    with pytest.raises(FileNotFoundError, match="no manifest.json inside"):
+        api.check(tmp_path / "other.zip")

@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="verify a protected copy before and after publishing: every file against "
                        "its manifest's hashes, no extra files, no trigger key inside")
-    p.add_argument("folder", type=Path, help="the --out folder of mmue protect, or its publish/ folder (or a copy)")
+    p.add_argument("folder", type=Path, help="the --out folder of mmue protect, its publish/ folder, or its "
+                   "protected.zip (or a copy of any of them)")
 
     p = sub.add_parser("app", help="a local web page for protecting images without a terminal (needs mmue[app])")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this computer only)")

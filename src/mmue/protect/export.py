@@ -14,12 +14,14 @@ save (``noise_kept``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
 import io
 import json
 import os
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -177,12 +179,16 @@ def released_data(folder: str | os.PathLike, manifest: dict) -> Path | None:
     return Path(folder) / name if name else None
 
 
-def sha256(path: Path) -> str:
+def _digest(f) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return _digest(f)
 
 
 def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: str | os.PathLike, eps_px: int,
@@ -282,32 +288,50 @@ def export(pairs: PairSet, state: ProtectionState, codec: TokenCodec, out_dir: s
     return manifest
 
 
+def _published(path: Path, stack: contextlib.ExitStack) -> tuple[str, str, dict]:
+    """(where, the public manifest's text, relative path -> a function hashing that file) of a published copy:
+    a folder (the output folder or its ``publish/``) or a zip of one (``protected.zip``, possibly under one top
+    folder)."""
+    if path.is_file() and zipfile.is_zipfile(path):
+        z = stack.enter_context(zipfile.ZipFile(path))
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        manifests = sorted((n for n in names if n.rsplit("/", 1)[-1] == "manifest.json"), key=lambda n: n.count("/"))
+        if not manifests:
+            raise FileNotFoundError(f"{path}: no manifest.json inside; this zip is not a copy written by mmue")
+        top = manifests[0][:-len("manifest.json")]
+
+        def hasher(name: str):
+            return lambda: _digest(z.open(name))
+        files = {n[len(top):]: hasher(n) for n in names if n.startswith(top)}
+        return f"{path}" + (f" ({top})" if top else ""), z.read(manifests[0]).decode("utf-8"), files
+    pub = path / PUBLISH if (path / PUBLISH / "manifest.json").is_file() else path
+    if not (pub / "manifest.json").is_file():
+        raise FileNotFoundError(f"{path}: no {PUBLISH}/manifest.json nor manifest.json; point mmue check at the "
+                                "output folder of mmue protect, its publish/ folder, or its protected.zip")
+    files = {str(p.relative_to(pub)): (lambda p=p: sha256(p)) for p in pub.rglob("*") if p.is_file()}
+    return str(pub), (pub / "manifest.json").read_text(), files
+
+
 def check_published(folder: str | os.PathLike) -> dict:
-    """Re-hash a published copy against its public manifest (``folder``: the output folder or its ``publish/``).
-    Returns the files ``missing``, ``changed`` and ``extra`` (on disk, not in the manifest), and ``leaks``:
-    anything in it that carries the key (a private manifest, triggers, a seed)."""
-    folder = Path(folder)
-    pub = folder / PUBLISH if (folder / PUBLISH / "manifest.json").is_file() else folder
-    man_path = pub / "manifest.json"
-    if not man_path.is_file():
-        raise FileNotFoundError(f"{folder}: no {PUBLISH}/manifest.json nor manifest.json; point mmue check at the "
-                                "output folder of mmue protect or at its publish/ folder")
-    manifest = json.loads(man_path.read_text())
-    leaks = [f"{man_path.name}: holds {k!r}" for k in ("images", "config", "seed_source", "rounds_log")
-             if k in manifest]
-    if "files" not in manifest:
-        raise ValueError(f"{man_path}: no file list; this is not a public manifest of mmue protect"
-                         + (" (it is a private one: it must not be published)" if leaks else ""))
-    listed = manifest["files"]
-    missing, changed = [], []
-    for rel, digest in tqdm(listed.items(), desc="check", leave=False, disable=None):
-        p = pub / rel
-        if not p.is_file():
-            missing.append(rel)
-        elif sha256(p) != digest:
-            changed.append(rel)
-    on_disk = {str(p.relative_to(pub)) for p in pub.rglob("*") if p.is_file()}
-    extra = sorted(on_disk - set(listed) - {"manifest.json"})
+    """Re-hash a published copy against its public manifest (``folder``: the output folder, its ``publish/``, or
+    a zip of the copy). Returns the files ``missing``, ``changed`` and ``extra`` (present, not in the manifest),
+    and ``leaks``: anything in it that carries the key (a private manifest, triggers, a seed)."""
+    with contextlib.ExitStack() as stack:
+        where, text, present = _published(Path(folder), stack)
+        manifest = json.loads(text)
+        leaks = [f"manifest.json: holds {k!r}" for k in ("images", "config", "seed_source", "rounds_log")
+                 if k in manifest]
+        if "files" not in manifest:
+            raise ValueError(f"{where}: its manifest.json has no file list; this is not a public manifest of mmue protect"
+                             + (" (it is a private one: it must not be published)" if leaks else ""))
+        listed = manifest["files"]
+        missing, changed = [], []
+        for rel, digest in tqdm(listed.items(), desc="check", leave=False, disable=None):
+            if rel not in present:
+                missing.append(rel)
+            elif present[rel]() != digest:
+                changed.append(rel)
+    extra = sorted(set(present) - set(listed) - {"manifest.json"})
     leaks += [f"{rel}: a private manifest" for rel in extra if rel.endswith("manifest.json")]
-    return {"folder": str(pub), "n_files": len(listed), "missing": missing, "changed": changed, "extra": extra,
+    return {"folder": where, "n_files": len(listed), "missing": missing, "changed": changed, "extra": extra,
             "leaks": leaks, "ok": not (missing or changed or extra or leaks)}
