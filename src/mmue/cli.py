@@ -119,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="mem-3", choices=list_methods(include_aliases=True), metavar="METHOD",
                    help="protection preset: " + ", ".join(list_methods()) + " (`mmue methods` says what each is, "
                    "what it costs and where it is measured)")
-    p.add_argument("--strength", default="high", choices=list_strengths(),
-                   help="; ".join(f"{s}: {get_strength(s).summary}" for s in list_strengths()))
+    p.add_argument("--strength", default="low", choices=list_strengths(),
+                   help="; ".join(f"{s}: {get_strength(s).summary}" for s in list_strengths())
+                   + " (default low: as the app; the paper's high costs ~25x the time for no better worst case, "
+                     "README 'What has been measured')")
     _knob_flags(p)
     p.add_argument("--surrogate", default=DEFAULT_MODEL,
                    help="surrogate architecture. Several joined by ',' protect in stages, one after the other, "

@@ -87,7 +87,7 @@ def method_order(name: str) -> int:
         return -1
 
 
-def resolve(method: str = "mem-3", strength: str = "high", **overrides) -> ProtectConfig:
+def resolve(method: str = "mem-3", strength: str = "low", **overrides) -> ProtectConfig:
     """Strength preset, then method preset, then explicit overrides (``None`` values are ignored)."""
     preset, power = get_method(method), get_strength(strength)
     overrides = {k: v for k, v in overrides.items() if v is not None}

@@ -34,7 +34,7 @@ from .triggers import TriggerPolicy
 log = logging.getLogger(__name__)
 
 
-def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str = "mem-3", strength: str = "high",
+def protect(train_data: str | os.PathLike, out: str | os.PathLike, method: str = "mem-3", strength: str = "low",
             surrogate: str = DEFAULT_MODEL, surrogate_pretrained: str | None = None, device: str = "auto",
             resume: bool = False, overwrite: bool = False, csv_img_key: str | None = None,
             csv_caption_key: str | None = None, csv_separator: str | None = None, progress: bool = True,
