@@ -25,7 +25,8 @@ FAST = dict(rounds=2, surrogate_steps=3, pgd_steps=2, text_rounds=2, candidates=
 
 
 def test_presets_and_overrides():
-    assert resolve("mem", "high").rounds == 20 and resolve("mem").pgd_steps == 8
+    assert resolve("mem", "high").rounds == 20 and resolve("mem", "high").pgd_steps == 8
+    assert resolve("mem") == resolve("mem", "low") and resolve("mem").rounds == 3   # low is the default
     assert resolve("mem-5").trigger_len == 5
     em = resolve("em")
     assert em.trigger_len == 0 and not em.shuffle and em.noise == "pgd"
@@ -620,3 +621,30 @@ def test_noise_tuned_against_public_pretrained_weights_is_flagged(tiny_synth, tm
         api.protect(tiny_synth / "train.csv", tmp_path / "p", method="em", strength="low", rounds=0,
                     surrogate_pretrained=str(tmp_path / "missing.safetensors"), device="cpu", progress=False)
     assert "easier to match with their captions" in caplog.text and "missing.safetensors" in caplog.text
+
+
+def test_a_stopped_run_is_not_resumed_on_changed_data(tiny_synth, tmp_path, monkeypatch):
+    """The checkpoints' noise and triggers belong to the images and captions as they were when the run started:
+    resuming after the folder changed (a photo added, a caption edited) is refused, not silently misaligned."""
+    from tests.helpers.layouts import make_layout
+    from mmue.protect.run import ProtectionRun
+    from mmue.runs import RunDirError
+    folder = make_layout(tiny_synth, tmp_path / "mine", "captions-txt", n=5)
+    real = ProtectionRun.checkpoint
+
+    def stop_after_round_one(self, engine, state, stats):
+        real(self, engine, state, stats)
+        if state.rounds_done == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(ProtectionRun, "checkpoint", stop_after_round_one)
+    with pytest.raises(KeyboardInterrupt):
+        api.protect(folder, tmp_path / "out", "mem-3", device="cpu", progress=False, rounds=2, seed=0)
+    monkeypatch.setattr(ProtectionRun, "checkpoint", real)
+    caption = folder / "photos" / "pic_2.txt"
+    original = caption.read_text()
+    caption.write_text("someone else's caption\n")
+    with pytest.raises(RunDirError, match="changed since the protection .* started .*5 images and 5 captions then"):
+        api.protect(folder, tmp_path / "out", "mem-3", device="cpu", progress=False, rounds=2, seed=0, resume=True)
+    caption.write_text(original)   # as it was: the run resumes and finishes
+    man = api.protect(folder, tmp_path / "out", "mem-3", device="cpu", progress=False, rounds=2, seed=0, resume=True)
+    assert man["n_images"] == 5 and len(man["rounds_log"]) == 2

@@ -322,7 +322,8 @@ def check_published(folder: str | os.PathLike) -> dict:
         leaks = [f"manifest.json: holds {k!r}" for k in ("images", "config", "seed_source", "rounds_log")
                  if k in manifest]
         if "files" not in manifest:
-            raise ValueError(f"{where}: its manifest.json has no file list; this is not a public manifest of mmue protect"
+            raise ValueError(f"{where}: its manifest.json has no file list; this is not a public manifest of mmue "
+                             "protect"
                              + (" (it is a private one: it must not be published)" if leaks else ""))
         listed = manifest["files"]
         missing, changed = [], []

@@ -9,6 +9,7 @@ the same folder stops with a clear message, and the lock of a process that died 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..data.pairs import PairSet
 from ..fileio import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl
 from ..models import save_model
 from ..runs import RunDirError, check_out_dir
@@ -32,6 +34,16 @@ from .store import ProtectionState
 log = logging.getLogger(__name__)
 STATE_DIR = ".mmue_state"
 LOCK_FILE = ".mmue.lock"
+
+
+def data_fingerprint(pairs: PairSet) -> dict:
+    """What a resumed run must find again: the images in order (names and file sizes) and their captions."""
+    h = hashlib.sha256()
+    for i in range(pairs.n_images):
+        path = pairs.image_path(i)
+        size = path.stat().st_size if pairs.opener is None and path.is_file() else None
+        h.update(json.dumps([pairs.images[i], size, [pairs.captions[c] for c in pairs.image_captions[i]]]).encode())
+    return {"n_images": pairs.n_images, "n_captions": len(pairs.captions), "sha256": h.hexdigest()}
 
 
 def _alive(pid: int) -> bool:
@@ -58,6 +70,26 @@ class ProtectionRun:
     @property
     def manifest_file(self) -> Path:
         return self.out / MANIFEST
+
+    @property
+    def data_file(self) -> Path:
+        return self.state_dir / "data.json"
+
+    def pin_data(self, pairs: PairSet) -> None:
+        """Record the data when the run starts, and refuse to resume it on other data (rank 0): the checkpoints'
+        noise and triggers belong to these images and captions, in this order. (A run started before this
+        record existed is pinned to the data it resumes on.)"""
+        now = data_fingerprint(pairs)
+        if not self.data_file.exists():
+            atomic_write_json(self.data_file, now)
+            return
+        was = json.loads(self.data_file.read_text())
+        if was["sha256"] != now["sha256"]:
+            raise RunDirError(
+                f"{pairs.source} changed since the protection in {self.out} started ({was['n_images']} images and "
+                f"{was['n_captions']} captions then, {now['n_images']} and {now['n_captions']} now, or other names, "
+                "captions or file sizes): its checkpoints' noise and triggers belong to the data as it was. Put the "
+                "data back as it was and --resume, or start over with --overwrite")
 
     @property
     def lock_file(self) -> Path:

@@ -204,6 +204,7 @@ def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume
             log.warning("skipped %s (rows %s): %s", b["source"], b["rows"], b["error"])
         gone = {b["index"] for b in skipped}
         pairs = pairs.subset([i for i in range(pairs.n_images) if i not in gone])
+    distributed.on_main(lambda: run.pin_data(pairs))
     torch.manual_seed(cfg.seed)
     # "a+b": surrogates at several input sizes; the first (the largest) holds the noise grid and the triggers
     names = params["surrogate"].split("+")
