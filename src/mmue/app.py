@@ -281,6 +281,47 @@ def downloads(up: Upload, out: Path, man: dict, preset: str, strength: str) -> l
     return [str(packed), str(report(up, out, man, preset, strength)), str(folder / "private-record.zip")]
 
 
+class Child:
+    """A command the page runs (``mmue protect`` / ``mmue verify``), used as ``with Child(...) as child``: iterate
+    it for its output lines as they come; Cancel (a key in ``cancelled``) stops it, and so does leaving the
+    ``with`` early (the page's generator closed). Afterwards ``code``, ``stopped_by_cancel()`` and ``shown()``,
+    its last lines without warnings."""
+
+    def __init__(self, cmd: list[str], cwd: Path, key: str, running: dict, cancelled: set):
+        self.cmd, self.cwd, self.key, self.running, self.cancelled, self.tail = cmd, cwd, key, running, cancelled, []
+
+    def __enter__(self) -> "Child":
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     cwd=str(self.cwd), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.running[self.key] = self.proc
+        return self
+
+    def __iter__(self):
+        for line in self.proc.stdout:
+            self.tail = (self.tail + [line.rstrip()])[-12:]
+            yield line
+        self.proc.wait()
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:   # left early: stop the process (a rerun resumes it)
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.running.pop(self.key, None)
+
+    @property
+    def code(self) -> int:
+        return self.proc.returncode
+
+    def stopped_by_cancel(self) -> bool:
+        """Whether Cancel ended it (the page's generator may outlive the cancel: it then says so itself)."""
+        was = self.key in self.cancelled
+        self.cancelled.discard(self.key)
+        return was and self.code != 0
+
+    def shown(self) -> str:
+        return "\n".join(t for t in self.tail if "WARNING" not in t)
+
+
 # ------------------------------------------------------------------------------------------------ the page
 def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str = "auto"):
     import gradio as gr
@@ -326,14 +367,9 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
             progress(0, desc="preparing the images")
             yield (("Resuming the stopped run..." if resumed else "Protecting...") + " (the page can stay open; "
                    "Cancel stops it and Protect resumes it later)", *empty)
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    cwd=str(up.folder), env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            running[str(out)] = proc
-            tail: list[str] = []
             started, first = time.monotonic(), None
-            try:
-                for line in proc.stdout:
-                    tail = (tail + [line.rstrip()])[-12:]
+            with Child(cmd, up.folder, str(out), running, cancelled) as child:
+                for line in child:
                     m = ROUND.search(line)
                     if m:
                         k, n = int(m.group(1)), int(m.group(2))
@@ -343,21 +379,12 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                         yield (f"Protecting: round {k} of {n}{left}" + (" (resumed)" if resumed else ""), *empty)
                     elif "wrote" in line and "protected images" in line:
                         progress(1.0, desc="writing the protected copy")
-                proc.wait()
-            finally:
-                if proc.poll() is None:   # the page cancelled this run: stop the process; Protect resumes it
-                    proc.terminate()
-                    proc.wait(timeout=30)
-                running.pop(str(out), None)
-            was_cancelled = str(out) in cancelled
-            cancelled.discard(str(out))
-            if was_cancelled and proc.returncode != 0:   # this generator may outlive the cancel: say what it said
+            if child.stopped_by_cancel():
                 yield (CANCELLED, *empty)
                 return
-            if proc.returncode != 0:
-                shown = "\n".join(t for t in tail if "WARNING" not in t)
-                yield (f"**Protection stopped** (exit {proc.returncode}). Press Protect to resume.\n\n"
-                       f"```\n{shown}\n```", *empty)
+            if child.code != 0:
+                yield (f"**Protection stopped** (exit {child.code}). Press Protect to resume.\n\n"
+                       f"```\n{child.shown()}\n```", *empty)
                 return
         man = _manifest(out)
         items, captions = previews(up, out, man)
@@ -397,35 +424,21 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
         report = check_dir(up, out, epochs)
         cmd = verify_command(up, out, report, models, epochs, device, others)
         yield "Checking... (Cancel stops it; Check resumes it from the last finished model)"
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                cwd=str(up.folder), env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        running[str(report)] = proc
         checks.add(str(report))
-        tail: list[str] = []
         started = time.monotonic()
-        try:
-            for line in proc.stdout:
-                tail = (tail + [line.rstrip()])[-12:]
+        with Child(cmd, up.folder, str(report), running, cancelled) as child:
+            for line in child:
                 m = VICTIM.search(line)
                 if m:
                     k, n = int(m.group(1)), int(m.group(2))
                     left = eta(started, k - 1, n)
                     progress((k - 1) / n, desc=f"model {k} of {n}{left}")
                     yield f"Checking: training model {k} of {n} ({m.group(3)}){left}"
-            proc.wait()
-        finally:
-            if proc.poll() is None:   # the page cancelled the check: stop it; Check resumes it
-                proc.terminate()
-                proc.wait(timeout=30)
-            running.pop(str(report), None)
-        was_cancelled = str(report) in cancelled
-        cancelled.discard(str(report))
-        if was_cancelled and proc.returncode != 0:
+        if child.stopped_by_cancel():
             yield CHECK_CANCELLED
             return
-        if proc.returncode != 0:
-            shown = "\n".join(t for t in tail if "WARNING" not in t)
-            yield f"**The check failed** (exit {proc.returncode}):\n```\n{shown}\n```"
+        if child.code != 0:
+            yield f"**The check failed** (exit {child.code}):\n```\n{child.shown()}\n```"
             return
         r = json.loads((report / "verify.json").read_text())
         yield "```\n" + verify_table(r) + "\n```\n\n" + r["verdict"] + "\n\n" + r["caveats"]
