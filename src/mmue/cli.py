@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "what it costs and where it is measured)")
     p.add_argument("--strength", default="low", choices=list_strengths(),
                    help="; ".join(f"{s}: {get_strength(s).summary}" for s in list_strengths())
-                   + " (default low: as the app; the paper's high costs ~25x the time for no better worst case, "
-                     "README 'What has been measured')")
+                   + " (default low, as the app: the paper's high takes ~24x the time for a worst case within a "
+                     "point of low's; docs/results.md, 'The paper's constants')")
     _knob_flags(p)
     p.add_argument("--surrogate", default=DEFAULT_MODEL,
                    help="surrogate architecture. Several joined by ',' protect in stages, one after the other, "
