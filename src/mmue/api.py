@@ -78,6 +78,9 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, *args, **opti
     return manifest
 
 
+protect.__signature__ = inspect.signature(protect_run)   # help() and editors show the parameters themselves
+
+
 def bench(config, out: str | os.PathLike, device: str = "auto") -> list[dict]:
     """Run a bench grid (``mmue bench``): ``config`` a ``BenchConfig`` or the path of its JSON; returns the rows."""
     cfg = config if isinstance(config, BenchConfig) else BenchConfig.load(config) if config else BenchConfig()
