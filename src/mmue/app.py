@@ -24,13 +24,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from .api import PACKAGED
 from .data.layouts import detect
 from .data.pairs import read_pairs
 from .data.types import DataError
-from .api import PACKAGED
+from .models import pretrained_tower_models
 from .protect.export import PRIVATE
 from .protect.package import package
-from .models import pretrained_tower_models
 from .protect.registry import get_method
 from .verify import DEFAULT_MODELS, verify_table
 
