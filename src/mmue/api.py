@@ -71,9 +71,7 @@ def protect(train_data: str | os.PathLike, out: str | os.PathLike, *args, **opti
     people keep captioned images in (``mmue.data.layouts``); its copy is then also packed in that same layout as
     ``out/protected.zip`` (a ``.txt`` beside each image, a ``metadata.jsonl`` ...), the zip to publish."""
     manifest = protect_run(train_data, out, *args, **options)
-    as_files = inspect.signature(protect_run).bind(train_data, out, *args, **options).arguments.get(
-        "out_format", "files") == "files"
-    if Path(train_data).is_dir() and as_files:
+    if Path(train_data).is_dir() and manifest["out_format"] == "files":
         on_main(lambda: package(out, detect(train_data), Path(out) / PACKAGED))
     return manifest
 
