@@ -90,7 +90,8 @@ def test_a_full_disk_stops_clearly_and_the_last_checkpoint_resumes(small_synth, 
             "--device", "cpu"]
     assert main(["-q"] + args + ["--out", str(tmp_path / "ref")]) == 0
     said = capsys.readouterr().out.splitlines()
-    assert said[-2].startswith("publish this folder:") and said[-2].endswith("publish") and "private" in said[-1]
+    assert said[-4].startswith("publish this folder:") and said[-4].endswith("publish") and "private" in said[-3]
+    assert said[-1] == api.LIMITS and "re-captions" in said[-1]     # every copy comes with what it does not stop
     real, calls = store.atomic_write, {"n": 0}
 
     def full(path, write):

@@ -63,6 +63,12 @@ def openclipart(out_dir: str | os.PathLike, root: str | os.PathLike = DEFAULT_RO
 
 
 PACKAGED = "protected.zip"   # a folder's protected copy in its own layout, beside publish/
+# What every protected copy should be read with: the measured limits (docs/results.md, "Where protection stands").
+LIMITS = ("What this copy does not stop (measured): a scraper who re-captions the images, or deletes the trigger "
+          "words, and trains a model other than the surrogate learns from them about as much as from clean ones; "
+          "a JPEG re-save takes part of the noise; and a model trained on the copy still matches these very files "
+          "to their captions. It works best against a model like the surrogate trained on the copy as published. "
+          "Check your own copy with `mmue verify` (in the app: \"Check my protected copy\").")
 
 
 def protect(train_data: str | os.PathLike, out: str | os.PathLike, *args, **options) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .api import PACKAGED
+from .api import LIMITS, PACKAGED
 from .data.layouts import detect
 from .data.pairs import read_pairs
 from .data.types import DataError
@@ -260,9 +260,7 @@ def report(up: Upload, out: Path, man: dict, preset: str, strength: str) -> Path
 `mmue check FOLDER` confirms nothing changed). **Keep `private-record.zip` to yourself**: it holds the trigger
 words and the secret seed; anyone who has it can remove the protection from the captions.
 
-What this does not prove: that every model, trainer or countermeasure fails to learn from the protected copy.
-The measured figures (docs/results.md) show where protection holds and where it does not; run the check on
-this page (`mmue verify`) for your own data.
+{LIMITS}
 """
     path = up.folder / "downloads" / out.name / "report.md"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -282,6 +282,7 @@ def _run(args) -> int:
         print(f"publish this folder: {args.out / 'publish'}"
               + (f"\n  (or this zip, in the layout of {args.train_data}: {packed})" if packed.is_file() else "")
               + f"\nkeep this one private (the key to the triggers): {args.out / 'private'}")
+        print(f"\n{api.LIMITS}")
         return 0
     if args.command == "demo":
         from .demo import demo_table
