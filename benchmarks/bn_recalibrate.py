@@ -1,0 +1,71 @@
+"""Is a fine-tuned victim's low recall on a noisy copy only its BatchNorm statistics?
+
+A model fine-tuned in train mode keeps BatchNorm running statistics of the images it trained on; if those are noisy
+and the test images are clean, every layer is normalised with the wrong mean and variance. An attacker undoes that
+for free: reset the statistics and re-estimate them on clean images of the same kind (any they have; no labels,
+no gradient). This script does exactly that for each victim run given, and evaluates it before and after on the
+test split.
+
+    python benchmarks/bn_recalibrate.py --runs ft/victims/* --clean-images oc64/train.csv --test oc64/test.csv \
+        --out bn.jsonl
+
+One JSON line per run: recall before and after (last epoch's weights), and how many BatchNorm layers were reset.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmue.data.images import to_float
+from mmue.models import load_model
+from mmue.train import evaluate, load_encoded
+
+KEYS = ("image_to_text_R@1", "text_to_image_R@1", "image_to_text_R@10", "text_to_image_R@10")
+
+
+@torch.no_grad()
+def recalibrate(model, images_u8: torch.Tensor, batch_size: int = 256) -> int:
+    """Re-estimate every BatchNorm layer's running statistics of ``model``'s image tower on ``images_u8``
+    (a cumulative average over all of them, not a momentum); returns the number of layers reset."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    device = next(model.parameters()).device
+    for s in range(0, images_u8.shape[0], batch_size):
+        model.encode_image(to_float(images_u8[s:s + batch_size].to(device)))
+    model.eval()
+    return len(norms)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", nargs="+", required=True, help="victim run folders (checkpoints/last.safetensors)")
+    ap.add_argument("--clean-images", required=True, help="a CSV whose images the attacker has clean (captions unused)")
+    ap.add_argument("--test", required=True, help="the test split's CSV")
+    ap.add_argument("--out", required=True, help="JSON lines, one per run, appended")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    for run in args.runs:
+        model = load_model(run, args.device, which="last")
+        test = load_encoded(args.test, model)
+        before = evaluate(model, test, args.device)
+        n = recalibrate(model, load_encoded(args.clean_images, model).images)
+        after = evaluate(model, test, args.device)
+        row = {"run": Path(run).name, "bn_layers": n, "clean_images": args.clean_images,
+               **{f"before/{k}": before[k] for k in KEYS}, **{f"after/{k}": after[k] for k in KEYS}}
+        print(f"{row['run']:50} BN {n:3}  R@1 {100 * before[KEYS[0]]:5.1f}/{100 * before[KEYS[1]]:5.1f} -> "
+              f"{100 * after[KEYS[0]]:5.1f}/{100 * after[KEYS[1]]:5.1f}   R@10 {100 * before[KEYS[2]]:5.1f}/"
+              f"{100 * before[KEYS[3]]:5.1f} -> {100 * after[KEYS[2]]:5.1f}/{100 * after[KEYS[3]]:5.1f}", flush=True)
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
