@@ -52,11 +52,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="JSON lines, one per run, appended")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    encoded = {}   # (csv, architecture) -> its encoding: the runs of one victim share it
+
+    def load(csv, model):
+        key = (csv, model.name)
+        if key not in encoded:
+            encoded[key] = load_encoded(csv, model)
+        return encoded[key]
+
     for run in args.runs:
         model = load_model(run, args.device, which="last")
-        test = load_encoded(args.test, model)
+        test = load(args.test, model)
         before = evaluate(model, test, args.device)
-        n = recalibrate(model, load_encoded(args.clean_images, model).images)
+        n = recalibrate(model, load(args.clean_images, model).images)
         after = evaluate(model, test, args.device)
         row = {"run": Path(run).name, "bn_layers": n, "clean_images": args.clean_images,
                **{f"before/{k}": before[k] for k in KEYS}, **{f"after/{k}": after[k] for k in KEYS}}
