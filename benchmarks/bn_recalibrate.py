@@ -17,31 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-from torch.nn.modules.batchnorm import _BatchNorm
-
-from mmue.data.images import to_float
-from mmue.models import load_model
+from mmue.models import load_model, recalibrate_batchnorm
 from mmue.train import evaluate, load_encoded
 
 KEYS = ("image_to_text_R@1", "text_to_image_R@1", "image_to_text_R@10", "text_to_image_R@10")
-
-
-@torch.no_grad()
-def recalibrate(model, images_u8: torch.Tensor, batch_size: int = 256) -> int:
-    """Re-estimate every BatchNorm layer's running statistics of ``model``'s image tower on ``images_u8``
-    (a cumulative average over all of them, not a momentum); returns the number of layers reset."""
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    device = next(model.parameters()).device
-    for s in range(0, images_u8.shape[0], batch_size):
-        model.encode_image(to_float(images_u8[s:s + batch_size].to(device)))
-    model.eval()
-    return len(norms)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         model = load_model(run, args.device, which="last")
         test = load(args.test, model)
         before = evaluate(model, test, args.device)
-        n = recalibrate(model, load(args.clean_images, model).images)
+        n = recalibrate_batchnorm(model, load(args.clean_images, model).images)
         after = evaluate(model, test, args.device)
         row = {"run": Path(run).name, "bn_layers": n, "clean_images": args.clean_images,
                **{f"before/{k}": before[k] for k in KEYS}, **{f"after/{k}": after[k] for k in KEYS}}

@@ -10,10 +10,10 @@ from mmue.augment import rrc_flip
 def test_validate_names():
     for ok in ("none", "jpeg-50", "grayscale", "blur-0.5", "bits-3", "resize-0.5", "strip-3", "rare-5",
                "shuffle-captions", "rrc-flip", "oracle-captions", "rare-10+jpeg-75+rrc-flip", "crop-0.9",
-               "jpeg-75+crop-0.9"):
+               "jpeg-75+crop-0.9", "bn-clean", "oracle-captions+bn-clean"):
         assert validate(ok) == ok
     for bad in ("jpeg-0", "bits-9", "resize-2", "strip-0", "rare-1", "sharpen", "none+jpeg-75", "jpeg-75+jpeg-75",
-                "rare-10+sharpen", "crop-0.01", "crop-1.5", "crop-"):
+                "rare-10+sharpen", "crop-0.01", "crop-1.5", "crop-", "bn-clean+jpeg-75", "none+bn-clean"):
         with pytest.raises(ValueError):
             validate(bad)
 
@@ -21,6 +21,16 @@ def test_validate_names():
 def test_only_training_views_leave_the_files_as_published():
     assert all(keeps_files(d) for d in ("none", "rrc-flip", "rrc-whole", "crop-0.9"))
     assert not any(keeps_files(d) for d in ("oracle-captions", "jpeg-75", "strip-3", "jpeg-75+crop-0.9"))
+
+
+def test_bn_clean_is_a_model_defense_on_the_victim_of_the_rest_of_the_name(tiny_synth, tmp_path):
+    from mmue.defenses import recalibrates, trained_as
+    assert recalibrates("bn-clean") and recalibrates("jpeg-75+bn-clean") and not recalibrates("jpeg-75")
+    assert trained_as("bn-clean") == "none" and trained_as("rare-10+jpeg-75+bn-clean") == "rare-10+jpeg-75"
+    assert trained_as("jpeg-75") == "jpeg-75"
+    assert keeps_files("bn-clean") and keeps_files("crop-0.9+bn-clean") and not keeps_files("jpeg-75+bn-clean")
+    csv = tiny_synth / "train.csv"
+    assert apply_defense(csv, "bn-clean", tmp_path / "d") == csv and not (tmp_path / "d").exists()
 
 
 def test_image_transforms():
@@ -135,6 +145,7 @@ def test_describe_says_what_a_scraper_does():
                                                    "the images as JPEG at quality 75, then trains with random crops "
                                                    "of 0.9-1 of the area")
     assert describe("oracle-captions").startswith("re-captions your images")
+    assert "BatchNorm statistics on clean images" in describe("jpeg-75+bn-clean")
     with pytest.raises(ValueError):
         describe("sharpen")
 

@@ -219,3 +219,35 @@ def test_a_clean_victim_is_reused_where_the_defense_keeps_clean_data(tiny_synth,
     assert {k: v for k, v in reused.items() if k not in ("defense", "reused")} == \
            {k: v for k, v in none.items() if k != "defense"}
     assert len(run_bench(cfg, tmp_path / "b", device="cpu")) == 6   # the reused row is found again
+
+
+def test_bn_clean_evaluates_the_same_victim_with_statistics_of_the_clean_originals(tiny_synth, tmp_path):
+    # bn-clean trains nothing: it re-estimates the BatchNorm statistics of the victim trained under the rest of its
+    # name on the clean originals of that victim's training rows, and evaluates that
+    from mmue.experiments import load_victim
+    from mmue.models import load_model, recalibrate_batchnorm
+    from mmue.train import evaluate, load_encoded
+    cfg = BenchConfig(data=str(tiny_synth), methods=["random"], seeds=[0], epochs=1, protect=TINY_PROTECT,
+                      defenses=["strip-2+bn-clean", "bn-clean", "strip-2", "none"])
+    rows = run_bench(cfg, tmp_path / "b", device="cpu")
+    assert [r["defense"] for r in rows] == ["none", "strip-2", "strip-2+bn-clean", "bn-clean"]
+    victims = tmp_path / "b" / "victims"
+    assert sorted(p.name for p in victims.iterdir()) == ["random-mmue-tiny-rn-s0", "random-mmue-tiny-rn-s0-strip-2"]
+    by = {r["defense"]: r for r in rows}
+    assert by["bn-clean"]["trained_as"] == "none" and by["strip-2+bn-clean"]["trained_as"] == "strip-2"
+    assert Path(by["bn-clean"]["bn_images"]) == tiny_synth / "train.csv"   # the originals, not the noisy copy
+    for d, run in (("none", "random-mmue-tiny-rn-s0"), ("strip-2", "random-mmue-tiny-rn-s0-strip-2")):
+        model = load_model(victims / run, "cpu", which="last")
+        test = load_encoded(tiny_synth / "test.csv", model)
+        as_trained = evaluate(model, test, "cpu")["image_to_text_R@10"]
+        assert recalibrate_batchnorm(model, load_encoded(tiny_synth / "train.csv", model).images) > 0
+        recal = evaluate(model, test, "cpu")["image_to_text_R@10"]
+        assert by[d]["last/image_to_text_R@10"] == as_trained
+        assert by[f"{d}+bn-clean" if d != "none" else "bn-clean"]["last/image_to_text_R@10"] == recal
+    same = load_victim(victims / "random-mmue-tiny-rn-s0", "cpu", "last", tiny_synth / "train.csv")
+    assert evaluate(same, load_encoded(tiny_synth / "test.csv", same), "cpu")["image_to_text_R@10"] == \
+        by["bn-clean"]["last/image_to_text_R@10"]
+    assert len(run_bench(cfg, tmp_path / "b", device="cpu")) == 4   # found again, nothing retrained
+    assert "strip-2+bn-clean" in (tmp_path / "b" / "report.md").read_text()
+    with pytest.raises(ValueError, match="add 'strip-2' to its defenses"):
+        BenchConfig(defenses=["none", "strip-2+bn-clean"]).validate()

@@ -107,19 +107,22 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys, caplog):
     api.protect(mine, tmp_path / "prot", "trigger-only", device="cpu", progress=False, rounds=0)
     rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot"), "--out",
                str(tmp_path / "v"), "--public", str(public), "--distractors", str(tiny_synth / "test.csv"),
-               "--epochs", "1", "--device", "cpu", "--scrapers", "none,oracle-captions,jpeg-75",
+               "--epochs", "1", "--device", "cpu", "--scrapers", "none,oracle-captions,jpeg-75,jpeg-75+bn-clean",
                "--model", "mmue-tiny-rn"])
     out = capsys.readouterr().out
     assert rc == 0 and "your protected copy" in out and "A model (mmue-tiny-rn) trained on your protected copy" in out
     assert "does not show" in out
     assert "a scraper who re-captions your images" in out and "re-saves the images as JPEG at quality 75" in out
-    # three victims as published, one re-captioned (clean data unchanged), three re-saved as JPEG
-    assert "victim 3/7: mmue-tiny-rn on protected\n" in caplog.text
-    assert "victim 4/7: mmue-tiny-rn on protected [oracle-captions]" in caplog.text
-    assert "victim 5/7: mmue-tiny-rn on the others' data [jpeg-75]" in caplog.text and "victim 7/7" in caplog.text
+    # three victims as published, one re-captioned (clean data unchanged), three re-saved as JPEG, and those three
+    # again with their BatchNorm statistics re-estimated on the clean mixes (evaluated, not trained again)
+    assert "victim 3/10: mmue-tiny-rn on protected\n" in caplog.text
+    assert "victim 4/10: mmue-tiny-rn on protected [oracle-captions]" in caplog.text
+    assert "victim 5/10: mmue-tiny-rn on the others' data [jpeg-75]" in caplog.text and "victim 10/10" in caplog.text
+    assert "re-estimates the model's BatchNorm statistics" in out
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert set(r["metrics"]) == {"absent", "clean", "protected"} and r["metrics"]["clean"]["mem/gallery_images"] == 64
-    assert list(r["scrapers"]) == ["none", "oracle-captions", "jpeg-75"] and r["worst"]["scraper"] in r["scrapers"]
+    assert list(r["scrapers"]) == ["none", "oracle-captions", "jpeg-75", "jpeg-75+bn-clean"]
+    assert r["worst"]["scraper"] in r["scrapers"]
     assert list(r["models"]) == ["mmue-tiny-rn"] and r["scrapers"] == r["models"]["mmue-tiny-rn"]["scrapers"]
     assert r["metrics"] == r["scrapers"]["none"]["metrics"]
     # the copy as published is also the query: the protected victim and the floor, on the owner's files
@@ -138,6 +141,11 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys, caplog):
     victims = tmp_path / "v/victims/mmue-tiny-rn"
     assert sorted(p.name for p in (victims / "oracle-captions").iterdir()) == ["protected"]
     assert sorted(p.name for p in (victims / "jpeg-75").iterdir()) == ["absent", "clean", "protected"]
+    assert not (victims / "jpeg-75+bn-clean").exists()
+    from mmue.experiments import load_victim
+    recal = load_victim(victims / "jpeg-75" / "protected", "cpu", "last", tmp_path / "v/train-clean.csv")
+    assert owner_metrics(None, mine, tiny_synth / "test.csv", "cpu", model=recal) == \
+        r["scrapers"]["jpeg-75+bn-clean"]["metrics"]["protected"]
     assert (tmp_path / "v" / "verify.md").read_text().startswith("# mmue verify")
     # the victims train with open_clip_train's mild crop unless told otherwise, and say so
     assert r["augment"] == "crop-0.9" and "augmentation crop-0.9" in out

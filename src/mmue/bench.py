@@ -2,7 +2,9 @@
 
 Each cell protects the training split with one method (cached per method, strength, surrogate and seed),
 trains a victim from scratch on the *written files*, and evaluates it on the clean test split at its last and
-best epoch. Cells append one flat JSON line to ``OUT/results.jsonl``; a rerun skips finished cells.
+best epoch. Cells append one flat JSON line to ``OUT/results.jsonl``; a rerun skips finished cells. A cell whose
+defense ends with ``bn-clean`` trains nothing: it evaluates the victim of the same defense without it, with its
+BatchNorm statistics re-estimated on the clean originals of its training images.
 """
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .defenses import apply_defense, keeps_clean_data, keeps_files, uses_augment
+from .defenses import apply_defense, keeps_clean_data, keeps_files, recalibrates, trained_as, uses_augment
 from .defenses import validate as validate_defense
 from .external import is_external
-from .experiments import (copy_fidelity, engine_settings, ensure_protected, last_epoch_zeroshot, random_guess_of,
-                          train_victim, victim_metrics)
+from .experiments import (copy_fidelity, engine_settings, ensure_protected, last_epoch_zeroshot, load_victim,
+                          random_guess_of, train_victim, victim_metrics)
 from .fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 from .data import write_builtin
 from .data.pairs import read_pairs
@@ -85,6 +87,12 @@ class BenchConfig:
             if augmented:
                 raise ValueError(f"victim {v} trains with open_clip_train's own augmentation: give it defenses "
                                  f"without a training augmentation in victim_defenses (not {augmented})")
+        for v in self.victims:
+            ds = self.victim_defenses.get(v, self.defenses)
+            alone = [d for d in ds if recalibrates(d) and trained_as(d) not in ds]
+            if alone:   # bn-clean re-estimates a trained victim's statistics: that victim must be in the grid
+                raise ValueError(f"victim {v}: defense {alone[0]!r} evaluates the victim trained under "
+                                 f"{trained_as(alone[0])!r}; add {trained_as(alone[0])!r} to its defenses")
         stray = set(self.victim_defenses) - set(self.victims)
         if stray:
             raise ValueError(f"victim_defenses names {sorted(stray)}, which are not among victims {self.victims}")
@@ -92,9 +100,11 @@ class BenchConfig:
 
     def cells(self) -> list[tuple[str, str]]:
         """(victim, defense) pairs of one method and seed, in run order: ``none`` first for each victim (a clean
-        victim under a defense that keeps clean data as it is reuses it)."""
+        victim under a defense that keeps clean data as it is reuses it), ``bn-clean`` ones last (they evaluate a
+        victim trained by another cell)."""
         return [(v, d) for v in self.victims
-                for d in sorted(self.victim_defenses.get(v, self.defenses), key=lambda d: d != "none")]
+                for d in sorted(self.victim_defenses.get(v, self.defenses),
+                                key=lambda d: (d != "none", recalibrates(d)))]
 
     @property
     def release_settings(self) -> dict:
@@ -152,7 +162,8 @@ def _published_view(out: Path, cfg: BenchConfig, row: dict, test_csv: Path, devi
     """Memorisation *as published* for a protected owner row: its victim (``pub``) and, where this folder trained
     it, the absent one (``pub_absent``, the floor) queried with the owner's protected copy, the images and captions
     the scraper holds. Keys that the row has already are not measured again. Only for scrapers who train on the
-    files as published (``keeps_files``): one who re-captioned or re-saved them holds another copy."""
+    files as published (``keeps_files``): one who re-captioned or re-saved them holds another copy. Not measured
+    for ``bn-clean`` rows (their victim is another cell's, found by no lookup here)."""
     if not keeps_files(row.get("defense", "none")):
         return {}
     missing = {prefix: run for prefix, method in (("pub", row["method"]), ("pub_absent", "absent"))
@@ -240,15 +251,25 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     protection = {"mean_psnr_db": man["mean_psnr_db"], "max_linf_px": man["max_linf_px"],
                                   "generation_s": man["generation_s"],
                                   **({"noise_kept": man["mean_noise_kept"]} if "mean_noise_kept" in man else {})}
-                defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed,
-                                         original=original)
-                run = _victim_dir(out, method, victim, seed, defense)
-                tcfg = TrainConfig(**{"seed": seed, "augment": uses_augment(defense),
-                                      **({"epochs": cfg.epochs} if cfg.epochs else {}), **cfg.train})
-                train_victim(defended, test_csv, run, victim, tcfg, device)
-                m = victim_metrics(run, test_csv, device, data / "zeroshot")
+                trained = trained_as(defense)
+                # bn-clean: the clean images its statistics are re-estimated on (the originals of its training rows)
+                bn_images = original if recalibrates(defense) else None
+                if bn_images is not None:   # the victim of the same cell without bn-clean, run before this one
+                    run = _finished_victim(out, method, victim, seed, trained)
+                    if run is None:
+                        raise RuntimeError(f"{method} / {victim} / seed {seed}: no finished victim under {trained!r} "
+                                           f"for {defense!r} to evaluate")
+                else:
+                    defended = apply_defense(victim_train, defense, out / "defended" / f"{released}-{defense}", seed,
+                                             original=original)
+                    run = _victim_dir(out, method, victim, seed, defense)
+                    tcfg = TrainConfig(**{"seed": seed, "augment": uses_augment(defense),
+                                          **({"epochs": cfg.epochs} if cfg.epochs else {}), **cfg.train})
+                    train_victim(defended, test_csv, run, victim, tcfg, device)
+                m = victim_metrics(run, test_csv, device, data / "zeroshot", bn_images)
                 row = {"method": method, "victim": victim, "seed": seed, "defense": defense, "surrogate": cfg.surrogate,
                        "strength": cfg.strength, **protection,
+                       **({"trained_as": trained, "bn_images": str(bn_images)} if bn_images is not None else {}),
                        **({"protect": cfg.protect} if cfg.protect and protection else {}),
                        **({"stack": cfg.stack} if cfg.stack and protection else {}),
                        **{f"last/{k}": v for k, v in m.items() if k != "best"},
@@ -260,7 +281,9 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     row.update({"owner": owner.label(), "owner_images": owned["n"],
                                 "owner_surrogate": cfg.owner_surrogate,
                                 **{f"owner/last/{k}": v for k, v in
-                                   owner_metrics(run, owned["owner"], test_csv, device, "last", owner).items()}})
+                                   owner_metrics(run, owned["owner"], test_csv, device, "last", owner,
+                                                 model=load_victim(run, device, "last", bn_images)
+                                                 if bn_images is not None else None).items()}})
                     if method not in ("clean", "absent"):
                         row.update(_published_view(out, cfg, row, test_csv, device))
                 record(row)

@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scrapers", default="none,oracle-captions",
                    help="what a scraper does to the mix before training, comma-separated, each measured by its own "
                         "victims (the bench's defense names; default: as published, and with your original captions "
-                        "put back, the most any caption cleaning can do); e.g. none,oracle-captions,jpeg-75,rrc-flip")
+                        "put back, the most any caption cleaning can do); e.g. none,oracle-captions,jpeg-75,rrc-flip; "
+                        "X+bn-clean re-estimates the BatchNorm statistics of X's victims on your clean images")
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("check", help="verify a protected copy before and after publishing: every file against "

@@ -9,9 +9,12 @@ captions: the bound for any caption cleaning, which measures what the image nois
 (random-resized-crop + flip augmentation during victim training, no file change), ``rrc-whole`` (the same
 over the whole photo at its native aspect, as a trainer crops full-size photos; ``rrc-flip`` crops the model's
 centre square) and ``crop-S`` (a bicubic random-resized-crop at S..1 of the area during training, no flip:
-``crop-0.9`` is open_clip_train's default training view). Defenses compose with ``+``,
-applied left to right (``rare-10+jpeg-75+rrc-flip``: the cheap attacker's pipeline).
-File defenses write a defended copy of the dataset; the originals and the released copy are only read.
+``crop-0.9`` is open_clip_train's default training view). ``bn-clean`` acts on the trained victim: its BatchNorm
+statistics, which are those of the images it trained on, are re-estimated on clean images of the same kind (no label,
+no gradient, seconds; the bench uses the originals of the training images, the bound for an attacker holding such
+images). Defenses compose with ``+``, applied left to right (``rare-10+jpeg-75+rrc-flip``: the cheap attacker's
+pipeline; ``bn-clean`` comes last). File defenses write a defended copy of the dataset; the originals and the
+released copy are only read.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from .data.types import PairSet
 from .fileio import atomic_write_json
 
 TRAINING_DEFENSES = {"rrc-flip", "rrc-whole"}
+MODEL_DEFENSES = {"bn-clean"}   # applied to the trained victim, after its training
 _PATTERNS = {
     "jpeg": re.compile(r"^jpeg-(\d+)$"), "blur": re.compile(r"^blur-([\d.]+)$"), "bits": re.compile(r"^bits-(\d)$"),
     "resize": re.compile(r"^resize-([\d.]+)$"), "strip": re.compile(r"^strip-(\d+)$"),
@@ -48,6 +52,18 @@ def parts(name: str) -> list[str]:
     return name.split("+")
 
 
+def recalibrates(name: str) -> bool:
+    """Whether ``name`` ends with ``bn-clean``: the victim's BatchNorm statistics are re-estimated on clean images
+    after training."""
+    return parts(name)[-1] == "bn-clean"
+
+
+def trained_as(name: str) -> str:
+    """The defense a victim under ``name`` is trained with: ``name`` without its model defense (``none`` if nothing
+    is left). Two names that differ only by ``bn-clean`` share one trained victim."""
+    return "+".join(p for p in parts(name) if p not in MODEL_DEFENSES) or "none"
+
+
 def keeps_clean_data(name: str) -> bool:
     """Whether ``name`` leaves clean data and its training as they are, so a clean victim trained without it stands
     for it (putting back the original captions changes nothing in data that had no other captions)."""
@@ -57,7 +73,7 @@ def keeps_clean_data(name: str) -> bool:
 def keeps_files(name: str) -> bool:
     """Whether ``name`` trains on the files as published (no defense, or a training view only): a scraper who
     re-captions or re-saves them holds another copy."""
-    return all(p == "none" or is_training_defense(p) for p in parts(name))
+    return all(p == "none" or is_training_defense(p) or p in MODEL_DEFENSES for p in parts(name))
 
 
 def uses_augment(name: str) -> str:
@@ -73,10 +89,14 @@ def validate(name: str) -> str:
         ps = parts(name)
         if "none" in ps or len(set(ps)) != len(ps):
             raise ValueError(f"defense {name!r}: compose distinct defenses other than none")
+        if any(p in MODEL_DEFENSES for p in ps[:-1]):
+            raise ValueError(f"defense {name!r}: bn-clean acts on the trained model, so it comes last "
+                             f"({'+'.join(p for p in ps if p not in MODEL_DEFENSES)}+bn-clean)")
         for p in ps:
             validate(p)
         return name
-    if name in ("none", "grayscale", "shuffle-captions", "oracle-captions") or is_training_defense(name):
+    if name in ("none", "grayscale", "shuffle-captions", "oracle-captions") or is_training_defense(name) \
+            or name in MODEL_DEFENSES:
         return name
     for kind, pat in _PATTERNS.items():
         m = pat.match(name)
@@ -87,9 +107,8 @@ def validate(name: str) -> str:
             if ok:
                 return name
     raise ValueError(f"unknown defense {name!r}: use none, jpeg-Q, grayscale, blur-S, bits-B, resize-F (0<F<1), "
-                     "strip-K, rare-N (N>=2), shuffle-captions, oracle-captions, rrc-flip, rrc-whole or crop-S "
-                     "(0.05<=S<=1), or several joined "
-                     "by '+'")
+                     "strip-K, rare-N (N>=2), shuffle-captions, oracle-captions, rrc-flip, rrc-whole, crop-S "
+                     "(0.05<=S<=1) or bn-clean, or several joined by '+' (bn-clean last)")
 
 
 def describe(name: str) -> str:
@@ -100,7 +119,8 @@ def describe(name: str) -> str:
     fixed = {"none": "takes your copy as published", "grayscale": "turns the images grey",
              "shuffle-captions": "shuffles each image's captions",
              "oracle-captions": "re-captions your images (your original captions: the most caption cleaning does)",
-             "rrc-flip": "trains with random crops and flips", "rrc-whole": "trains with random crops of whole photos"}
+             "rrc-flip": "trains with random crops and flips", "rrc-whole": "trains with random crops of whole photos",
+             "bn-clean": "re-estimates the model's BatchNorm statistics on clean images after training"}
     if name in fixed:
         return fixed[name]
     if crop_scale(name) is not None:
@@ -193,7 +213,7 @@ def _local_name(rel: str, i: int) -> str:
 def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: int = 0,
                   original: str | Path | None = None) -> Path:
     """Write the defended copy of the dataset at ``csv_path`` into ``out_dir``; returns its CSV.
-    ``none`` and training-time defenses return ``csv_path`` unchanged. ``original``: the CSV the release was
+    ``none``, training-time and model defenses return ``csv_path`` unchanged. ``original``: the CSV the release was
     protected from (``oracle-captions`` needs it; for clean data it is ``csv_path`` itself). A composed defense
     writes one folder per step under ``out_dir``."""
     name = validate(name)
@@ -202,7 +222,7 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
         for i, part in enumerate(parts(name)):
             csv_path = apply_defense(csv_path, part, Path(out_dir) / f"{i}-{part}", seed, original)
         return csv_path
-    if name == "none" or is_training_defense(name):
+    if name == "none" or is_training_defense(name) or name in MODEL_DEFENSES:
         return csv_path
     if name == "oracle-captions" and original is None:
         raise ValueError("oracle-captions needs the original CSV the release was protected from")

@@ -14,7 +14,7 @@ from .device import resolve_device
 from .external import is_external, train_with_open_clip
 from .metrics import random_guess
 from .quality import image_diffs, mean_psnr
-from .models import load_model
+from .models import load_model, recalibrate_batchnorm
 from .protect.registry import resolve
 from .protect.run import ProtectionRun
 from .protect.stages import STAGES_DIR
@@ -93,27 +93,42 @@ def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: Tr
               resume=(run / "params.json").exists())
 
 
-def victim_metrics(run: Path, test_csv: Path, device: str, zeroshot: Path | None = None) -> dict:
+def load_victim(run: Path, device: str, which: str = "last", bn_images: Path | None = None, _cache: dict | None = None):
+    """A trained victim's checkpoint ``which``; with ``bn_images`` (a CSV of clean images), its BatchNorm statistics
+    re-estimated on them first (the ``bn-clean`` attacker). ``_cache`` keeps that CSV's encoding between calls."""
+    model = load_model(run, resolve_device(device), which=which)
+    if bn_images is not None:
+        cache = {} if _cache is None else _cache
+        if model.name not in cache:
+            cache[model.name] = load_encoded(bn_images, model).images
+        recalibrate_batchnorm(model, cache[model.name])
+    return model
+
+
+def victim_metrics(run: Path, test_csv: Path, device: str, zeroshot: Path | None = None,
+                   bn_images: Path | None = None) -> dict:
     """Clean-test metrics of a victim's last epoch, with its best epoch's beside (early stopping), and the
-    last epoch's zero-shot accuracy on ``zeroshot`` (a classification folder) when given."""
+    last epoch's zero-shot accuracy on ``zeroshot`` (a classification folder) when given. ``bn_images``: evaluate
+    each checkpoint with its BatchNorm statistics re-estimated on these clean images (``bn-clean``)."""
     dev = resolve_device(device)
-    out, enc = {}, None
+    out, enc, cache = {}, None, {}
     for which in ("last", "best"):
-        model = load_model(run, dev, which=which)
+        model = load_victim(run, device, which, bn_images, cache)
         enc = enc or load_encoded(test_csv, model)  # same architecture: encode the test split once
         out[which] = evaluate(model, enc, dev)
     summary = json.loads((run / "summary.json").read_text())
     init = run / "init_metrics.json"   # before training (the learning gain's baseline)
     extra = {"init": json.loads(init.read_text())} if init.exists() else {}
     if zeroshot is not None and Path(zeroshot).is_dir():
-        extra["zeroshot"] = last_epoch_zeroshot(run, zeroshot, device)
+        extra["zeroshot"] = last_epoch_zeroshot(run, zeroshot, device, bn_images, cache)
     return {**out["last"], "best_epoch": summary["best_epoch"], "best": out["best"], **extra}
 
 
-def last_epoch_zeroshot(run: Path, zeroshot: Path, device: str) -> dict:
+def last_epoch_zeroshot(run: Path, zeroshot: Path, device: str, bn_images: Path | None = None,
+                        _cache: dict | None = None) -> dict:
     """Zero-shot accuracy of a victim's last epoch on a classification folder (per-class figures left out)."""
     dev = resolve_device(device)
-    z = evaluate_zeroshot(load_model(run, dev, which="last"), read_classification(zeroshot), dev)
+    z = evaluate_zeroshot(load_victim(run, device, "last", bn_images, _cache), read_classification(zeroshot), dev)
     return {k: v for k, v in z.items() if k != "per_class_acc1"}
 
 

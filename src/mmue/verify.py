@@ -33,9 +33,9 @@ from pathlib import Path
 
 import torch
 
-from .defenses import apply_defense, describe, keeps_clean_data, uses_augment, validate
+from .defenses import apply_defense, describe, keeps_clean_data, recalibrates, trained_as, uses_augment, validate
 from .device import resolve_device
-from .experiments import train_victim
+from .experiments import load_victim, train_victim
 from .fileio import atomic_write_json, atomic_write_text
 from .models import DEFAULT_MODEL, create_model, list_models, pretrained_tower_models, tiny_models
 from .owner import concat_csvs, gap_closed, mean_r10, owner_metrics
@@ -183,16 +183,19 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
             if scraper != "none" and name != "protected" and keeps_clean_data(scraper):
                 rows[name] = results["none"]["metrics"][name]
                 continue
-            data, run = mixes[name], out / "victims" / model / name
-            if scraper != "none":
-                # the original of the protected mix is the clean mix (same rows, same file names)
-                original = mixes["absent" if name == "absent" else "clean"]
-                data = apply_defense(data, scraper, out / "scraped" / scraper / name, seed, original)
-                run = out / "victims" / model / scraper / name
+            # the original of the protected mix is the clean mix (same rows, same file names); a bn-clean scraper
+            # evaluates the victim trained under the rest of its name, statistics re-estimated on that original
+            data, run, original = mixes[name], out / "victims" / model / name, mixes["absent" if name == "absent"
+                                                                                     else "clean"]
+            trained = trained_as(scraper)
+            if trained != "none":
+                data = apply_defense(data, trained, out / "scraped" / trained / name, seed, original)
+                run = out / "victims" / model / trained / name
             log.info("victim %s: %s on %s%s", count(), model, name if name != "absent" else "the others' data",
                      "" if scraper == "none" else f" [{scraper}]")
-            train_victim(data, Path(clean), run, model, cfg, device)
-            rows[name] = owner_metrics(run, Path(clean), distractors, device, "last")
+            train_victim(data, Path(clean), run, model, cfg, device)   # once per trained name: found again
+            recal = load_victim(run, device, "last", original) if recalibrates(scraper) else None
+            rows[name] = owner_metrics(run, Path(clean), distractors, device, "last", model=recal)
         r10 = {k: mean_r10(v, "mem/") for k, v in rows.items()}
         results[scraper] = {"augment": cfg.augment, "metrics": rows, "mean_R@10": r10,
                             "gap_closed": gap_closed(r10["absent"], r10["clean"], r10["protected"])}
