@@ -162,9 +162,9 @@ def _published_view(out: Path, cfg: BenchConfig, row: dict, test_csv: Path, devi
     """Memorisation *as published* for a protected owner row: its victim (``pub``) and, where this folder trained
     it, the absent one (``pub_absent``, the floor) queried with the owner's protected copy, the images and captions
     the scraper holds. Keys that the row has already are not measured again. Only for scrapers who train on the
-    files as published (``keeps_files``): one who re-captioned or re-saved them holds another copy. Not measured
-    for ``bn-clean`` rows (their victim is another cell's, found by no lookup here)."""
-    if not keeps_files(row.get("defense", "none")):
+    files as published (``keeps_files``): one who re-captioned or re-saved them holds another copy. Not for
+    ``bn-clean`` rows either: their victim is another cell's, evaluated here with its own statistics."""
+    if not keeps_files(row.get("defense", "none")) or recalibrates(row.get("defense", "none")):
         return {}
     missing = {prefix: run for prefix, method in (("pub", row["method"]), ("pub_absent", "absent"))
                if f"owner/last/{prefix}/image_to_text_R@1" not in row
