@@ -167,10 +167,16 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     api.protect(mine, tmp_path / "prot", "trigger-only", device="cpu", progress=False, rounds=0)
     # publish/ alone: the surrogate is still read from the private manifest beside it
     rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot" / "publish"), "--out",
-               str(tmp_path / "v"), "--epochs", "1", "--device", "cpu", "--scrapers", "none"])
+               str(tmp_path / "v"), "--epochs", "1", "--device", "cpu", "--scrapers", "none,bn-clean"])
     out = capsys.readouterr().out
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert rc == 0 and list(r["models"]) == list(DEFAULT_MODELS) and r["surrogate"] == ["mmue-tiny-rn"]
+    # re-estimating BatchNorm statistics: the ResNet has them; the ViT has none, and the table says so
+    assert r["models"]["mmue-tiny-rn"]["scrapers"]["bn-clean"]["batchnorm"] is True
+    vit = r["models"]["mmue-tiny-vit"]["scrapers"]
+    assert vit["bn-clean"]["batchnorm"] is False and vit["bn-clean"]["metrics"] == vit["none"]["metrics"]
+    assert "[bn-clean]: mmue-tiny-vit has no BatchNorm, the same as [none]" in out
+    assert "[bn-clean]: mmue-tiny-rn has no" not in out
     assert "victims mmue-tiny-rn, trained from scratch 1 epochs (the architecture that tuned your noise):" in out
     assert "victims mmue-tiny-vit, trained from scratch 1 epochs:" in out
     assert r["models"]["mmue-tiny-vit"]["recipe"] == {"epochs": 1} and not r["models"]["mmue-tiny-vit"]["finetuned"]
@@ -183,9 +189,11 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     # without public data the untrained model is the floor as published too
     floor = r["models"]["mmue-tiny-vit"]["scrapers"]["none"]["published"]["metrics"]["absent"]
     assert floor["pub/gallery_images"] == 16
-    # progress over every victim of every architecture: 2 x (clean, protected)
-    assert "victim 1/4: mmue-tiny-rn on clean" in caplog.text
-    assert "victim 4/4: mmue-tiny-vit on protected" in caplog.text
+    # progress over every victim of every architecture: 2 x 2 scrapers x (clean, protected), bn-clean's evaluated
+    assert "victim 1/8: mmue-tiny-rn on clean" in caplog.text
+    assert "victim 4/8: mmue-tiny-rn on protected [bn-clean] (the [none] victim, its statistics re-estimated)" \
+        in caplog.text
+    assert "victim 6/8: mmue-tiny-vit on protected\n" in caplog.text
     with pytest.raises(ValueError, match="unknown architecture"):
         api.verify(mine, tmp_path / "prot", tmp_path / "v2", model="mmue-tiny-rm", epochs=1, device="cpu")
     assert not (tmp_path / "v2").exists()

@@ -191,11 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default="crop-0.9",
                    help="the victims' training augmentation: crop-0.9 (default: open_clip_train's mild random crop, "
                         "what a scraper's trainer does), none, rrc-flip, or crop-S")
-    p.add_argument("--scrapers", default="none,oracle-captions",
+    p.add_argument("--scrapers", default=None,
                    help="what a scraper does to the mix before training, comma-separated, each measured by its own "
-                        "victims (the bench's defense names; default: as published, and with your original captions "
-                        "put back, the most any caption cleaning can do); e.g. none,oracle-captions,jpeg-75,rrc-flip; "
-                        "X+bn-clean re-estimates the BatchNorm statistics of X's victims on your clean images")
+                        "victims (the bench's defense names; default: none,oracle-captions,bn-clean,"
+                        "oracle-captions+bn-clean: as published, and with your original captions put back, the most "
+                        "any caption cleaning can do, each also with the victims' BatchNorm statistics re-estimated "
+                        "on your clean images, which trains nothing); e.g. none,oracle-captions,jpeg-75,rrc-flip")
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("check", help="verify a protected copy before and after publishing: every file against "
@@ -321,7 +322,8 @@ def _run(args) -> int:
     if args.command == "verify":
         from .verify import CAVEATS, verify_table
         r = api.verify(args.clean, args.protected, args.out, args.public, args.distractors, args.model, args.epochs,
-                       args.seed, args.device, args.augment, args.scrapers.split(","))
+                       args.seed, args.device, args.augment,
+                       args.scrapers.split(",") if args.scrapers else api.DEFAULT_SCRAPERS)
         print(verify_table(r))
         print(f"\n{r['verdict']}\n\n{CAVEATS}\nreport: {args.out / 'verify.md'}")
         return 0

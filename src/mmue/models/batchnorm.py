@@ -13,6 +13,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..data.images import to_float
 
 
+def has_batchnorm(model) -> bool:
+    """Whether ``model`` has a BatchNorm layer that keeps running statistics (what ``recalibrate_batchnorm`` resets)."""
+    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model, images_u8: torch.Tensor, batch_size: int = 256) -> int:
     """Re-estimate the running statistics of every BatchNorm layer of ``model`` by passing ``images_u8`` (uint8,
