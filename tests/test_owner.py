@@ -115,9 +115,11 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys, caplog):
     assert "a scraper who re-captions your images" in out and "re-saves the images as JPEG at quality 75" in out
     # three victims as published, one re-captioned (clean data unchanged), three re-saved as JPEG, and those three
     # again with their BatchNorm statistics re-estimated on the clean mixes (evaluated, not trained again)
-    assert "victim 3/10: mmue-tiny-rn on protected\n" in caplog.text
-    assert "victim 4/10: mmue-tiny-rn on protected [oracle-captions]" in caplog.text
-    assert "victim 5/10: mmue-tiny-rn on the others' data [jpeg-75]" in caplog.text and "victim 10/10" in caplog.text
+    assert "victim 3/7: mmue-tiny-rn on protected\n" in caplog.text
+    assert "victim 4/7: mmue-tiny-rn on protected [oracle-captions]" in caplog.text
+    assert "victim 5/7: mmue-tiny-rn on the others' data [jpeg-75]" in caplog.text and "victim 7/7" in caplog.text
+    assert "victim 8/" not in caplog.text and \
+        "mmue-tiny-rn on protected [jpeg-75+bn-clean]: the [jpeg-75] victim, its BatchNorm statistics" in caplog.text
     assert "re-estimates the model's BatchNorm statistics" in out
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
     assert set(r["metrics"]) == {"absent", "clean", "protected"} and r["metrics"]["clean"]["mem/gallery_images"] == 64
@@ -189,11 +191,11 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     # without public data the untrained model is the floor as published too
     floor = r["models"]["mmue-tiny-vit"]["scrapers"]["none"]["published"]["metrics"]["absent"]
     assert floor["pub/gallery_images"] == 16
-    # progress over every victim of every architecture: 2 x 2 scrapers x (clean, protected), bn-clean's evaluated
-    assert "victim 1/8: mmue-tiny-rn on clean" in caplog.text
-    assert "victim 4/8: mmue-tiny-rn on protected [bn-clean] (the [none] victim, its statistics re-estimated)" \
+    # progress over every victim trained, of every architecture: 2 x (clean, protected); bn-clean's are evaluated
+    assert "victim 1/4: mmue-tiny-rn on clean" in caplog.text
+    assert "victim 4/4: mmue-tiny-vit on protected" in caplog.text
+    assert "mmue-tiny-rn on protected [bn-clean]: the [none] victim, its BatchNorm statistics re-estimated" \
         in caplog.text
-    assert "victim 6/8: mmue-tiny-vit on protected\n" in caplog.text
     with pytest.raises(ValueError, match="unknown architecture"):
         api.verify(mine, tmp_path / "prot", tmp_path / "v2", model="mmue-tiny-rm", epochs=1, device="cpu")
     assert not (tmp_path / "v2").exists()

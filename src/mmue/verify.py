@@ -144,7 +144,7 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
               "surrogate": surrogate_of(protected), "epochs": epochs, "seed": seed, "augment": augment, "models": {}}
     # each scraper trains its own protected victim, and its own floor and ceiling unless it leaves clean data as
     # it is; without --public the floor is the untrained model
-    per_model = sum(1 if s != "none" and keeps_clean_data(s) else len(mixes) for s in scrapers)
+    per_model = sum(_trains(s, scrapers, len(mixes)) for s in scrapers)
     counter, total = iter(range(1, len(models) * per_model + 1)), len(models) * per_model
 
     def count() -> str:
@@ -193,12 +193,16 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
             data, run, original = mixes[name], out / "victims" / model / name, mixes["absent" if name == "absent"
                                                                                      else "clean"]
             trained = trained_as(scraper)
+            if trained != "none" and name != "protected" and keeps_clean_data(trained):
+                trained = "none"   # clean data the defense leaves as it is: the undefended victim stands for it
             if trained != "none":
                 data = apply_defense(data, trained, out / "scraped" / trained / name, seed, original)
                 run = out / "victims" / model / trained / name
-            log.info("victim %s: %s on %s%s%s", count(), model, name if name != "absent" else "the others' data",
-                     "" if scraper == "none" else f" [{scraper}]",
-                     f" (the [{trained}] victim, its statistics re-estimated)" if recalibrates(scraper) else "")
+            where = f"{model} on " + (name if name != "absent" else "the others' data")
+            if recalibrates(scraper) and not _trains(scraper, scrapers, len(mixes)):
+                log.info("%s [%s]: the [%s] victim, its BatchNorm statistics re-estimated", where, scraper, trained)
+            else:
+                log.info("victim %s: %s%s", count(), where, "" if scraper == "none" else f" [{scraper}]")
             train_victim(data, Path(clean), run, model, cfg, device)   # once per trained name: found again
             recal = load_victim(run, device, "last", original) if recalibrates(scraper) else None
             rows[name] = owner_metrics(run, Path(clean), distractors, device, "last", model=recal)
@@ -214,6 +218,16 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
            for name, (run, m) in victims.items()}
     results["none"]["published"] = {"metrics": pub, "mean_R@10": {k: mean_r10(v, "pub/") for k, v in pub.items()}}
     return results
+
+
+def _trains(scraper: str, scrapers: list[str], mixes: int) -> int:
+    """How many victims ``scraper`` trains for one architecture (the progress count): one per mix, or only the
+    protected one where it leaves clean data as it is; none for ``X+bn-clean`` when ``X`` is measured too (it
+    evaluates X's victims)."""
+    trained = trained_as(scraper)
+    if recalibrates(scraper) and trained in scrapers:
+        return 0
+    return 1 if trained != "none" and keeps_clean_data(trained) else mixes
 
 
 def worst_case(report: dict) -> dict:
