@@ -181,7 +181,7 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
     for scraper in scrapers:
         view = views[scraper]
         cfg = TrainConfig(**recipe, seed=seed, augment=augment if view == "none" else view).validate()
-        rows = dict(fixed)
+        rows, batchnorm = dict(fixed), None
         for name in ("absent", "clean", "protected"):
             if name in rows:
                 continue
@@ -206,7 +206,8 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
             train_victim(data, Path(clean), run, model, cfg, device)   # once per trained name: found again
             recal = load_victim(run, device, "last", original) if recalibrates(scraper) else None
             rows[name] = owner_metrics(run, Path(clean), distractors, device, "last", model=recal)
-            batchnorm = has_batchnorm(recal if recal is not None else untrained or load_victim(run, device))
+            if recal is not None:
+                batchnorm = has_batchnorm(recal)
         r10 = {k: mean_r10(v, "mem/") for k, v in rows.items()}
         results[scraper] = {"augment": cfg.augment, "metrics": rows, "mean_R@10": r10,
                             "gap_closed": gap_closed(r10["absent"], r10["clean"], r10["protected"]),
