@@ -266,7 +266,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                     tcfg = TrainConfig(**{"seed": seed, "augment": uses_augment(defense),
                                           **({"epochs": cfg.epochs} if cfg.epochs else {}), **cfg.train})
                     train_victim(defended, test_csv, run, victim, tcfg, device)
-                m = victim_metrics(run, test_csv, device, data / "zeroshot", bn_images)
+                bn_cache: dict = {}   # the clean images' encoding, read once for the row's metrics and the owner's
+                m = victim_metrics(run, test_csv, device, data / "zeroshot", bn_images, bn_cache)
                 row = {"method": method, "victim": victim, "seed": seed, "defense": defense, "surrogate": cfg.surrogate,
                        "strength": cfg.strength, **protection,
                        **({"trained_as": trained, "bn_images": str(bn_images)} if bn_images is not None else {}),
@@ -282,7 +283,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[d
                                 "owner_surrogate": cfg.owner_surrogate,
                                 **{f"owner/last/{k}": v for k, v in
                                    owner_metrics(run, owned["owner"], test_csv, device, "last", owner,
-                                                 model=load_victim(run, device, "last", bn_images)
+                                                 model=load_victim(run, device, "last", bn_images, bn_cache)
                                                  if bn_images is not None else None).items()}})
                     if method not in ("clean", "absent"):
                         row.update(_published_view(out, cfg, row, test_csv, device))

@@ -93,25 +93,29 @@ def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: Tr
               resume=(run / "params.json").exists())
 
 
-def load_victim(run: Path, device: str, which: str = "last", bn_images: Path | None = None, _cache: dict | None = None):
+def load_victim(run: Path, device: str, which: str = "last", bn_images: Path | None = None,
+                bn_cache: dict | None = None):
     """A trained victim's checkpoint ``which``; with ``bn_images`` (a CSV of clean images), its BatchNorm statistics
-    re-estimated on them first (the ``bn-clean`` attacker). ``_cache`` keeps that CSV's encoding between calls."""
+    re-estimated on them first (the ``bn-clean`` attacker). ``bn_cache``: a dict the caller keeps, holding each
+    (CSV, architecture)'s encoding between calls, so that the CSV is read once per architecture."""
     model = load_model(run, resolve_device(device), which=which)
     if bn_images is not None:
-        cache = {} if _cache is None else _cache
-        if model.name not in cache:
-            cache[model.name] = load_encoded(bn_images, model).images
-        recalibrate_batchnorm(model, cache[model.name])
+        cache = {} if bn_cache is None else bn_cache
+        key = (str(bn_images), model.name)
+        if key not in cache:
+            cache[key] = load_encoded(bn_images, model).images
+        recalibrate_batchnorm(model, cache[key])
     return model
 
 
 def victim_metrics(run: Path, test_csv: Path, device: str, zeroshot: Path | None = None,
-                   bn_images: Path | None = None) -> dict:
+                   bn_images: Path | None = None, bn_cache: dict | None = None) -> dict:
     """Clean-test metrics of a victim's last epoch, with its best epoch's beside (early stopping), and the
     last epoch's zero-shot accuracy on ``zeroshot`` (a classification folder) when given. ``bn_images``: evaluate
-    each checkpoint with its BatchNorm statistics re-estimated on these clean images (``bn-clean``)."""
+    each checkpoint with its BatchNorm statistics re-estimated on these clean images (``bn-clean``; ``bn_cache``
+    as for ``load_victim``)."""
     dev = resolve_device(device)
-    out, enc, cache = {}, None, {}
+    out, enc, cache = {}, None, {} if bn_cache is None else bn_cache
     for which in ("last", "best"):
         model = load_victim(run, device, which, bn_images, cache)
         enc = enc or load_encoded(test_csv, model)  # same architecture: encode the test split once
@@ -125,10 +129,10 @@ def victim_metrics(run: Path, test_csv: Path, device: str, zeroshot: Path | None
 
 
 def last_epoch_zeroshot(run: Path, zeroshot: Path, device: str, bn_images: Path | None = None,
-                        _cache: dict | None = None) -> dict:
+                        bn_cache: dict | None = None) -> dict:
     """Zero-shot accuracy of a victim's last epoch on a classification folder (per-class figures left out)."""
     dev = resolve_device(device)
-    z = evaluate_zeroshot(load_victim(run, device, "last", bn_images, _cache), read_classification(zeroshot), dev)
+    z = evaluate_zeroshot(load_victim(run, device, "last", bn_images, bn_cache), read_classification(zeroshot), dev)
     return {k: v for k, v in z.items() if k != "per_class_acc1"}
 
 

@@ -177,7 +177,7 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
         torch.manual_seed(seed)
         untrained = create_model(model, device=resolve_device(device))
         fixed["absent"] = owner_metrics(None, Path(clean), distractors, device, model=untrained)
-    results = {}
+    results, bn_cache = {}, {}   # bn_cache: each clean mix encoded once for every victim re-estimated on it
     for scraper in scrapers:
         view = views[scraper]
         cfg = TrainConfig(**recipe, seed=seed, augment=augment if view == "none" else view).validate()
@@ -204,7 +204,7 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
             else:
                 log.info("victim %s: %s%s", count(), where, "" if scraper == "none" else f" [{scraper}]")
             train_victim(data, Path(clean), run, model, cfg, device)   # once per trained name: found again
-            recal = load_victim(run, device, "last", original) if recalibrates(scraper) else None
+            recal = load_victim(run, device, "last", original, bn_cache) if recalibrates(scraper) else None
             rows[name] = owner_metrics(run, Path(clean), distractors, device, "last", model=recal)
             if recal is not None:
                 batchnorm = has_batchnorm(recal)
