@@ -1,4 +1,5 @@
 import json
+import re
 
 from mmue.cli import main
 
@@ -37,3 +38,26 @@ def test_module_entry_point():
     import sys
     r = subprocess.run([sys.executable, "-m", "mmue", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "mmue" in r.stdout
+
+
+def test_protect_help_reads_as_the_product_first():
+    """The offered presets and the everyday knobs come first; the bench's variation points under their own heading,
+    each still a working flag; knobs the strength sets say so."""
+    from mmue.cli import EVERYDAY_KNOBS, build_parser, knob_settings
+    from mmue.protect import OFFERED
+    from mmue.protect.config import knobs
+    parser = build_parser()
+    protect = parser._subparsers._group_actions[0].choices["protect"]
+    text = protect.format_help()
+    options, research = text.split("\nresearch knobs:")
+    assert f"protection preset: {', '.join(OFFERED)}" in " ".join(options.split())
+    assert text.splitlines()[0].startswith("usage: mmue protect --train-data DATA --out OUT [--method METHOD]")
+    for f in knobs():
+        flag = "--" + f.name.replace("_", "-")
+        listed = re.compile(rf"^  {flag}[ ,\n]", re.M)
+        assert bool(listed.search(options)) == (f.name in EVERYDAY_KNOBS), flag
+        assert bool(listed.search(research)) == (f.name not in EVERYDAY_KNOBS), flag
+    assert "--strength's (low: 3, mid: 10, high: 20) unless --method sets it" in " ".join(options.split())
+    args = parser.parse_args(["protect", "--train-data", "d.csv", "--out", "o", "--noise-block", "8", "--eps", "4"])
+    settings = knob_settings(args)
+    assert args.method == OFFERED[0] and settings["noise_block"] == 8 and settings["eps"] == 4 / 255

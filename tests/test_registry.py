@@ -50,7 +50,10 @@ def test_validation_comes_from_field_metadata():
 
 
 def test_methods_listing_names_cost_and_measurement():
+    from mmue.protect import OFFERED
     text = describe_methods()
+    assert f"(the app's choices): {', '.join(OFFERED)};" in " ".join(text.split("\n\n")[0].split())
+    assert all(get_method(name).kind in ("paper", "robust") for name in OFFERED)
     for name in list_methods():
         assert name in text
     assert "cost:" in text and "measured:" in text and "strengths:" in text

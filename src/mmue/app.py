@@ -31,11 +31,10 @@ from .data.types import DataError
 from .models import pretrained_tower_models
 from .protect.export import PRIVATE
 from .protect.package import package
-from .protect.registry import get_method
+from .protect.registry import OFFERED, get_method
 from .verify import DEFAULT_MODELS, verify_table
 
-# the paper's and the robust ones; research variants stay in the CLI
-PRESETS = ("mem-3", "mem-3-robust", "mem-3-blend")
+PRESETS = OFFERED   # research variants stay in the CLI
 STRENGTHS = {"low": "low: quick (minutes for a few hundred images on a laptop)",
              "mid": "mid: more rounds",
              "high": "high: the paper's budget (20 rounds; slow without a GPU)"}

@@ -28,21 +28,35 @@ def _csv_flags(p: argparse.ArgumentParser) -> None:
 WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
+# The knobs a person who publishes may want beside --method and --strength; the others are the bench's variation
+# points, listed under their own heading so that `mmue protect --help` reads as the product first.
+EVERYDAY_KNOBS = ("eps", "rounds", "seed")
+
+
 def _knob_flags(p: argparse.ArgumentParser) -> None:
     """One flag per ``ProtectConfig`` knob, generated from its metadata; default None = the preset's value."""
     from .protect.config import ProtectConfig, knobs
+    from .protect.registry import get_strength, list_strengths
     default = ProtectConfig()
+    by_strength = {s: get_strength(s).settings for s in list_strengths()}
+    research = p.add_argument_group(
+        "research knobs", "each one a variation point measured by the bench; the --method preset sets them all, so "
+        "change one only to reproduce or extend an experiment (`mmue methods`, docs/results.md)")
     for f in knobs():
+        g = p if f.name in EVERYDAY_KNOBS else research
         m, flag = f.metadata, "--" + f.name.replace("_", "-")
         shown = getattr(default, f.name)
         shown = f"{round(shown * 255, 6):g}" if m["unit"] == "px" else shown
         unit = " (pixel units)" if m["unit"] == "px" else ""
         help = f"{m['help']}{unit}; default: the preset's ({f.name}={shown} unless it sets one)"
+        if all(f.name in v for v in by_strength.values()):   # the strength decides, unless the method does
+            help = f"{m['help']}{unit}; default: --strength's (" + ", ".join(
+                f"{k}: {v[f.name]}" for k, v in by_strength.items()) + ") unless --method sets it"
         if f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
             kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            p.add_argument(flag, type=kind, default=None, choices=m["choices"], help=help)
+            g.add_argument(flag, type=kind, default=None, choices=m["choices"], help=help)
 
 
 def knob_settings(args: argparse.Namespace) -> dict:
@@ -57,7 +71,7 @@ def knob_settings(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import DEFAULT_MODEL
-    from .protect import list_methods, list_strengths
+    from .protect import OFFERED, list_methods, list_strengths
     from .protect.registry import get_strength
     from .train import TrainConfig
     d = TrainConfig()
@@ -105,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     _csv_flags(p)
 
-    p = sub.add_parser("protect", help="protect a dataset with MEM (or a baseline) and write the protected copy")
+    p = sub.add_parser("protect", help="protect a dataset with MEM (or a baseline) and write the protected copy",
+                       usage="mmue protect --train-data DATA --out OUT [--method METHOD] [--strength {low,mid,high}] "
+                             "[options] [research knobs]")
     p.add_argument("--train-data", required=True, type=Path, help=DATA_HELP + " to protect")
     p.add_argument("--out", required=True, type=Path,
                    help="output folder: publish/ (the protected copy to upload: images/ + the CSV, or shards/; a "
@@ -116,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="png: lossless (default); jpeg / webp at --quality, smaller files for the web: the manifest "
                         "records how much of the noise survived the save")
     p.add_argument("--quality", type=int, default=90, help="JPEG / WebP quality, 1-100 (default 90)")
-    p.add_argument("--method", default="mem-3", choices=list_methods(include_aliases=True), metavar="METHOD",
-                   help="protection preset: " + ", ".join(list_methods()) + " (`mmue methods` says what each is, "
-                   "what it costs and where it is measured)")
+    p.add_argument("--method", default=OFFERED[0], choices=list_methods(include_aliases=True), metavar="METHOD",
+                   help=f"protection preset: {', '.join(OFFERED)} (default {OFFERED[0]}; the app's choices), or one "
+                   f"of {len(list_methods()) - len(OFFERED)} baselines and research variants kept for the bench "
+                   "(`mmue methods` lists every one: what it is, what it costs and where it is measured)")
     p.add_argument("--strength", default="low", choices=list_strengths(),
                    help="; ".join(f"{s}: {get_strength(s).summary}" for s in list_strengths())
                    + " (default low, as the app: the paper's high takes ~24x the time for a worst case within a "

@@ -19,6 +19,9 @@ from .config import ProtectConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 KINDS = ("paper", "baseline", "robust", "research")
+# The presets offered to people who publish (the app's choices, the first one `mmue protect`'s default); every other
+# preset is a baseline or a research variant, kept for the bench and listed by `mmue methods`.
+OFFERED = ("mem-3", "mem-3-robust", "mem-3-blend")
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,9 @@ def describe_methods() -> str:
     def wrapped(text: str, first: str, rest: str) -> str:   # paragraphs folded under their column
         return textwrap.fill(text, width=LISTING_WIDTH, initial_indent=first, subsequent_indent=rest,
                              break_on_hyphens=False)
-    lines = [f"{'method':<20}{'kind':<10}what it is", ""]
+    lines = [wrapped(f"Offered to people who publish (the app's choices): {', '.join(OFFERED)}; `mmue protect` "
+                     f"uses {OFFERED[0]} unless told. The others are baselines and research variants kept for the "
+                     "bench.", "", ""), "", f"{'method':<20}{'kind':<10}what it is", ""]
     for p in _methods().values():
         alias = f" (alias: {', '.join(p.aliases)})" if p.aliases else ""
         lines += [wrapped(p.summary + alias, f"{p.name:<20}{p.kind:<10}", " " * 30),
