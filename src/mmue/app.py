@@ -34,7 +34,6 @@ from .protect.package import package
 from .protect.registry import OFFERED, get_method
 from .verify import DEFAULT_MODELS, verify_table
 
-PRESETS = OFFERED   # research variants stay in the CLI
 STRENGTHS = {"low": "low: quick (minutes for a few hundred images on a laptop)",
              "mid": "mid: more rounds",
              "high": "high: the paper's budget (20 rounds; slow without a GPU)"}
@@ -332,7 +331,7 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
     CHECK_CANCELLED = "**Cancelled.** Press Check to resume from the last finished model."
 
     def choices():
-        return [(f"{n} — {get_method(n).summary}", n) for n in PRESETS]
+        return [(f"{n} — {get_method(n).summary}", n) for n in OFFERED]
 
     def on_upload(files):
         if not files:
@@ -451,10 +450,10 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
                          elem_id="upload")
         found = gr.Markdown(elem_id="found")
         with gr.Row():
-            preset = gr.Radio(choices(), value=PRESETS[0], label="preset", elem_id="preset")
+            preset = gr.Radio(choices(), value=OFFERED[0], label="preset", elem_id="preset")
             strength = gr.Radio([(v, k) for k, v in STRENGTHS.items()], value="low", label="strength",
                                 elem_id="strength")
-        about = gr.Markdown(describe(PRESETS[0]), elem_id="about")
+        about = gr.Markdown(describe(OFFERED[0]), elem_id="about")
         image_format = gr.Radio([(v, k) for k, v in FORMATS.items()], value="png", label="image files",
                                 elem_id="format")
         gr.Markdown("Output: your images at their own size with the original file names (no location or camera "

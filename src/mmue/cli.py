@@ -40,8 +40,8 @@ def _knob_flags(p: argparse.ArgumentParser) -> None:
     default = ProtectConfig()
     by_strength = {s: get_strength(s).settings for s in list_strengths()}
     research = p.add_argument_group(
-        "research knobs", "each one a variation point measured by the bench; the --method preset sets them all, so "
-        "change one only to reproduce or extend an experiment (`mmue methods`, docs/results.md)")
+        "research knobs", "each one a variation point measured by the bench; --method and --strength set them all, "
+        "so change one only to reproduce or extend an experiment (`mmue methods`, docs/results.md)")
     for f in knobs():
         g = p if f.name in EVERYDAY_KNOBS else research
         m, flag = f.metadata, "--" + f.name.replace("_", "-")
