@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     _csv_flags(p)
 
     p = sub.add_parser("protect", help="protect a dataset with MEM (or a baseline) and write the protected copy",
-                       usage="mmue protect --train-data DATA --out OUT [--method METHOD] [--strength {low,mid,high}] "
-                             "[options] [research knobs]")
+                       usage="mmue protect --train-data DATA --out OUT [--method METHOD] [--strength "
+                             f"{{{','.join(list_strengths())}}}] [options] [research knobs]")
     p.add_argument("--train-data", required=True, type=Path, help=DATA_HELP + " to protect")
     p.add_argument("--out", required=True, type=Path,
                    help="output folder: publish/ (the protected copy to upload: images/ + the CSV, or shards/; a "
