@@ -81,9 +81,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM and not os.environ.get("MMUE_REQUIRE_BROWSER"),
-                    reason="needs Debian's chromium (apt-get install chromium); CI installs it")
 def test_the_check_offers_fine_tuning_where_the_towers_are_installed(monkeypatch, tmp_path):
     import mmue.app as app
     scratch, finetune = CHECK_MODELS
@@ -102,6 +99,9 @@ def test_the_check_offers_fine_tuning_where_the_towers_are_installed(monkeypatch
     assert cmd[cmd.index("--epochs") + 1] == "2"
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM and not os.environ.get("MMUE_REQUIRE_BROWSER"),
+                    reason="needs Debian's chromium (apt-get install chromium); CI installs it")
 def test_app_in_a_browser(tiny_synth, tmp_path):
     from playwright.sync_api import expect, sync_playwright
     folder = make_layout(tiny_synth, tmp_path / "in", "captions-txt", n=8)
