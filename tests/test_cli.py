@@ -42,6 +42,17 @@ def test_module_entry_point():
     assert r.returncode == 0 and "mmue" in r.stdout
 
 
+def test_help_and_version_load_neither_torch_nor_open_clip():
+    """`mmue --help`, `--version` and a mistyped flag answer at once: the parser reads presets and defaults from
+    modules that import no torch (torch and open_clip take seconds to import)."""
+    import subprocess
+    import sys
+    code = ("import sys; from mmue.cli import build_parser; build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'open_clip') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
 def test_protect_help_reads_as_the_product_first(capsys):
     """The offered presets and the everyday knobs come first; the bench's variation points under their own heading,
     each still a working flag; knobs the strength sets say so."""

@@ -63,9 +63,10 @@ def test_layers_import_one_way():
     graph = import_graph()
     protect = [m for m in graph if m.startswith("mmue.protect")]
     for m in protect:
-        assert not graph[m] & {"mmue.train", "mmue.bench", "mmue.demo", "mmue.api", "mmue.cli"}, m
+        assert not graph[m] & {"mmue.train", "mmue.train_config", "mmue.bench", "mmue.demo", "mmue.api", "mmue.cli"}, m
     assert "mmue.demo" not in graph["mmue.bench"]
-    assert not any(d.startswith("mmue.protect") for d in graph["mmue.train"])
+    for m in ("mmue.train", "mmue.train_config"):
+        assert not any(d.startswith("mmue.protect") for d in graph[m])
     bottom = [m for m in graph if m.startswith(("mmue.data", "mmue.models"))] + ["mmue.losses", "mmue.metrics"]
     upper = ("mmue.protect", "mmue.train", "mmue.bench", "mmue.api", "mmue.cli", "mmue.demo", "mmue.experiments")
     for m in bottom:

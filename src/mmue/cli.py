@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .models import DEFAULT_MODEL
     from .protect import OFFERED, list_methods, list_strengths
     from .protect.registry import get_strength
-    from .train import TrainConfig
+    from .train_config import TrainConfig
     d = TrainConfig()
     ap = argparse.ArgumentParser(prog="mmue", description="Multimodal Unlearnable Examples: protect image-caption "
                                  "data against CLIP training, and measure the protection.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from tqdm.auto import tqdm
@@ -28,39 +28,12 @@ from .optim import clip_train_step, lr_at, make_optimizer
 from .fileio import atomic_torch_save, atomic_write_json
 from .runs import RunDir, versions
 from .seeding import generator
+from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
-AUGMENTS = ("none", "rrc-flip", "rrc-whole")
 WHOLE_SCALE = 2   # rrc-whole reads crops from the whole photo squashed to this many times the model's size
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    wd: float = 0.2
-    warmup: int = 50            # optimiser steps of linear warm-up
-    seed: int = 0
-    eval_batch_size: int = 256
-    augment: str = "none"       # "rrc-flip": random-resized-crop (scale 0.5-1) + horizontal flip per sample;
-    #                             "rrc-whole": the same over the whole photo at its native aspect (not its centre);
-    #                             "crop-S": bicubic random-resized-crop at S..1 of the area, no flip (crop-0.9:
-    #                             open_clip_train's default training view)
-
-    def validate(self) -> "TrainConfig":
-        for k in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if self.augment not in AUGMENTS and crop_scale(self.augment) is None:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)} or crop-S (0.05 <= S <= 1), "
-                             f"got {self.augment!r}")
-        if self.lr <= 0 or self.wd < 0 or self.warmup < 0:
-            raise ValueError(f"lr must be > 0, wd and warmup >= 0 "
-                             f"(got lr={self.lr}, wd={self.wd}, warmup={self.warmup})")
-        return self
 
 
 # How a scraper fine-tunes public pretrained towers (``mmue-effl0-minilm``): a few epochs at a fifth of the

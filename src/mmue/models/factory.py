@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ..fileio import atomic_write
 
+from . import DEFAULT_MODEL
 from .tokens import HFTokenizerAdapter, TokenCodec
 from .wrapper import ClipModel
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PRETRAINED_DIR = CONFIG_DIR / "pretrained"   # configs with MMUE extras: not registered with open_clip as-is
-DEFAULT_MODEL = "mmue-tiny-rn"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 
