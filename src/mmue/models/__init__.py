@@ -2,7 +2,7 @@
 
 Each name loads its module on first use, so that reading ``DEFAULT_MODEL`` (the CLI's help) imports neither torch
 nor open_clip."""
-from importlib import import_module
+from ..lazy import lazy_names
 
 DEFAULT_MODEL = "mmue-tiny-rn"
 
@@ -12,10 +12,4 @@ _MODULE_OF = {"has_batchnorm": "batchnorm", "recalibrate_batchnorm": "batchnorm"
 
 __all__ = ["DEFAULT_MODEL", *_MODULE_OF]
 
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _MODULE_OF)

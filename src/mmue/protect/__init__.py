@@ -2,7 +2,7 @@
 (``workflow.protect``) from a dataset on disk to the copy.
 
 The presets and knobs load at once (no torch: the CLI's help reads them); the engine and its state on first use."""
-from importlib import import_module
+from ..lazy import lazy_names
 
 from .config import ProtectConfig
 from .registry import OFFERED, describe_methods, get_method, list_methods, list_strengths, resolve
@@ -12,10 +12,4 @@ _MODULE_OF = {"MEMEngine": "engine", "ProtectionState": "store"}
 __all__ = ["MEMEngine", "OFFERED", "ProtectConfig", "ProtectionState", "describe_methods", "get_method", "list_methods",
            "list_strengths", "resolve"]
 
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _MODULE_OF)
