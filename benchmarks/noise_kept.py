@@ -18,7 +18,8 @@ from PIL import Image
 
 from mmue.data.pairs import read_pairs
 from mmue.data.types import load_rgb, pil_to_u8
-from mmue.protect.export import MANIFEST, encode_image, noise_kept
+from mmue.protect.export import encode_image, noise_kept
+from mmue.protect.manifest import MANIFEST
 from mmue.quality import psnr
 
 

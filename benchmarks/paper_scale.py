@@ -34,7 +34,7 @@ from mmue.experiments import random_guess_of
 from mmue.fileio import read_jsonl, write_jsonl
 from mmue.metrics import KS
 from mmue.protect import resolve
-from mmue.protect.export import MANIFEST, PUBLISH
+from mmue.protect.manifest import MANIFEST, PUBLISH
 from mmue.protect.run import STATE_DIR
 
 import gpu_protect

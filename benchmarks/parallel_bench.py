@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from mmue.fileio import read_jsonl, write_jsonl
-from mmue.protect.export import MANIFEST
+from mmue.protect.manifest import MANIFEST
 
 
 def split(config: Path, by_victim: bool = False, max_cells: int | None = None) -> list[tuple[str, dict, str | None]]:

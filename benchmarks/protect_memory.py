@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from mmue import api
-from mmue.protect.export import MANIFEST
+from mmue.protect.manifest import MANIFEST
 
 from common import bench_parser
 

@@ -53,6 +53,34 @@ def test_help_and_version_load_neither_torch_nor_open_clip():
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
+def test_methods_and_check_load_neither_torch_nor_open_clip(tmp_path):
+    """`mmue methods` and `mmue check` (an owner's last step before uploading) need no model: they answer without
+    importing torch, and check still tells a good copy from a changed one."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+    pub = tmp_path / "publish"
+    (pub / "images").mkdir(parents=True)
+    (pub / "images" / "a.png").write_bytes(b"pixels")
+    (pub / "train.csv").write_text("filepath,title\nimages/a.png,a cat\n")
+    files = {rel: hashlib.sha256((pub / rel).read_bytes()).hexdigest() for rel in ("images/a.png", "train.csv")}
+    (pub / "manifest.json").write_text(json.dumps({"files": files}))
+    code = ("import sys; from mmue.cli import main; rc = main(sys.argv[1:]); "
+            "print(rc, sorted(m for m in ('torch', 'torchvision', 'open_clip') if m in sys.modules))")
+
+    def run(*argv):
+        r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+        return r.stdout.strip().splitlines()[-1], r.stdout
+
+    assert run("methods")[0] == "0 []"
+    last, out = run("check", str(tmp_path))
+    assert last == "0 []" and "ok: 2 files" in out, out
+    (pub / "images" / "a.png").write_bytes(b"pixels, changed")
+    last, out = run("check", str(tmp_path))
+    assert last == "1 []" and "changed: images/a.png" in out, out
+
+
 def test_protect_help_reads_as_the_product_first(capsys):
     """The offered presets and the everyday knobs come first; the bench's variation points under their own heading,
     each still a working flag; knobs the strength sets say so."""

@@ -383,7 +383,7 @@ def test_panorama_is_protected_edge_to_edge(tmp_path):
 
 
 def test_jpeg_and_webp_output_record_what_survived(tmp_path):
-    from mmue.protect.export import check_published
+    from mmue.protect.manifest import check_published
     csv = _wide_dataset(tmp_path, n=4, size=(96, 64))
     # an ICC profile (RGB) and GPS data on one source: the profile is kept, the location is not
     from PIL import ImageCms

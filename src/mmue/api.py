@@ -17,8 +17,8 @@ from .device import resolve_device
 from .distributed import on_main
 from .metrics import random_guess
 from .models import load_model
+from .protect.manifest import check_published as check   # every file against the public manifest's hashes
 from .protect.package import package
-from .protect.workflow import check
 from .protect.workflow import protect as protect_run
 from .runs import versions
 from .train import evaluate, load_encoded

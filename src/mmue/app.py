@@ -29,7 +29,7 @@ from .data.layouts import detect
 from .data.pairs import read_pairs
 from .data.types import DataError
 from .models import pretrained_tower_models
-from .protect.export import PRIVATE
+from .protect.manifest import PRIVATE
 from .protect.package import package
 from .protect.registry import OFFERED, get_method
 from .verify import DEFAULT_MODELS, verify_table

@@ -24,7 +24,7 @@ from .data import write_builtin
 from .data.pairs import read_pairs
 from .metrics import KS
 from .owner import Owner, concat_csvs, gap_closed, mean_r10, owner_metrics, write_subset
-from .protect.export import MANIFEST, released_data
+from .protect.manifest import MANIFEST, released_data
 from .protect.registry import method_order, resolve
 from .models import DEFAULT_MODEL
 from .report import write_report

@@ -241,6 +241,25 @@ def _print_metrics(title: str, metrics: dict) -> None:
 
 
 def _run(args) -> int:
+    # the commands that need no model answer before the API (torch, open_clip) is loaded
+    if args.command == "methods":
+        from .protect import describe_methods
+        print(describe_methods())
+        return 0
+    if args.command == "check":
+        from .protect.manifest import check_published
+        r = check_published(args.folder)   # api.check, without loading torch for a hash check
+        for kind in ("missing", "changed", "extra", "leaks"):
+            for item in r[kind][:20]:
+                print(f"{kind}: {item}")
+            if len(r[kind]) > 20:
+                print(f"{kind}: ... and {len(r[kind]) - 20} more")
+        if r["ok"]:
+            print(f"ok: {r['n_files']} files in {r['folder']} match the manifest; nothing extra, no key inside")
+            return 0
+        print(f"NOT OK: {len(r['missing'])} missing, {len(r['changed'])} changed, {len(r['extra'])} extra, "
+              f"{len(r['leaks'])} leaks in {r['folder']}")
+        return 1
     from . import api
     if args.command == "synth":
         t = time.time()
@@ -344,29 +363,12 @@ def _run(args) -> int:
         print(verify_table(r))
         print(f"\n{r['verdict']}\n\n{CAVEATS}\nreport: {args.out / 'verify.md'}")
         return 0
-    if args.command == "check":
-        r = api.check(args.folder)
-        for kind in ("missing", "changed", "extra", "leaks"):
-            for item in r[kind][:20]:
-                print(f"{kind}: {item}")
-            if len(r[kind]) > 20:
-                print(f"{kind}: ... and {len(r[kind]) - 20} more")
-        if r["ok"]:
-            print(f"ok: {r['n_files']} files in {r['folder']} match the manifest; nothing extra, no key inside")
-            return 0
-        print(f"NOT OK: {len(r['missing'])} missing, {len(r['changed'])} changed, {len(r['extra'])} extra, "
-              f"{len(r['leaks'])} leaks in {r['folder']}")
-        return 1
     if args.command == "app":
         import importlib.util
         if importlib.util.find_spec("gradio") is None:
             raise SystemExit("mmue app needs the app extra: pip install 'mmue[app]'")
         from .app import serve
         serve(args.host, args.port, args.workdir, args.max_upload_mb, args.device)
-        return 0
-    if args.command == "methods":
-        from .protect import describe_methods
-        print(describe_methods())
         return 0
     if args.command == "models":
         from .models import list_models, tiny_models
@@ -386,14 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.WARNING if args.quiet or rank > 0 else logging.INFO)
     if rank > 0:  # one copy of every table and summary: rank 0's
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    from . import distributed
-    from .data import DataError
-    from .runs import RunDirError
     try:
         code = _run(args)
-        distributed.teardown()
+        if "mmue.distributed" in sys.modules:   # loaded by every command that could have joined a process group
+            sys.modules["mmue.distributed"].teardown()
         return code
-    except (DataError, RunDirError, FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:   # DataError and RunDirError are ValueErrors
         print(f"mmue {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

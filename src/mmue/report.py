@@ -18,7 +18,7 @@ from PIL import Image
 from .data.pairs import read_pairs
 from .data.types import load_rgb, pil_to_u8
 from .fileio import read_jsonl
-from .protect.export import MANIFEST, released_data
+from .protect.manifest import MANIFEST, released_data
 from .quality import diff_stats, mean_psnr, ssim
 
 

@@ -41,7 +41,7 @@ from .experiments import load_victim, train_victim
 from .fileio import atomic_write_json, atomic_write_text
 from .models import DEFAULT_MODEL, create_model, has_batchnorm, list_models, pretrained_tower_models, tiny_models
 from .owner import concat_csvs, gap_closed, mean_r10, owner_metrics
-from .protect.export import MANIFEST, released_data
+from .protect.manifest import MANIFEST, released_data
 from .train import FINETUNE_RECIPE, TrainConfig
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..data.layouts import LAYOUTS
 from ..data.pairs import read_pairs
 from ..fileio import atomic_write
-from .export import PUBLISH
+from .manifest import PUBLISH
 
 
 def _layout_files(pub: Path, layout: str) -> dict[str, bytes]:

@@ -27,7 +27,7 @@ from ..fileio import append_jsonl, atomic_torch_save, atomic_write_json, read_js
 from ..models import save_model
 from ..runs import RunDirError, check_out_dir
 from .config import ProtectConfig
-from .export import MANIFEST
+from .manifest import MANIFEST
 from .registry import resolve
 from .store import ProtectionState
 

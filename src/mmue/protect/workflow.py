@@ -23,7 +23,8 @@ from ..models import DEFAULT_MODEL, create_model, pretrained_tower_models
 from ..quality import image_diffs
 from ..runs import check_out_dir, versions
 from .engine import MEMEngine
-from .export import IMAGE_FORMATS, MANIFEST, PRIVATE, PUBLISH, README, check_published, export
+from .export import IMAGE_FORMATS, export
+from .manifest import MANIFEST, PRIVATE, PUBLISH, README
 from .registry import resolve
 from .run import ProtectionRun
 from .stages import (LATER_METHOD, STAGES_DIR, budget_shares, later_settings, merge_manifests, split_surrogates,
@@ -178,12 +179,6 @@ def _protect_in_stages(source: Path, out: Path, method: str, strength: str, name
                  manifest["max_linf_px"])
         return manifest
     return distributed.on_main(finish)
-
-
-def check(folder: str | os.PathLike) -> dict:
-    """Verify a published copy (``mmue check``): every file against the hashes of its public manifest, no extra
-    files, nothing that carries the key. See ``protect.export.check_published``."""
-    return check_published(folder)
 
 
 def _protect_locked(run: ProtectionRun, source: Path, prep: dict, d, dev, resume: bool, csv_img_key,
