@@ -20,7 +20,7 @@ from mmue.data.pairs import read_pairs
 from mmue.data.types import load_rgb, pil_to_u8
 from mmue.protect.export import encode_image, noise_kept
 from mmue.protect.manifest import MANIFEST
-from mmue.quality import psnr
+from mmue.quality import mean_psnr, psnr
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
         for k, v in stats.items():
             if v:
                 print(f"{fmt:>5} {k:>10}: {len(v):4d} images, noise kept {sum(a for a, _ in v) / len(v):.3f}, "
-                      f"PSNR {sum(b for _, b in v) / len(v):.1f} dB")
+                      f"PSNR {_psnr_text([b for _, b in v])}")
 
 
 def resaves(man: dict, root: Path, args) -> None:
@@ -64,7 +64,15 @@ def resaves(man: dict, root: Path, args) -> None:
             kept.append(noise_kept(x, pil_to_u8(y), z))
             quality.append(psnr(x, z))
         print(f"jpeg-{q:<3d}: {len(kept):4d} images, noise kept {sum(kept) / len(kept):.3f}, "
-              f"PSNR against the originals {sum(quality) / len(quality):.1f} dB")
+              f"PSNR against the originals {_psnr_text(quality)}")
+
+
+def _psnr_text(psnrs: list[float]) -> str:
+    """Mean PSNR over the images the save changed; a plain mean is inf as soon as one comes back bit-identical
+    (flat clip art re-saved as JPEG can)."""
+    same = sum(p == float("inf") for p in psnrs)
+    mean = mean_psnr(psnrs)
+    return (f"{mean:.1f} dB" if mean is not None else "-") + (f" ({same} identical to the original)" if same else "")
 
 
 if __name__ == "__main__":
