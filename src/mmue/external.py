@@ -104,8 +104,8 @@ def train_with_open_clip(train_csv: Path, run: Path, victim: str, cfg: TrainConf
 
 
 def _main(argv: list[str]) -> int:
-    from .models import tiny_models   # importing MMUE's models registers their architectures with open_clip
-    log.debug("architectures registered: %s", tiny_models())
+    from .models import factory   # importing MMUE's factory registers its architectures with open_clip
+    log.debug("architectures registered: %s", factory.tiny_models())
     try:
         from open_clip_train.main import main
     except ImportError as e:

