@@ -1,5 +1,5 @@
-"""Which architectures exist, read from config files alone: no torch, no open_clip imported (``mmue models`` and
-the app's menus answer at once).
+"""Which architectures exist, read from config files alone: no torch, no open_clip imported (``mmue models``
+answers at once).
 
 Three kinds: MMUE's tiny CPU configs (``configs/*.json``), the pretrained-tower configs with MMUE's extras
 (``configs/pretrained/*.json``), and open_clip's own architectures (the JSON files its package ships).
