@@ -36,6 +36,15 @@ def test_bench_grid_skips_finished_cells(tiny_synth, tmp_path):
     assert rows[2]["max_linf_px"] <= 8 and "last/image_to_text_R@1" in rows[1] and "best/text_to_image_R@5" in rows[1]
     again = run_bench(cfg, tmp_path / "b", device="cpu")
     assert len(again) == 4                                    # finished cells are not rerun
+    # a config whose cells the finished rows would pass for is refused before any work: another recipe, data or
+    # protection under the same method name (the rows name neither, and neither do the victims' folders)
+    for change, named in ((dict(epochs=2), "epochs 1 (this config: 2)"), (dict(train={"lr": 1e-4}), "train"),
+                          (dict(data=str(tmp_path)), "data"), (dict(strength="mid"), "random cells"),
+                          (dict(protect={**TINY_PROTECT, "rounds": 2}), "settings")):
+        with pytest.raises(ValueError, match="another --out") as e:
+            run_bench(BenchConfig(**{**cfg.__dict__, **change}), tmp_path / "b", device="cpu")
+        assert named in str(e.value)
+    assert len((tmp_path / "b" / "results.jsonl").read_text().splitlines()) == 4
     table = summary_table(again, tiny_synth / "test.csv")
     assert "random guess" in table and "clean" in table and "strip-2" in table
     assert "last epoch" in (tmp_path / "b" / "report.md").read_text()

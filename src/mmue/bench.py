@@ -197,17 +197,65 @@ def _with_published(rows: list[dict], out: Path, cfg: BenchConfig, test_csv: Pat
     return rows
 
 
+# What every cell of a folder depends on, clean ones included, and no row records: a config that changes one of
+# these finds rows that would pass for its own, so it needs a folder of its own.
+CONTEXT = ("data", "epochs", "train", "owner")
+
+
+def _release_of(strength: str, surrogate: str, settings: dict, owner_surrogate: str | None) -> dict:
+    """What a protected method's copy was made with, beyond its name and seed."""
+    return {"strength": strength, "surrogate": surrogate, "settings": settings,
+            **({"owner_surrogate": owner_surrogate} if owner_surrogate else {})}
+
+
+def check_folder(cfg: BenchConfig, out: Path, rows: list[dict]) -> None:
+    """Refuse, before any work, a config whose cells would be confused with the finished rows of ``out``: another
+    dataset, training recipe or owner (every row depends on them), or another protection under a method name that
+    has rows here (strength, surrogate, engine settings, stack, the owner's surrogate data). Its victims and the
+    tables, which name a protection by its method, would mix the two. New methods, victims, defenses and seeds are
+    what a folder grows by."""
+    if not rows:
+        return
+    # a clean victim is reused where its training file is the same one (not built-in data, written into OUT)
+    fix = "give another --out" + (f" (to reuse this folder's clean victims, copy {out / 'victims'}/clean-* there)"
+                                  if cfg.data else "") + ", or delete this one"
+    stored = out / "bench_config.json"
+    if stored.exists():
+        old, new = {**BenchConfig().__dict__, **json.loads(stored.read_text())}, cfg.__dict__
+        where = lambda d: str(Path(d).resolve()) if d else None   # noqa: E731 (built-in data: None)
+        diff = [f"{k} {old[k]!r} (this config: {new[k]!r})" for k in CONTEXT
+                if (where(old[k]) != where(new[k]) if k == "data" else old[k] != new[k])]
+        if diff:
+            raise ValueError(f"{out} holds {len(rows)} finished cells made with {', '.join(diff)}; their figures "
+                             f"would be reported as this config's: {fix}")
+    owner_surrogate = cfg.owner_surrogate if cfg.owner else None
+    mine = _release_of(cfg.strength, cfg.surrogate, cfg.release_settings, owner_surrogate)
+    for r in rows:
+        if r["method"] in cfg.methods and r["method"] not in ("clean", "absent"):
+            settings = {**(r.get("protect") or {}), **({"stack": r["stack"]} if r.get("stack") else {})}
+            theirs = _release_of(r.get("strength", "low"), r.get("surrogate", DEFAULT_MODEL), settings,
+                                 r.get("owner_surrogate", "own") if "owner" in r else None)
+            if theirs != mine:
+                diff = [f"{k} {theirs.get(k)!r} (this config: {mine.get(k)!r})" for k in sorted({*theirs, *mine})
+                        if theirs.get(k) != mine.get(k)]
+                raise ValueError(f"{out} has {r['method']} cells protected with {', '.join(diff)}; one folder holds "
+                                 f"one protection per method name: {fix}")
+
+
 def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto") -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.validate()
-    atomic_write_json(out / "bench_config.json", cfg.__dict__)
+    results_file = out / "results.jsonl"
+    finished = read_jsonl(results_file)
+    check_folder(cfg, out, finished)
+    atomic_write_json(out / "bench_config.json",
+                      {**cfg.__dict__, "data": str(Path(cfg.data).resolve()) if cfg.data else None})
     data = Path(cfg.data) if cfg.data else out / "data"
     if not cfg.data and not (data / "test.csv").exists():
         write_builtin(data)
     train_csv, test_csv = data / "train.csv", data / "test.csv"
-    results_file = out / "results.jsonl"
-    done = {_row_key(r): r for r in read_jsonl(results_file)}
+    done = {_row_key(r): r for r in finished}
     rows = []
 
     def record(row: dict) -> None:
@@ -374,7 +422,11 @@ def _owner_split(cfg: BenchConfig, train_csv: Path, out: Path, seed: int) -> dic
         write_subset(pairs, mine, files["owner"])
         write_subset(pairs, sorted(set(range(pairs.n_images)) - set(mine)), files["rest"])
         atomic_write_json(folder / "done.json", {"owner": cfg.owner, "n": len(mine), "of": pairs.n_images})
-    return {**files, "n": json.loads((folder / "done.json").read_text())["n"]}
+    split = json.loads((folder / "done.json").read_text())
+    if split["owner"] != cfg.owner:   # a folder started for another owner (check_folder sees only finished rows)
+        raise ValueError(f"{folder} holds the split of owner {split['owner']!r}, not {cfg.owner!r}: give another "
+                         "--out, or delete this one")
+    return {**files, "n": split["n"]}
 
 
 OWNER_VIEWS = {
