@@ -45,6 +45,35 @@ def test_a_victim_folder_is_reused_only_for_its_own_training_data(tmp_path):
         check_recipe(run, "m", cfg, tmp_path / "b" / "train.csv")
 
 
+def test_a_victim_is_not_reused_when_its_training_file_now_holds_other_data(small_synth, tmp_path):
+    """`mmue verify` (and the bench's owner mix) rewrite one training file per victim: an owner who verifies a new
+    copy into the same folder must not be shown the verdict of the victim trained on the old one."""
+    import csv
+    import json
+    from mmue.experiments import PINNED, train_victim
+    from mmue.train import TrainConfig
+    mix, run, cfg = tmp_path / "train-protected.csv", tmp_path / "victim", TrainConfig(seed=0, epochs=1)
+    rows = list(csv.DictReader(open(small_synth / "train.csv")))
+    for row in rows:
+        row["filepath"] = str(small_synth / row["filepath"])
+
+    def write(caption_of):
+        with open(mix, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows({**r, "caption": caption_of(r)} for r in rows)
+    write(lambda r: r["caption"])
+    train_victim(mix, small_synth / "test.csv", run, "mmue-tiny-rn", cfg, "cpu")
+    pinned = json.loads((run / "params.json").read_text())[PINNED]
+    assert pinned["n_images"] == len({r["filepath"] for r in rows})
+    stamp = (run / "summary.json").stat().st_mtime
+    train_victim(mix, small_synth / "test.csv", run, "mmue-tiny-rn", cfg, "cpu")   # the same data: found again
+    assert (run / "summary.json").stat().st_mtime == stamp
+    write(lambda r: r["caption"] + " zq")                                          # another copy, same file name
+    with pytest.raises(ValueError, match="other images or captions in .*train-protected.csv"):
+        train_victim(mix, small_synth / "test.csv", run, "mmue-tiny-rn", cfg, "cpu")
+
+
 def test_a_results_row_of_another_release_does_not_pass_for_this_cell():
     from mmue.bench import _cell_key, _row_key
     row = {"method": "mem-3", "victim": "v", "seed": 0, "defense": "none", "strength": "low", "surrogate": "s"}

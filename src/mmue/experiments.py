@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .data import read_pairs
+from .data.pairs import data_fingerprint
 from .device import resolve_device
 from .external import is_external, train_with_open_clip
 from .metrics import random_guess
@@ -62,12 +63,15 @@ def copy_fidelity(original_csv: Path, released_csv: Path) -> tuple[float | None,
     return mean_psnr([p for p, _ in stats]), max((d for _, d in stats), default=0)
 
 
+PINNED = "train_data_fingerprint"   # in a victim's params.json: the data it was trained on
 RECIPE = ("epochs", "batch_size", "lr", "wd", "warmup", "seed", "augment")   # what a victim learns depends on
 
 
-def check_recipe(run: Path, model: str, cfg: TrainConfig, train_csv: Path | None = None) -> None:
-    """Refuse to reuse or resume a victim folder that was trained with another model, recipe or training data:
-    its figures would be reported as this one's."""
+def check_recipe(run: Path, model: str, cfg: TrainConfig, train_csv: Path | None = None,
+                 fingerprint: dict | None = None) -> None:
+    """Refuse to reuse or resume a victim folder that was trained with another model, recipe or training data
+    (another file, or the same file holding other images or captions: ``fingerprint``, ``data_fingerprint`` of
+    it now): its figures would be reported as this one's."""
     p = run / "params.json"
     if not p.exists():
         return
@@ -76,6 +80,11 @@ def check_recipe(run: Path, model: str, cfg: TrainConfig, train_csv: Path | None
     diff = [f"{k} {old[k]!r} (asked: {v!r})" for k, v in want.items() if k in old and old[k] != v]
     if train_csv is not None and "train_data" in old and Path(old["train_data"]).resolve() != Path(train_csv).resolve():
         diff.append(f"train_data {old['train_data']!r} (asked: {str(train_csv)!r})")
+    elif fingerprint is not None and (was := old.get(PINNED)) and was["sha256"] != fingerprint["sha256"]:
+        # a victim trained before this record existed is not checked: nothing says what it saw
+        diff.append(f"other images or captions in {old['train_data']} ({was['n_images']} images, {was['n_captions']} "
+                    f"captions then; {fingerprint['n_images']} and {fingerprint['n_captions']} now, or other names, "
+                    "captions or file sizes)")
     if diff:
         raise ValueError(f"{run}: this victim was trained with {', '.join(diff)}; give another output folder "
                          "or delete this one")
@@ -85,12 +94,13 @@ def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: Tr
     """Train victim ``model`` (an architecture, or ``open_clip_train:ARCH`` for open_clip's own trainer)."""
     if is_external(model):
         return train_with_open_clip(train_csv, run, model, cfg, device)
-    check_recipe(run, model, cfg, train_csv)
+    pinned = data_fingerprint(read_pairs(train_csv))
+    check_recipe(run, model, cfg, train_csv, pinned)
     if (run / "summary.json").exists():
         log.info("victim %s already trained", run)
         return
     train_run(train_csv, run, model=model, val_data=test_csv, config=cfg, device=device,
-              resume=(run / "params.json").exists())
+              resume=(run / "params.json").exists(), record={PINNED: pinned})
 
 
 def load_victim(run: Path, device: str, which: str = "last", bn_images: Path | None = None,

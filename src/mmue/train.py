@@ -186,14 +186,15 @@ def train_run(train_data: str | os.PathLike, out: str | os.PathLike, model: str 
               pretrained: str | None = None, val_data: str | os.PathLike | None = None,
               config: TrainConfig | None = None, device: str = "auto", resume: bool = False,
               csv_img_key: str | None = None, csv_caption_key: str | None = None, csv_separator: str | None = None,
-              progress: bool = True) -> dict:
-    """Train a CLIP on ``train_data`` into run directory ``out``; returns the summary (best and last epoch)."""
+              progress: bool = True, record: dict | None = None) -> dict:
+    """Train a CLIP on ``train_data`` into run directory ``out``; returns the summary (best and last epoch).
+    ``record``: more facts for ``params.json`` (the caller's, e.g. what the data held)."""
     config = (config or TrainConfig()).validate()
     d, dev = distributed.setup(resolve_device(device))
     params = {"command": "train", "world_size": d.world, "train_data": str(train_data),
               "val_data": str(val_data) if val_data else None,
               "model": model, "pretrained": pretrained, "device": str(dev), **asdict(config),
-              "csv_img_key": csv_img_key, "csv_caption_key": csv_caption_key, "versions": versions()}
+              "csv_img_key": csv_img_key, "csv_caption_key": csv_caption_key, "versions": versions(), **(record or {})}
     distributed.on_main(lambda: RunDir.open(out, params, resume, kind="training run"))
     run = RunDir(out)
     if resume:  # the stored parameters win, so a resumed run is the run that was started

@@ -2,6 +2,8 @@
 folder in one of the layouts people keep captioned images in (``layouts``)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 from pathlib import Path
@@ -11,7 +13,19 @@ from .layouts import read_folder
 from .types import DataError, PairSet
 from .webdataset import is_webdataset, read_shards
 
-__all__ = ["DataError", "PairSet", "read_pairs", "write_pairs"]
+__all__ = ["DataError", "PairSet", "data_fingerprint", "read_pairs", "write_pairs"]
+
+
+def data_fingerprint(pairs: PairSet) -> dict:
+    """What a resumed or reused run must find again: the images in order (names and file sizes) and their
+    captions. Sizes, not contents: cheap for any number of photos, and a copy protected again into the same
+    file names differs in them."""
+    h = hashlib.sha256()
+    for i in range(pairs.n_images):
+        path = pairs.image_path(i)
+        size = path.stat().st_size if pairs.opener is None and path.is_file() else None
+        h.update(json.dumps([pairs.images[i], size, [pairs.captions[c] for c in pairs.image_captions[i]]]).encode())
+    return {"n_images": pairs.n_images, "n_captions": len(pairs.captions), "sha256": h.hexdigest()}
 
 
 def read_pairs(path: str | os.PathLike, img_key: str | None = None, caption_key: str | None = None,

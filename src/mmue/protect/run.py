@@ -9,7 +9,6 @@ the same folder stops with a clear message, and the lock of a process that died 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..data.pairs import PairSet
+from ..data.pairs import PairSet, data_fingerprint
 from ..fileio import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl
 from ..models import save_model
 from ..runs import RunDirError, check_out_dir
@@ -34,16 +33,6 @@ from .store import ProtectionState
 log = logging.getLogger(__name__)
 STATE_DIR = ".mmue_state"
 LOCK_FILE = ".mmue.lock"
-
-
-def data_fingerprint(pairs: PairSet) -> dict:
-    """What a resumed run must find again: the images in order (names and file sizes) and their captions."""
-    h = hashlib.sha256()
-    for i in range(pairs.n_images):
-        path = pairs.image_path(i)
-        size = path.stat().st_size if pairs.opener is None and path.is_file() else None
-        h.update(json.dumps([pairs.images[i], size, [pairs.captions[c] for c in pairs.image_captions[i]]]).encode())
-    return {"n_images": pairs.n_images, "n_captions": len(pairs.captions), "sha256": h.hexdigest()}
 
 
 def _alive(pid: int) -> bool:
