@@ -23,8 +23,9 @@ class ProtectConfig:
     eps: float = knob(8 / 255, "L-inf bound of the image noise", gt=0, max=1, unit="px", show=True)
     alpha: float = knob(1 / 255, "PGD step size", gt=0, unit="px")
     pgd_steps: int = knob(8, "PGD steps per visit of a batch", min=0, show=True)
-    noise: str = knob("pgd", "image noise: pgd (error-minimising), random (uniform +-eps) or none",
-                      choices=("pgd", "random", "none"), show=True)
+    noise: str = knob("pgd", "image noise: pgd (error-minimising), random (uniform +-eps), ar (a sample of its "
+                      "caption cluster's autoregressive process, nothing optimised: --clusters) or none",
+                      choices=("pgd", "random", "ar", "none"), show=True)
     noise_block: int = knob(1, "side in px of the squares the noise is constant on (1: per pixel). random noise: "
                             "+-eps with a random sign per square and channel (8: patch-wise colours, as LSP); pgd: "
                             "each step moves a square by the sign of its summed gradient (8: JPEG's blocks and a "
@@ -81,8 +82,8 @@ class ProtectConfig:
                       "noise pattern per caption word, each image's noise the mean of its code words' patterns "
                       "(no trigger needed: the captions already carry the words)",
                       choices=("none", "noise", "trigger", "noise+trigger", "words"))
-    clusters: int = knob(64, "caption clusters (k-means on TF-IDF of each image's captions) when --share is set",
-                         min=1)
+    clusters: int = knob(64, "caption clusters (k-means on TF-IDF of each image's captions) when --share is set, "
+                         "or for --noise ar", min=1)
     code_words: int = knob(3, "--share words: caption words per image whose patterns make its noise", min=1)
     code_min_images: int = knob(10, "--share words: code words are the image's rarest caption words among those "
                                 "used by >= N images (so a rare-word filter keeps them)", min=1)
@@ -154,6 +155,9 @@ class ProtectConfig:
                             "batch)")
         if self.noise_colour != "rgb" and self.noise != "pgd":
             problems.append(f"noise_colour={self.noise_colour} shapes pgd noise only (noise pgd)")
+        if self.noise == "ar" and (self.noise_block > 1 or self.noise_tile > 1 or self.shares_noise):
+            problems.append("noise=ar is per-image noise of its own: leave noise_block and noise_tile at 1 and share "
+                            "at none or trigger")
         if self.shares_noise and self.noise == "none":
             problems.append(f"share={self.share} needs image noise (noise pgd or random)")
         from .views import parse_view   # the view spec is checked by the part that reads it
