@@ -12,6 +12,8 @@ def test_each_image_s_noise_is_told_apart_by_its_cluster_s_filter():
     assert coeff.shape == (8, 3, 3, 3) and (coeff[:, :, -1, -1] == 0).all()
     assert torch.allclose(coeff.sum((2, 3)), torch.ones(8, 3))
     assert torch.equal(coeff, ar_coefficients(8, torch.Generator().manual_seed(0), size=32))   # seeded
+    with pytest.raises(ValueError, match="ask for fewer --clusters"):   # no endless drawing
+        ar_coefficients(2, g, size=32, max_spread=1.0, max_batches=2)
     clusters = torch.arange(64) % 8
     noise = ar_noise(clusters, coeff, (64, 3, 32, 32), 8, g)
     assert noise.dtype == torch.int8 and noise.abs().max() <= 8

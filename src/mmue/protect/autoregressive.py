@@ -15,14 +15,17 @@ WINDOW = 3   # the process's window: each pixel from the 8 before it in a 3 x 3 
 WARMUP = 4   # rows and columns generated and cut off, so that no image starts on the random seed signal
 
 
-def ar_coefficients(k: int, g: torch.Generator, size: int = 64, max_spread: float = 2.0) -> torch.Tensor:
+def ar_coefficients(k: int, g: torch.Generator, size: int = 64, max_spread: float = 2.0,
+                    max_batches: int = 2000) -> torch.Tensor:
     """[k, 3, 3, 3] coefficients, one set per cluster and channel: Gaussian, centre 0, each channel's 8 summing
     to 1 (the AR poisons' normalisation). Most such processes still grow or fade along the raster; a draw is kept
     only if its sample at ``size`` px keeps the same scale everywhere (the standard deviations of its eight bands
     of rows, and of columns, within ``max_spread`` of each other), else its noise would sit in one corner once
-    scaled to the bound."""
+    scaled to the bound. About 1 draw in 100 is kept, at 32 to 128 px alike."""
     kept: list[torch.Tensor] = []
-    while len(kept) < k:   # candidates in batches: the sample is a loop over pixels, whatever the batch
+    for _ in range(max_batches):   # candidates in batches: the sample is a loop over pixels, whatever the batch
+        if len(kept) >= k:
+            break
         b = torch.randn(256, 3, WINDOW, WINDOW, generator=g)
         b[:, :, -1, -1] = 0
         b /= b.sum((2, 3), keepdim=True)
@@ -32,6 +35,9 @@ def ar_coefficients(k: int, g: torch.Generator, size: int = 64, max_spread: floa
         ok = torch.isfinite(s).all(1) & (s.amin(1) > 0)
         ok &= torch.where(ok, s.amax(1) / s.amin(1).clamp_min(1e-30), torch.inf) <= max_spread
         kept.extend(b[ok])
+    if len(kept) < k:
+        raise ValueError(f"drew only {len(kept)} stable autoregressive processes of the {k} asked for in "
+                         f"{max_batches * 256} draws at {size} px: ask for fewer --clusters")
     return torch.stack(kept[:k])
 
 
