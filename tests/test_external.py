@@ -52,3 +52,7 @@ def test_open_clip_train_victim_trains_and_is_evaluated_like_any_other(small_syn
     mtime = (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns
     train_victim(small_synth / "train.csv", small_synth / "test.csv", run, "open_clip_train:mmue-tiny-rn", cfg, "cpu")
     assert (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns == mtime
+    # nor passed off as one of another recipe, as MMUE's own victims are not
+    with pytest.raises(ValueError, match=r"epochs 2 \(asked: 3\)"):
+        train_victim(small_synth / "train.csv", small_synth / "test.csv", run, "open_clip_train:mmue-tiny-rn",
+                     TrainConfig(epochs=3, batch_size=16, warmup=1, seed=0), "cpu")

@@ -12,7 +12,7 @@ from pathlib import Path
 from .data import read_pairs
 from .data.pairs import data_fingerprint
 from .device import resolve_device
-from .external import is_external, train_with_open_clip
+from .external import architecture, is_external, train_with_open_clip
 from .metrics import random_guess
 from .quality import image_diffs, mean_psnr
 from .models import load_model, recalibrate_batchnorm
@@ -92,9 +92,10 @@ def check_recipe(run: Path, model: str, cfg: TrainConfig, train_csv: Path | None
 
 def train_victim(train_csv: Path, test_csv: Path, run: Path, model: str, cfg: TrainConfig, device: str) -> None:
     """Train victim ``model`` (an architecture, or ``open_clip_train:ARCH`` for open_clip's own trainer)."""
-    if is_external(model):
-        return train_with_open_clip(train_csv, run, model, cfg, device)
     pinned = data_fingerprint(read_pairs(train_csv))
+    if is_external(model):   # its params.json, written once the app has trained, names the app's architecture
+        check_recipe(run, architecture(model), cfg, train_csv, pinned)
+        return train_with_open_clip(train_csv, run, model, cfg, device, record={PINNED: pinned})
     check_recipe(run, model, cfg, train_csv, pinned)
     if (run / "summary.json").exists():
         log.info("victim %s already trained", run)

@@ -68,9 +68,10 @@ def app_args(app_csv: Path, logs: Path, arch: str, cfg: TrainConfig, device: str
             "--zeroshot-frequency", "0", "--log-every-n-steps", "1000"] + (["--resume", "latest"] if resume else [])
 
 
-def train_with_open_clip(train_csv: Path, run: Path, victim: str, cfg: TrainConfig, device: str = "auto") -> None:
+def train_with_open_clip(train_csv: Path, run: Path, victim: str, cfg: TrainConfig, device: str = "auto",
+                         record: dict | None = None) -> None:
     """Train ``victim`` (``open_clip_train:ARCH``) on ``train_csv`` into ``run``; a killed run resumes from the
-    app's latest epoch."""
+    app's latest epoch. ``record``: more facts for ``params.json`` (the caller's, e.g. what the data held)."""
     if (run / "summary.json").exists():
         log.info("victim %s already trained", run)
         return
@@ -98,7 +99,7 @@ def train_with_open_clip(train_csv: Path, run: Path, victim: str, cfg: TrainConf
     for which in ("last", "best"):
         save_model(model, run / "checkpoints", which)
     atomic_write_json(run / "params.json", {"trainer": "open_clip_train", "model": arch, "train_data": str(train_csv),
-                                            "args": args, **cfg.__dict__})
+                                            "args": args, **cfg.__dict__, **(record or {})})
     atomic_write_json(run / "summary.json", {"epochs": cfg.epochs, "best_epoch": cfg.epochs,
                                              "trainer": "open_clip_train"})
 
