@@ -122,10 +122,14 @@ def _cell_key(method: str, victim: str, seed: int, defense: str = "none", streng
     return f"{cell}|{strength}|{surrogate}|{json.dumps(protect or {}, sort_keys=True)}"
 
 
+def _row_settings(r: dict) -> dict:
+    """A row's ``BenchConfig.release_settings``, as the row recorded them."""
+    return {**(r.get("protect") or {}), **({"stack": r["stack"]} if r.get("stack") else {})}
+
+
 def _row_key(r: dict) -> str:
-    settings = {**(r.get("protect") or {}), **({"stack": r["stack"]} if r.get("stack") else {})}
     return _cell_key(r["method"], r["victim"], r["seed"], r.get("defense", "none"), r.get("strength", "low"),
-                     r.get("surrogate", DEFAULT_MODEL), settings)
+                     r.get("surrogate", DEFAULT_MODEL), _row_settings(r))
 
 
 def _victim_dir(out: Path, method: str, victim: str, seed: int, defense: str = "none") -> Path:
@@ -232,8 +236,7 @@ def check_folder(cfg: BenchConfig, out: Path, rows: list[dict]) -> None:
     mine = _release_of(cfg.strength, cfg.surrogate, cfg.release_settings, owner_surrogate)
     for r in rows:
         if r["method"] in cfg.methods and r["method"] not in ("clean", "absent"):
-            settings = {**(r.get("protect") or {}), **({"stack": r["stack"]} if r.get("stack") else {})}
-            theirs = _release_of(r.get("strength", "low"), r.get("surrogate", DEFAULT_MODEL), settings,
+            theirs = _release_of(r.get("strength", "low"), r.get("surrogate", DEFAULT_MODEL), _row_settings(r),
                                  r.get("owner_surrogate", "own") if "owner" in r else None)
             if theirs != mine:
                 diff = [f"{k} {theirs.get(k)!r} (this config: {mine.get(k)!r})" for k in sorted({*theirs, *mine})

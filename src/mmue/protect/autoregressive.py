@@ -32,8 +32,7 @@ def ar_coefficients(k: int, g: torch.Generator, size: int = 64, max_spread: floa
         x = ar_sample(b, (256, 3, size, size), g)
         bands = [x.unflatten(axis, (8, -1)).std(dims) for axis, dims in ((2, (1, 3, 4)), (3, (1, 2, 4)))]
         s = torch.cat(bands, 1)   # [256, 16]
-        ok = torch.isfinite(s).all(1) & (s.amin(1) > 0)
-        ok &= torch.where(ok, s.amax(1) / s.amin(1).clamp_min(1e-30), torch.inf) <= max_spread
+        ok = torch.isfinite(s).all(1) & (s.amin(1) > 0) & (s.amax(1) <= max_spread * s.amin(1))
         kept.extend(b[ok])
     if len(kept) < k:
         raise ValueError(f"drew only {len(kept)} stable autoregressive processes of the {k} asked for in "
