@@ -20,12 +20,14 @@ class ProtectConfig:
     """All knobs of the engine, in library units (eps/alpha as fractions of 1)."""
 
     method: str = knob("mem-3", "preset this configuration started from", cli=False, show=True)
-    eps: float = knob(8 / 255, "L-inf bound of the image noise", gt=0, max=1, unit="px", show=True)
+    eps: float = knob(8 / 255, "L-inf bound of the image noise (at most 127/255: the noise is stored as int8)", gt=0,
+                      max=127 / 255, unit="px", show=True)
     alpha: float = knob(1 / 255, "PGD step size", gt=0, unit="px")
     pgd_steps: int = knob(8, "PGD steps per visit of a batch", min=0, show=True)
     noise: str = knob("pgd", "image noise: pgd (error-minimising), random (uniform +-eps), ar (a sample of its "
-                      "caption cluster's autoregressive process, nothing optimised: --clusters) or none",
-                      choices=("pgd", "random", "ar", "none"), show=True)
+                      "caption cluster's autoregressive process, nothing optimised: --clusters), conv (what its "
+                      "caption cluster's random blur kernel changes, CUDA's poison, clipped to eps) or none",
+                      choices=("pgd", "random", "ar", "conv", "none"), show=True)
     noise_block: int = knob(1, "side in px of the squares the noise is constant on (1: per pixel). random noise: "
                             "+-eps with a random sign per square and channel (8: patch-wise colours, as LSP); pgd: "
                             "each step moves a square by the sign of its summed gradient (8: JPEG's blocks and a "
@@ -83,7 +85,7 @@ class ProtectConfig:
                       "(no trigger needed: the captions already carry the words)",
                       choices=("none", "noise", "trigger", "noise+trigger", "words"))
     clusters: int = knob(64, "caption clusters (k-means on TF-IDF of each image's captions) when --share is set, "
-                         "or for --noise ar", min=1)
+                         "or for --noise ar or conv", min=1)
     code_words: int = knob(3, "--share words: caption words per image whose patterns make its noise", min=1)
     code_min_images: int = knob(10, "--share words: code words are the image's rarest caption words among those "
                                 "used by >= N images (so a rare-word filter keeps them)", min=1)
@@ -137,12 +139,14 @@ class ProtectConfig:
             m, v = f.metadata, getattr(self, f.name)
             if m.get("choices") and v not in m["choices"]:
                 problems.append(f"{f.name} must be {'|'.join(m['choices'])} (got {v!r})")
+            def say(x):   # in the user's unit: pixel levels for eps and alpha
+                return f"{round(x * 255, 3):g}/255" if m.get("unit") == "px" else x
             if m.get("min") is not None and v < m["min"]:
-                problems.append(f"{f.name} must be >= {m['min']} (got {v})")
+                problems.append(f"{f.name} must be >= {say(m['min'])} (got {say(v)})")
             if m.get("max") is not None and v > m["max"]:
-                problems.append(f"{f.name} must be <= {m['max']} (got {v})")
+                problems.append(f"{f.name} must be <= {say(m['max'])} (got {say(v)})")
             if m.get("gt") is not None and not v > m["gt"]:
-                problems.append(f"{f.name} must be > {m['gt']} (got {v})")
+                problems.append(f"{f.name} must be > {say(m['gt'])} (got {say(v)})")
         if self.noise_block > 1 and self.noise == "none":
             problems.append(f"noise_block={self.noise_block} needs image noise (noise pgd or random)")
         if self.noise_tile > 1 and self.noise == "none":
@@ -155,9 +159,9 @@ class ProtectConfig:
                             "batch)")
         if self.noise_colour != "rgb" and self.noise != "pgd":
             problems.append(f"noise_colour={self.noise_colour} shapes pgd noise only (noise pgd)")
-        if self.noise == "ar" and (self.noise_block > 1 or self.noise_tile > 1 or self.shares_noise):
-            problems.append("noise=ar is per-image noise of its own: leave noise_block and noise_tile at 1 and share "
-                            "at none or trigger")
+        if self.noise in ("ar", "conv") and (self.noise_block > 1 or self.noise_tile > 1 or self.shares_noise):
+            problems.append(f"noise={self.noise} is per-image noise of its own: leave noise_block and noise_tile at 1 "
+                            "and share at none or trigger")
         if self.shares_noise and self.noise == "none":
             problems.append(f"share={self.share} needs image noise (noise pgd or random)")
         from .views import parse_view   # the view spec is checked by the part that reads it

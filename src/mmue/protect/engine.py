@@ -45,6 +45,7 @@ from ..optim import clip_train_step, make_optimizer
 from ..seeding import generator, seed_of
 from .adversary import worst_case
 from .autoregressive import ar_coefficients, ar_noise
+from .convolution import conv_filters, conv_noise
 from .clusters import caption_clusters, caption_word_codes, cluster_targets
 from .config import ProtectConfig
 from .filters import balanced_sum, make_filter
@@ -178,7 +179,7 @@ class MEMEngine:
         self.framing = Framing(data.sizes, data.images.shape[-1], cfg.stretch)
         self.grad_filter = make_filter(cfg.grad_blur, cfg.objective, cfg.noise_block, cfg.noise_tile, cfg.noise_colour)
         self.clusters = (caption_clusters(data.caption_bodies, data.image_captions, cfg.clusters, cfg.seed)
-                         if cfg.share not in ("none", "words") or cfg.target == "cluster" or cfg.noise == "ar"
+                         if cfg.share not in ("none", "words") or cfg.target == "cluster" or cfg.noise in ("ar", "conv")
                          else None)
         self.targets = cluster_targets(self.clusters, cfg.seed) if cfg.target == "cluster" else None
         if cfg.share == "words":
@@ -216,14 +217,18 @@ class MEMEngine:
         if self.cfg.shares_noise:
             self.noise.init(state, g, random=self.cfg.noise == "random")
             self.noise.write_all(state, self.data.images)
-        elif self.cfg.noise in ("random", "ar"):
-            coeff = (ar_coefficients(int(self.clusters.max()) + 1, g, shape[-1]) if self.cfg.noise == "ar"
-                     else None)
+        elif self.cfg.noise in ("random", "ar", "conv"):
+            k = int(self.clusters.max()) + 1 if self.clusters is not None else 0
+            coeff = ar_coefficients(k, g, shape[-1]) if self.cfg.noise == "ar" else None
+            kernels = conv_filters(k, g) if self.cfg.noise == "conv" else None
             for s in range(0, n, 1024):  # in chunks: the images may live on disk too
-                x = self.data.images[s:s + 1024]
-                r = (random_noise(tuple(x.shape), self.cfg.eps_px, g, self.cfg.noise_block, self.cfg.noise_tile)
-                     if coeff is None else ar_noise(self.clusters[s:s + len(x)], coeff, tuple(x.shape),
-                                                    self.cfg.eps_px, g))
+                x, c = self.data.images[s:s + 1024], (self.clusters[s:s + 1024] if k else None)
+                if kernels is not None:
+                    r = conv_noise(x, c, kernels, self.cfg.eps_px)
+                elif coeff is not None:
+                    r = ar_noise(c, coeff, tuple(x.shape), self.cfg.eps_px, g)
+                else:
+                    r = random_noise(tuple(x.shape), self.cfg.eps_px, g, self.cfg.noise_block, self.cfg.noise_tile)
                 state.noise[s:s + len(x)] = (apply_noise(x, r).to(torch.int16) - x.to(torch.int16)).to(torch.int8)
         if self.cfg.shares_trigger:   # one draw per cluster, the same words for all its images
             state.triggers = self.triggers.initial(int(self.clusters.max()) + 1, g)[self.clusters]
