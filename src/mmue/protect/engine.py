@@ -45,9 +45,9 @@ from ..optim import clip_train_step, make_optimizer
 from ..seeding import generator, seed_of
 from .adversary import worst_case
 from .autoregressive import ar_coefficients, ar_noise
-from .convolution import conv_filters, conv_noise
 from .clusters import caption_clusters, caption_word_codes, cluster_targets
 from .config import ProtectConfig
+from .convolution import conv_filters, conv_noise
 from .filters import balanced_sum, make_filter
 from .framing import Framing
 from .hotflip import greedy_rerank, hotflip_candidates
