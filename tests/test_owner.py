@@ -134,24 +134,28 @@ def test_verify_end_to_end(tiny_synth, tmp_path, capsys, caplog):
     assert "published" not in r["scrapers"]["jpeg-75"]
     # re-captioning: the protected images with the owner's original captions; clean data is unchanged by it, so
     # its floor and ceiling are the undefended victims', while JPEG re-saves the clean mix too and trains its own
-    oracle = read_pairs(tmp_path / "v/scraped/oracle-captions/protected/train-protected.csv")
-    mix = read_pairs(tmp_path / "v/train-protected.csv")
+    folders = r["victim_folders"]   # each named by the data its victims train on
+    assert sorted(folders) == ["absent", "clean", "protected"] and folders["clean"].startswith("clean-")
+    oracle = read_pairs(tmp_path / "v/scraped/oracle-captions" / folders["protected"]
+                        / f"train-{folders['protected']}.csv")
+    mix = read_pairs(tmp_path / f"v/train-{folders['protected']}.csv")
     assert [oracle.image_path(i).resolve() for i in range(oracle.n_images)] == \
         [mix.image_path(i).resolve() for i in range(mix.n_images)]
-    assert oracle.captions == read_pairs(tmp_path / "v/train-clean.csv").captions != mix.captions
+    assert oracle.captions == read_pairs(tmp_path / f"v/train-{folders['clean']}.csv").captions != mix.captions
     assert r["scrapers"]["oracle-captions"]["metrics"]["clean"] == r["metrics"]["clean"]
     victims = tmp_path / "v/victims/mmue-tiny-rn"
-    assert sorted(p.name for p in (victims / "oracle-captions").iterdir()) == ["protected"]
-    assert sorted(p.name for p in (victims / "jpeg-75").iterdir()) == ["absent", "clean", "protected"]
+    assert sorted(p.name for p in (victims / "oracle-captions").iterdir()) == [folders["protected"]]
+    assert sorted(p.name for p in (victims / "jpeg-75").iterdir()) == sorted(folders.values())
     assert not (victims / "jpeg-75+bn-clean").exists()
     from mmue.experiments import load_victim
-    recal = load_victim(victims / "jpeg-75" / "protected", "cpu", "last", tmp_path / "v/train-clean.csv")
+    recal = load_victim(victims / "jpeg-75" / folders["protected"], "cpu", "last",
+                        tmp_path / f"v/train-{folders['clean']}.csv")
     assert owner_metrics(None, mine, tiny_synth / "test.csv", "cpu", model=recal) == \
         r["scrapers"]["jpeg-75+bn-clean"]["metrics"]["protected"]
     assert (tmp_path / "v" / "verify.md").read_text().startswith("# mmue verify")
     # the victims train with open_clip_train's mild crop unless told otherwise, and say so
     assert r["augment"] == "crop-0.9" and "augmentation crop-0.9" in out
-    assert json.loads((victims / "clean/params.json").read_text())["augment"] == "crop-0.9"
+    assert json.loads((victims / folders["clean"] / "params.json").read_text())["augment"] == "crop-0.9"
     # finished victims are reused only for the same recipe
     rc = main(["-q", "verify", "--clean", str(mine), "--protected", str(tmp_path / "prot"), "--out",
                str(tmp_path / "v"), "--public", str(public), "--epochs", "1", "--device", "cpu", "--augment", "none",
@@ -183,8 +187,10 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     assert "victims mmue-tiny-vit, trained from scratch 1 epochs:" in out
     assert r["models"]["mmue-tiny-vit"]["recipe"] == {"epochs": 1} and not r["models"]["mmue-tiny-vit"]["finetuned"]
     for m in DEFAULT_MODELS:   # no public data: each architecture's floor is its own untrained model
-        assert sorted(p.name for p in (tmp_path / "v/victims" / m).iterdir()) == ["clean", "protected"]
-        assert json.loads((tmp_path / "v/victims" / m / "clean/params.json").read_text())["model"] == m
+        folders = r["victim_folders"]
+        assert sorted(p.name for p in (tmp_path / "v/victims" / m).iterdir()) == [folders["clean"],
+                                                                                 folders["protected"]]
+        assert json.loads((tmp_path / "v/victims" / m / folders["clean"] / "params.json").read_text())["model"] == m
     assert r["models"]["mmue-tiny-rn"]["scrapers"]["none"]["metrics"]["absent"] != \
         r["models"]["mmue-tiny-vit"]["scrapers"]["none"]["metrics"]["absent"]
     assert r["worst"]["model"] in DEFAULT_MODELS and "A model (mmue-tiny-rn) trained on your protected copy" in out
@@ -201,6 +207,36 @@ def test_verify_trains_each_architecture_and_names_the_one_that_tuned_the_noise(
     assert not (tmp_path / "v2").exists()
 
 
+def test_verify_rerun_with_another_copy_trains_only_its_victims(tiny_synth, tmp_path, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="mmue.verify")
+    mine = write_subset(read_pairs(tiny_synth / "train.csv"), list(range(12)), tmp_path / "mine" / "mine.csv")
+    for seed in (0, 1):   # two copies: other triggers
+        api.protect(mine, tmp_path / f"prot{seed}", "trigger-only", device="cpu", progress=False, rounds=0, seed=seed)
+    args = dict(model="mmue-tiny-rn", epochs=1, device="cpu", scrapers=["none", "oracle-captions"])
+    first = api.verify(mine, tmp_path / "prot0", tmp_path / "v", **args)
+    victims = tmp_path / "v/victims/mmue-tiny-rn"
+    trained = {p: p.stat().st_mtime_ns for p in victims.rglob("summary.json")}
+    caplog.clear()
+    second = api.verify(mine, tmp_path / "prot1", tmp_path / "v", **args)
+    a, b = first["victim_folders"], second["victim_folders"]
+    assert a["clean"] == b["clean"] and a["protected"] != b["protected"]
+    # the clean victim is reused, the first copy's victims are kept, the new copy's trained beside them
+    assert {p: p.stat().st_mtime_ns for p in trained} == trained
+    assert f"{a['clean']} already trained" in caplog.text and f"{a['protected']} already" not in caplog.text
+    for where in (victims, victims / "oracle-captions"):
+        assert {a["protected"], b["protected"]} <= {p.name for p in where.iterdir()}
+    # each victim's record names what it trained on, still after the rerun: its copy's images (re-captioned too)
+    assert second["protected"].startswith(str(tmp_path / "prot1"))
+    for report, folder in ((first, a["protected"]), (second, b["protected"])):
+        copy = read_pairs(report["protected"])
+        for run in (victims / folder, victims / "oracle-captions" / folder):
+            seen = read_pairs(json.loads((run / "params.json").read_text())["train_data"])
+            assert [seen.image_path(i).resolve() for i in range(seen.n_images)] == \
+                [copy.image_path(i).resolve() for i in range(copy.n_images)]
+    assert second["metrics"]["clean"] == first["metrics"]["clean"]
+
+
 def test_verify_fine_tunes_public_towers_as_a_scraper_would(tiny_synth, tmp_path, capsys):
     from mmue.train import FINETUNE_RECIPE
     from mmue.verify import victim_recipe
@@ -213,7 +249,8 @@ def test_verify_fine_tunes_public_towers_as_a_scraper_would(tiny_synth, tmp_path
                "--model", "mmue-effl0-minilm"])
     out = capsys.readouterr().out
     r = json.loads((tmp_path / "v" / "verify.json").read_text())
-    params = json.loads((tmp_path / "v/victims/mmue-effl0-minilm/clean/params.json").read_text())
+    params = json.loads((tmp_path / "v/victims/mmue-effl0-minilm" / r["victim_folders"]["clean"] / "params.json")
+                        .read_text())
     # the scraper's gentle recipe, not the from-scratch one; --epochs still rules
     assert rc == 0 and params["lr"] == FINETUNE_RECIPE["lr"] and params["warmup"] == FINETUNE_RECIPE["warmup"]
     assert params["epochs"] == 1 and r["models"]["mmue-effl0-minilm"]["finetuned"]

@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", required=True, type=Path, help="your original captions CSV (the one you protected)")
     p.add_argument("--protected", required=True, type=Path, help="the --out folder of mmue protect (or publish/)")
     p.add_argument("--out", required=True, type=Path, help="where the victims and verify.json/verify.md go; a rerun "
-                   "reuses the victims whose data is unchanged (another copy into the same --out is refused)")
+                   "reuses the victims whose data is unchanged: with another copy it trains only that copy's victims")
     p.add_argument("--public", type=Path, help="clean data of others to mix in, as a scraper would (CSV)")
     p.add_argument("--distractors", type=Path, help="other images to put in the search gallery (CSV)")
     p.add_argument("--model", default=None,

@@ -18,7 +18,9 @@ protected victim, and its own floor and ceiling where it changes clean data too;
 and with the owner's original captions put back (``oracle-captions``: the most any caption cleaning can take),
 each also with its victims' BatchNorm statistics re-estimated on the clean data (``bn-clean``: evaluated, not
 trained again; a model without BatchNorm is said to have none), and the verdict leads with the worst of them over
-scrapers and architectures. Resumable: finished victims are kept.
+scrapers and architectures. Resumable: finished victims are kept, each in a folder named by the data it trained
+on, so a rerun with another protected copy (or other clean data) in the same ``--out`` trains that copy's victims
+beside the finished ones and reuses the rest.
 
 A scraper who fine-tunes public pretrained weights rather than training from scratch is one more architecture:
 ``--model mmue-effl0-minilm`` (the pretrained towers MMUE ships), whose victims are fine-tuned with the recipe such a
@@ -27,14 +29,17 @@ towers before any fine-tuning.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from .data.pairs import data_fingerprint, read_pairs
 from .defenses import apply_defense, describe, keeps_clean_data, recalibrates, trained_as, uses_augment, validate
 from .device import resolve_device
 from .experiments import load_victim, train_victim
@@ -138,10 +143,11 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
     if public is not None:
         sources = {k: [Path(public)] + v for k, v in sources.items()}
         sources["absent"] = [Path(public)]
-    mixes = {name: concat_csvs(csvs, out / f"train-{name}.csv") for name, csvs in sources.items()}
+    mixes, folders = write_mixes(sources, out)
     report = {"clean": str(clean), "protected": str(prot_csv), "public": str(public) if public else None,
               "distractors": str(distractors) if distractors else None, "model": ",".join(models),
-              "surrogate": surrogate_of(protected), "epochs": epochs, "seed": seed, "augment": augment, "models": {}}
+              "surrogate": surrogate_of(protected), "epochs": epochs, "seed": seed, "augment": augment,
+              "victim_folders": folders, "models": {}}
     # each scraper trains its own protected victim, and its own floor and ceiling unless it leaves clean data as
     # it is; without --public the floor is the untrained model
     per_model = sum(_trains(s, scrapers, len(mixes)) for s in scrapers)
@@ -151,8 +157,9 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
         return f"{next(counter)}/{total}"
     for name in models:
         report["models"][name] = {"recipe": recipes[name], "finetuned": is_finetuned(name),
-                                  "scrapers": _verify_model(name, clean, prot_csv, mixes, distractors, scrapers,
-                                                            views, out, recipes[name], seed, device, augment, count)}
+                                  "scrapers": _verify_model(name, clean, prot_csv, mixes, folders, distractors,
+                                                            scrapers, views, out, recipes[name], seed, device,
+                                                            augment, count)}
     first = report["models"][models[0]]["scrapers"]["none"]   # the first architecture, the copy as published
     report.update(scrapers=report["models"][models[0]]["scrapers"], metrics=first["metrics"],
                   gallery_images=int(first["metrics"]["clean"]["mem/gallery_images"]),
@@ -165,10 +172,33 @@ def run_verify(clean: Path, protected: Path, out: Path, public: Path | None = No
     return report
 
 
-def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distractors, scrapers: list[str],
-                  views: dict, out: Path, recipe: dict, seed: int, device: str, augment: str, count) -> dict:
+def write_mixes(sources: dict[str, list[Path]], out: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each mix as the scraper trains on it, ``out/train-<folder>.csv``, and its folder name (``victim_folders``):
+    a file per content, so that what a victim's record names still holds what it trained on after a rerun with
+    other data."""
+    staged = {name: concat_csvs(csvs, out / f".train-{name}-{os.getpid()}.csv") for name, csvs in sources.items()}
+    folders = victim_folders(staged)
+    mixes = {name: out / f"train-{folders[name]}.csv" for name in staged}
+    for name, tmp in staged.items():
+        os.replace(tmp, mixes[name])
+    return mixes, folders
+
+
+def victim_folders(mixes: dict[str, Path]) -> dict[str, str]:
+    """Each mix's folder name: ``<name>-<tag>``, the tag from what its victims train on, so that victims of other
+    data never share a folder (a scraper's copy of one protected copy handed to another's victims, or a finished
+    victim refused). The protected side's tag covers the clean mix too: re-captioning puts the clean captions back."""
+    prints = {name: data_fingerprint(read_pairs(csv))["sha256"] for name, csv in mixes.items()}
+    prints["protected"] = hashlib.sha256((prints["clean"] + prints["protected"]).encode()).hexdigest()
+    return {name: f"{name}-{fp[:12]}" for name, fp in prints.items()}
+
+
+def _verify_model(model: str, clean: Path, published: Path, mixes: dict, folders: dict, distractors,
+                  scrapers: list[str], views: dict, out: Path, recipe: dict, seed: int, device: str, augment: str,
+                  count) -> dict:
     """Every scraper's absent / clean / protected rows for victims of one architecture, in
-    ``out/victims/<model>/[<scraper>/]<name>``; the scrapers' copies of the mixes are shared by all architectures.
+    ``out/victims/<model>/[<scraper>/]<folder>`` (``folders``: ``victim_folders(mixes)``); the scrapers' copies of
+    the mixes are shared by all architectures.
     The copy as published (no scraper) is also queried as the scraper holds it: ``published``, the owner's copy."""
     # rows no scraper changes: without --public, the untrained model is the floor (for pretrained towers: the
     # towers before fine-tuning)
@@ -190,14 +220,14 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
                 continue
             # the original of the protected mix is the clean mix (same rows, same file names); a bn-clean scraper
             # evaluates the victim trained under the rest of its name, statistics re-estimated on that original
-            data, run, original = mixes[name], out / "victims" / model / name, mixes["absent" if name == "absent"
-                                                                                     else "clean"]
+            data, run = mixes[name], out / "victims" / model / folders[name]
+            original = mixes["absent" if name == "absent" else "clean"]
             trained = trained_as(scraper)
             if trained != "none" and name != "protected" and keeps_clean_data(trained):
                 trained = "none"   # clean data the defense leaves as it is: the undefended victim stands for it
             if trained != "none":
-                data = apply_defense(data, trained, out / "scraped" / trained / name, seed, original)
-                run = out / "victims" / model / trained / name
+                data = apply_defense(data, trained, out / "scraped" / trained / folders[name], seed, original)
+                run = out / "victims" / model / trained / folders[name]
             where = f"{model} on " + (name if name != "absent" else "the others' data")
             if recalibrates(scraper) and not _trains(scraper, scrapers, len(mixes)):
                 log.info("%s [%s]: the [%s] victim, its BatchNorm statistics re-estimated", where, scraper, trained)
@@ -213,8 +243,9 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, distrac
                             "gap_closed": gap_closed(r10["absent"], r10["clean"], r10["protected"]),
                             **({"batchnorm": batchnorm} if recalibrates(scraper) else {})}
     # the files a scraper holds: the protected victim, and the floor, queried with the copy itself
-    victims = {"absent": (None, untrained) if untrained is not None else (out / "victims" / model / "absent", None),
-               "protected": (out / "victims" / model / "protected", None)}
+    base = out / "victims" / model
+    victims = {"absent": (None, untrained) if untrained is not None else (base / folders["absent"], None),
+               "protected": (base / folders["protected"], None)}
     pub = {name: owner_metrics(run, published, distractors, device, "last", model=m, prefix="pub")
            for name, (run, m) in victims.items()}
     results["none"]["published"] = {"metrics": pub, "mean_R@10": {k: mean_r10(v, "pub/") for k, v in pub.items()}}
