@@ -161,6 +161,16 @@ def test_a_defended_copy_is_reused_only_for_its_own_source(tiny_synth, tmp_path)
         apply_defense(other, "rare-3", tmp_path / "d")
     with pytest.raises(ValueError, match="made from"):
         apply_defense(src, "rare-3", tmp_path / "d", seed=1)
+    # the same file rewritten with other captions (a scraper's mix made again from another copy): refused too
+    from mmue.data.csvfile import write_rows
+    pairs = read_pairs(src)
+    rows = [(str(pairs.image_path(pairs.caption_image[c]).resolve()), pairs.captions[c])
+            for c in range(len(pairs.captions))]
+    mix = write_rows(rows, tmp_path / "mix.csv")
+    apply_defense(mix, "rare-3", tmp_path / "m")
+    write_rows([(p, cap + " again") for p, cap in rows], mix)
+    with pytest.raises(ValueError, match="made from other images or captions in .*mix.csv"):
+        apply_defense(mix, "rare-3", tmp_path / "m")
     (tmp_path / "d" / "defense.json").unlink()                              # a copy from before stamps: rebuilt
     again = read_pairs(apply_defense(other, "rare-3", tmp_path / "d"))
     assert again.captions == read_pairs(apply_defense(other, "rare-3", tmp_path / "e")).captions

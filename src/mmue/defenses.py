@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .augment import crop_scale
-from .data.pairs import read_pairs, write_pairs
+from .data.pairs import data_fingerprint, read_pairs, write_pairs
 from .data.types import PairSet
 from .fileio import atomic_write_json
 
@@ -228,16 +228,21 @@ def apply_defense(csv_path: str | Path, name: str, out_dir: str | Path, seed: in
         raise ValueError("oracle-captions needs the original CSV the release was protected from")
     out = Path(out_dir)
     target, stamp_file = out / csv_path.name, out / "defense.json"
-    # what this copy is made from: a finished copy of other data must never be handed back as this one
+    # what this copy is made from: a finished copy of other data (another file, or the same file rewritten with
+    # other images or captions) must never be handed back as this one
+    pairs = read_pairs(csv_path)
     stamp = {"source": str(csv_path.resolve()), "defense": name, "seed": seed,
-             "original": str(Path(original).resolve()) if original is not None else None}
+             "original": str(Path(original).resolve()) if original is not None else None,
+             "source_data": data_fingerprint(pairs)["sha256"],
+             "original_data": data_fingerprint(read_pairs(original))["sha256"] if original is not None else None}
     if target.exists() and stamp_file.exists():
         made = json.loads(stamp_file.read_text())
-        if made != stamp:
-            raise ValueError(f"{out}: this defended copy was made from {made['source']} ({made['defense']}, seed "
-                             f"{made['seed']}), not from {stamp['source']}; give another folder or delete this one")
+        if any(made[k] != v for k, v in stamp.items() if k in made):   # a stamp from before the data's: paths only
+            what = "other images or captions in " if made["source"] == stamp["source"] else ""
+            raise ValueError(f"{out}: this defended copy was made from {what}{made['source']} ({made['defense']}, "
+                             f"seed {made['seed']}), not from {stamp['source']} as it is now; give another folder or "
+                             "delete this one")
         return target
-    pairs = read_pairs(csv_path)
     images = list(pairs.images)
     if not name.startswith(CAPTION_DEFENSES):
         for i, rel in enumerate(pairs.images):
