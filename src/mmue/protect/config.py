@@ -15,6 +15,11 @@ def knob(default, help: str, *, choices: tuple | None = None, min: float | None 
     return field(default=default, metadata=meta)
 
 
+def _in_pixels(x: float) -> str:
+    """A [0,1] amplitude as the pixel levels people give it in (``8/255``)."""
+    return f"{round(x * 255, 3):g}/255"
+
+
 @dataclass(frozen=True)
 class ProtectConfig:
     """All knobs of the engine, in library units (eps/alpha as fractions of 1)."""
@@ -139,8 +144,7 @@ class ProtectConfig:
             m, v = f.metadata, getattr(self, f.name)
             if m.get("choices") and v not in m["choices"]:
                 problems.append(f"{f.name} must be {'|'.join(m['choices'])} (got {v!r})")
-            def say(x):   # in the user's unit: pixel levels for eps and alpha
-                return f"{round(x * 255, 3):g}/255" if m.get("unit") == "px" else x
+            say = _in_pixels if m.get("unit") == "px" else (lambda x: x)   # the user's unit: levels for eps, alpha
             if m.get("min") is not None and v < m["min"]:
                 problems.append(f"{f.name} must be >= {say(m['min'])} (got {say(v)})")
             if m.get("max") is not None and v > m["max"]:
