@@ -90,12 +90,13 @@ def test_the_check_offers_fine_tuning_where_the_towers_are_installed(monkeypatch
     assert check_models() == [scratch, finetune]
     up = Upload(tmp_path, tmp_path / "input", "captions-txt", 8, 8)
     out = tmp_path / "runs" / "mem-3-low"
-    # each epoch setting has its own victims (a victim of other epochs is refused, not reused); empty = the recipes
-    assert check_dir(up, out, None) == tmp_path / "verify" / "mem-3-low" / "recipe"
-    assert check_dir(up, out, 3) != check_dir(up, out, 5)
-    cmd = verify_command(up, out, check_dir(up, out, None), finetune, None, "cpu")
+    # each epoch setting has its own victims (a victim of other epochs is refused, not reused); empty = the recipes;
+    # the copies of every preset share them (the clean models are trained once)
+    assert check_dir(up, None) == tmp_path / "verify" / "recipe"
+    assert check_dir(up, 3) != check_dir(up, 5)
+    cmd = verify_command(up, out, check_dir(up, None), finetune, None, "cpu")
     assert cmd[cmd.index("--model") + 1] == finetune and "--epochs" not in cmd
-    cmd = verify_command(up, out, check_dir(up, out, 2), scratch, 2.0, "cpu")
+    cmd = verify_command(up, out, check_dir(up, 2), scratch, 2.0, "cpu")
     assert cmd[cmd.index("--epochs") + 1] == "2"
 
 

@@ -174,10 +174,11 @@ def check_models() -> list[str]:
     return [k for k in CHECK_MODELS if set(k.split(",")) - set(DEFAULT_MODELS) <= towers]
 
 
-def check_dir(up: Upload, out: Path, epochs) -> Path:
-    """Where the check of the copy ``out`` trains its models: one folder per epoch setting (a model trained with
-    other epochs is not this check's), shared by the choices of models (each architecture has its own victims)."""
-    return up.folder / "verify" / out.name / (f"epochs-{int(epochs)}" if epochs else "recipe")
+def check_dir(up: Upload, epochs) -> Path:
+    """Where the checks of this upload train their models: one folder per epoch setting (a model trained with
+    other epochs is not this check's), shared by every protected copy of it and every choice of models (verify
+    names each model's folder by the data it trains on: checking another preset trains only its copy's models)."""
+    return up.folder / "verify" / (f"epochs-{int(epochs)}" if epochs else "recipe")
 
 
 def verify_command(up: Upload, out: Path, report: Path, models: str, epochs, device: str,
@@ -417,7 +418,7 @@ def build(workdir: Path, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, device: str
         if not (out / PRIVATE / "manifest.json").exists():
             yield "Protect first: the check compares models trained on your clean and protected copies."
             return
-        report = check_dir(up, out, epochs)
+        report = check_dir(up, epochs)
         cmd = verify_command(up, out, report, models, epochs, device, others)
         yield "Checking... (Cancel stops it; Check resumes it from the last finished model)"
         checks.add(str(report))
