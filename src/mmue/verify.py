@@ -207,6 +207,7 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, folders
         torch.manual_seed(seed)
         untrained = create_model(model, device=resolve_device(device))
         fixed["absent"] = owner_metrics(None, Path(clean), distractors, device, model=untrained)
+    base = out / "victims" / model
     results, bn_cache = {}, {}   # bn_cache: each clean mix encoded once for every victim re-estimated on it
     for scraper in scrapers:
         view = views[scraper]
@@ -220,14 +221,14 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, folders
                 continue
             # the original of the protected mix is the clean mix (same rows, same file names); a bn-clean scraper
             # evaluates the victim trained under the rest of its name, statistics re-estimated on that original
-            data, run = mixes[name], out / "victims" / model / folders[name]
+            data, run = mixes[name], base / folders[name]
             original = mixes["absent" if name == "absent" else "clean"]
             trained = trained_as(scraper)
             if trained != "none" and name != "protected" and keeps_clean_data(trained):
                 trained = "none"   # clean data the defense leaves as it is: the undefended victim stands for it
             if trained != "none":
                 data = apply_defense(data, trained, out / "scraped" / trained / folders[name], seed, original)
-                run = out / "victims" / model / trained / folders[name]
+                run = base / trained / folders[name]
             where = f"{model} on " + (name if name != "absent" else "the others' data")
             if recalibrates(scraper) and not _trains(scraper, scrapers, len(mixes)):
                 log.info("%s [%s]: the [%s] victim, its BatchNorm statistics re-estimated", where, scraper, trained)
@@ -243,7 +244,6 @@ def _verify_model(model: str, clean: Path, published: Path, mixes: dict, folders
                             "gap_closed": gap_closed(r10["absent"], r10["clean"], r10["protected"]),
                             **({"batchnorm": batchnorm} if recalibrates(scraper) else {})}
     # the files a scraper holds: the protected victim, and the floor, queried with the copy itself
-    base = out / "victims" / model
     victims = {"absent": (None, untrained) if untrained is not None else (base / folders["absent"], None),
                "protected": (base / folders["protected"], None)}
     pub = {name: owner_metrics(run, published, distractors, device, "last", model=m, prefix="pub")
